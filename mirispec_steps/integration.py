@@ -1,0 +1,21 @@
+"""Entry point for stpipe: the steps this package provides.
+
+Only strings are returned so that ``strun --list`` and the CLI stay fast:
+nothing heavy is imported until a step is actually used.
+"""
+
+__all__ = ["get_steps"]
+
+
+def get_steps():
+    """
+    Return the (class path, alias, is_pipeline) tuples of our steps.
+
+    Returns
+    -------
+    list of tuple
+        One tuple per step, as expected by the ``stpipe.steps`` entry point.
+    """
+    return [
+        ("mirispec_steps.lrs_box_extract_step.LrsBoxExtractStep", "lrs_box_extract", False),
+    ]

@@ -1,0 +1,122 @@
+"""LrsBoxExtractStep: MIRI LRS box extraction that matches jwst and goes past it."""
+
+from __future__ import annotations
+
+import logging
+
+from stdatamodels.jwst import datamodels
+
+from mirispec_steps.adapters.lrs import check_lrs_input
+from mirispec_steps.errors import InputDataError
+from mirispec_steps.lrs_box import extract_box, resolve_box_parameters
+from mirispec_steps.reference import load_apcorr, load_extract1d, select_aperture
+from mirispec_steps.stepbase import MirispecStep
+
+__all__ = ["LrsBoxExtractStep"]
+
+log = logging.getLogger(__name__)
+
+
+class LrsBoxExtractStep(MirispecStep):
+    """
+    Box-extract a MIRI LRS spectrum from s2d, cal or calints data.
+
+    Every parameter of jwst's ``extract_1d`` box mode for MIRI LRS, with the
+    same meaning and precedence (step parameter > extract1d reference file >
+    default), plus:
+
+    - ``bkg_fit: "mean"`` accepted in the reference file too;
+    - ``replace_bad_pixels``: invalid aperture pixels are estimated from the
+      cross-dispersion profile of neighbouring rows instead of dropping out
+      of the sum; the replaced flux fraction is stored per spectral element
+      (``spec.replaced_fraction``);
+    - ``bkg_sigma_clip``: iterative outlier rejection in the background
+      regions;
+    - ``fixed_background``: keep background regions in place when the aperture
+      follows the source with ``use_source_posn``;
+    - the source trace on cal data registered on the right rows, and the
+      aperture correction evaluated once for all rows and integrations.
+    """
+
+    class_alias = "lrs_box_extract"
+
+    spec = """
+    subtract_background = boolean(default=None)  # subtract background? (None: if bkg_coeff given)
+    apply_apcorr = boolean(default=True)  # apply the aperture correction (point sources)
+    use_source_posn = boolean(default=None)  # centre the aperture on the source from the WCS
+    position_offset = float(default=0)  # extra cross-dispersion shift of the aperture (pixels)
+    smoothing_length = integer(default=None)  # odd boxcar along dispersion for the background
+    bkg_fit = option("poly", "mean", "median", None, default=None)  # background fit type
+    bkg_order = integer(default=None, min=0)  # order of the background polynomial
+    bkg_sigma_clip = float(default=5.0, min=0)  # reject background outliers beyond N sigma (0: off)
+    replace_bad_pixels = boolean(default=True)  # repair bad aperture pixels from the profile
+    fixed_background = boolean(default=False)  # background regions do not follow use_source_posn
+    """  # noqa: E501
+
+    reference_file_types = ["extract1d", "apcorr"]
+
+    def process(self, input_data):
+        """
+        Extract the spectrum.
+
+        Parameters
+        ----------
+        input_data : str or DataModel
+            LRS s2d, cal or calints.
+
+        Returns
+        -------
+        MultiSpecModel or TSOMultiSpecModel
+            x1d (or x1dints) spectra; the input model itself, marked SKIPPED,
+            when it is not MIRI LRS data.
+        """
+        model = self.prepare_output(input_data, make_copy=False)
+        if not isinstance(model, (datamodels.ImageModel, datamodels.SlitModel, datamodels.CubeModel)):
+            raise InputDataError(
+                f"input is a {type(model).__name__}; expected an LRS s2d, cal or calints model"
+            )
+        exp_type = str(model.meta.exposure.type).upper()
+        if model.meta.instrument.name != "MIRI" or not exp_type.startswith("MIR_LRS"):
+            log.warning(f"Input is {model.meta.instrument.name} {exp_type}, not MIRI LRS: skipped")
+            result = model.copy() if model is input_data else model
+            self.record_step_status(result, "SKIPPED")
+            return result
+        check_lrs_input(model)
+
+        extract_ref = self.get_reference_file(model, "extract1d")
+        apertures = load_extract1d(extract_ref)
+        slit_name = exp_type
+        if isinstance(model, datamodels.ImageModel) and getattr(model, "name", None):
+            slit_name = model.name
+        aperture = select_aperture(apertures, slit_name)
+
+        params = resolve_box_parameters(
+            aperture,
+            model,
+            subtract_background=self.subtract_background,
+            bkg_fit=self.bkg_fit,
+            bkg_order=self.bkg_order,
+            smoothing_length=self.smoothing_length,
+            use_source_posn=self.use_source_posn,
+            position_offset=self.position_offset,
+            bkg_sigma_clip=self.bkg_sigma_clip,
+            replace_bad_pixels=self.replace_bad_pixels,
+            fixed_background=self.fixed_background,
+        )
+
+        apcorr = None
+        if self.apply_apcorr:
+            if model.meta.target.source_type == "POINT":
+                apcorr_ref = self.get_reference_file(model, "apcorr")
+                if apcorr_ref != "N/A":
+                    subarray = model.meta.subarray.name or "FULL"
+                    apcorr = load_apcorr(apcorr_ref, subarray)
+            else:
+                log.info("Aperture correction skipped: source type is not POINT")
+
+        products = extract_box(model, params, apcorr, slit_name)
+        result = products.x1d
+        self.record_step_status(result, "COMPLETE")
+        if model is not input_data:
+            model.close()
+        return result

@@ -1,0 +1,263 @@
+"""Reference-file loading and validation shared by all steps.
+
+Standard jwst reftypes keep jwst's formats (``extract1d`` JSON, ``apcorr``
+FITS), so the operational CRDS files work unchanged. Every loader validates
+what it reads and raises :class:`ReferenceFileError` naming the file and the
+offending key instead of failing later deep inside the algorithm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mirispec_steps.errors import ReferenceFileError
+
+__all__ = ["ApertureParameters", "load_extract1d", "select_aperture", "ApcorrTable", "load_apcorr"]
+
+_NUMBER = (int, float)
+_APERTURE_KEYS = {
+    "id": (str,),
+    "region_type": (str,),
+    "spectral_order": (int, str),
+    "dispaxis": (int,),
+    "xstart": _NUMBER,
+    "xstop": _NUMBER,
+    "ystart": _NUMBER,
+    "ystop": _NUMBER,
+    "extract_width": _NUMBER,
+    "src_coeff": (list,),
+    "bkg_coeff": (list,),
+    "bkg_fit": (str,),
+    "bkg_order": (int,),
+    "smoothing_length": _NUMBER,
+    "independent_var": (str,),
+    "use_source_posn": (bool,),
+    "position_offset": _NUMBER,
+}
+
+
+@dataclass
+class ApertureParameters:
+    """
+    One aperture of an extract1d reference file, validated.
+
+    Attributes mirror the JSON keys; ``None`` means the key was absent.
+    """
+
+    id: str
+    xstart: float | None = None
+    xstop: float | None = None
+    ystart: float | None = None
+    ystop: float | None = None
+    extract_width: float | None = None
+    src_coeff: list | None = None
+    bkg_coeff: list | None = None
+    bkg_fit: str | None = None
+    bkg_order: int | None = None
+    smoothing_length: float | None = None
+    independent_var: str = "pixel"
+    use_source_posn: bool | None = None
+    position_offset: float | None = None
+    dispaxis: int | None = None
+    source: str = ""
+
+
+def _fail(path, message):
+    raise ReferenceFileError(f"extract1d reference file {Path(path).name}: {message}")
+
+
+def _check_coefficients(path, where, key, value):
+    if not isinstance(value, list) or len(value) == 0:
+        _fail(path, f"{where}: '{key}' must be a non-empty list of coefficient lists")
+    if len(value) % 2:
+        _fail(path, f"{where}: '{key}' must hold pairs of lower and upper limits")
+    for item in value:
+        if not isinstance(item, list) or not item or not all(
+            isinstance(c, _NUMBER) and not isinstance(c, bool) for c in item
+        ):
+            _fail(path, f"{where}: '{key}' entries must be non-empty lists of numbers")
+
+
+def load_extract1d(path: str | Path) -> list[ApertureParameters]:
+    """
+    Read and validate a jwst ``extract1d`` JSON reference file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+
+    Returns
+    -------
+    list of ApertureParameters
+        The target apertures of the file, in file order.
+
+    Raises
+    ------
+    ReferenceFileError
+        If the file is not JSON, has no apertures, or an aperture has an
+        unknown key, a value of the wrong type, an empty region or a start
+        beyond its stop.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        _fail(path, "must be a JSON file")
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _fail(path, f"cannot be read as JSON ({exc})")
+    if not isinstance(content, dict):
+        _fail(path, "top level must be an object")
+    apertures = content.get("apertures")
+    if not isinstance(apertures, list) or not apertures:
+        _fail(path, "'apertures' must be a non-empty list")
+    result = []
+    for index, aperture in enumerate(apertures):
+        where = f"apertures[{index}]"
+        if not isinstance(aperture, dict):
+            _fail(path, f"{where} must be an object")
+        if "id" not in aperture:
+            _fail(path, f"{where} has no 'id'")
+        for key, value in aperture.items():
+            if key not in _APERTURE_KEYS:
+                _fail(path, f"{where} has unknown key '{key}'")
+            expected = _APERTURE_KEYS[key]
+            if isinstance(value, bool) and bool not in expected:
+                _fail(path, f"{where}: '{key}' must be {expected[0].__name__}, not bool")
+            if not isinstance(value, expected):
+                names = " or ".join(t.__name__ for t in expected)
+                _fail(path, f"{where}: '{key}' must be {names}, got {type(value).__name__}")
+        if aperture.get("region_type", "target") != "target":
+            continue
+        for key in ("src_coeff", "bkg_coeff"):
+            if key in aperture:
+                _check_coefficients(path, where, key, aperture[key])
+        for start, stop in (("xstart", "xstop"), ("ystart", "ystop")):
+            if start in aperture and stop in aperture and aperture[start] > aperture[stop]:
+                _fail(path, f"{where}: '{start}' ({aperture[start]}) > '{stop}' ({aperture[stop]})")
+        if "extract_width" in aperture and aperture["extract_width"] <= 0:
+            _fail(path, f"{where}: 'extract_width' must be positive")
+        if aperture.get("bkg_fit", "poly") not in ("poly", "mean", "median"):
+            _fail(path, f"{where}: 'bkg_fit' must be poly, mean or median")
+        if aperture.get("bkg_order", 0) < 0:
+            _fail(path, f"{where}: 'bkg_order' must be >= 0")
+        var = str(aperture.get("independent_var", "pixel")).lower()
+        if not (var.startswith("pixel") or var.startswith("wavelength")):
+            _fail(path, f"{where}: 'independent_var' must be pixel or wavelength")
+        fields = {k: v for k, v in aperture.items() if k in ApertureParameters.__dataclass_fields__}
+        fields["independent_var"] = "wavelength" if var.startswith("wavelength") else "pixel"
+        result.append(ApertureParameters(**fields, source=path.name))
+    if not result:
+        _fail(path, "no aperture has region_type 'target'")
+    return result
+
+
+def select_aperture(apertures: list[ApertureParameters], slit_name: str) -> ApertureParameters:
+    """
+    Pick the aperture for a slit name, as jwst does (exact id, or "ANY").
+
+    Parameters
+    ----------
+    apertures : list of ApertureParameters
+        From :func:`load_extract1d`.
+    slit_name : str
+        The input's slit name (for MIRI LRS, its EXP_TYPE).
+
+    Returns
+    -------
+    ApertureParameters
+        The first matching aperture.
+
+    Raises
+    ------
+    ReferenceFileError
+        If no aperture matches.
+    """
+    for aperture in apertures:
+        if aperture.id != "dummy" and aperture.id in (slit_name, "ANY") or slit_name == "ANY":
+            return aperture
+    ids = ", ".join(a.id for a in apertures)
+    raise ReferenceFileError(
+        f"extract1d reference file {apertures[0].source}: no aperture with id "
+        f"'{slit_name}' or 'ANY' (ids present: {ids})"
+    )
+
+
+@dataclass
+class ApcorrTable:
+    """
+    The row of a MIRI LRS apcorr reference file that applies to an exposure.
+
+    Attributes
+    ----------
+    wavelength : ndarray
+        Wavelength grid (micron).
+    size : ndarray
+        Aperture sizes (pixels, or arcsec if ``size_unit`` says so).
+    apcorr : ndarray
+        Corrections, shape ``(wavelength.size, size.size)``.
+    size_unit : str
+        Unit of ``size``.
+    source : str
+        File name.
+    """
+
+    wavelength: np.ndarray
+    size: np.ndarray
+    apcorr: np.ndarray
+    size_unit: str
+    source: str
+
+
+def load_apcorr(path: str | Path, subarray: str) -> ApcorrTable:
+    """
+    Read the row of a MIRI LRS apcorr file (jwst's ``MirLrsApcorrModel``) for a subarray.
+
+    Parameters
+    ----------
+    path : str or Path
+        The apcorr reference file.
+    subarray : str
+        The exposure's subarray name (FULL, SLITLESSPRISM...).
+
+    Returns
+    -------
+    ApcorrTable
+        Validated table.
+
+    Raises
+    ------
+    ReferenceFileError
+        If the file cannot be read or has no single row for ``subarray``.
+    """
+    from stdatamodels.jwst.datamodels import MirLrsApcorrModel
+
+    name = Path(str(path)).name
+    try:
+        with MirLrsApcorrModel(str(path)) as model:
+            table = model.apcorr_table
+            size_unit = str(model.sizeunit or "pixels")
+            rows = [r for r in table if str(r["subarray"]).strip().upper() == subarray.upper()]
+            if len(rows) != 1:
+                raise ReferenceFileError(
+                    f"apcorr reference file {name}: expected one row for subarray "
+                    f"'{subarray}', found {len(rows)}"
+                )
+            row = rows[0]
+            n_wl, n_size = int(row["nelem_wl"]), int(row["nelem_size"])
+            wavelength = np.array(row["wavelength"][:n_wl], dtype=float)
+            size = np.array(row["size"][:n_size], dtype=float)
+            apcorr = np.array(row["apcorr"][:n_wl, :n_size], dtype=float)
+    except ReferenceFileError:
+        raise
+    except Exception as exc:
+        raise ReferenceFileError(f"apcorr reference file {name} cannot be read: {exc}") from None
+    if n_wl < 1 or n_size < 1 or not np.all(np.isfinite(apcorr)) or np.any(apcorr <= 0):
+        raise ReferenceFileError(f"apcorr reference file {name}: 'apcorr' must be finite and > 0")
+    if np.any(np.diff(size) <= 0):
+        raise ReferenceFileError(f"apcorr reference file {name}: 'size' must increase")
+    return ApcorrTable(wavelength, size, apcorr, size_unit, name)

@@ -1,0 +1,255 @@
+"""The one base class of every mirispec_steps Step.
+
+It adds to jwst's ``JwstStep`` what a plugin needs to behave like a native
+step on a machine with or without CRDS:
+
+- reference files resolved as ``--override_<reftype>`` -> packaged default
+  (our own reftypes, and ``extract1d``) -> CRDS, where a CRDS client that calls
+  ``sys.exit`` or never answers becomes a :class:`CrdsUnavailableError`
+  naming the override to pass;
+- no CRDS look-up of step parameter files (our steps have none in CRDS);
+- ``meta.ref_file.<type>.name`` and ``meta.cal_step.<alias>`` recorded,
+  without the CRDS context look-up that aborts offline runs;
+- our log lines stay visible when the step runs inside a jwst pipeline,
+  whose log configuration only knows jwst's logger names;
+- our own product suffixes are stripped from input names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from importlib.resources import files
+from pathlib import Path
+
+from jwst.lib.suffix import remove_suffix as jwst_remove_suffix
+from jwst.stpipe import Step as JwstStep
+from stdatamodels.jwst.datamodels import JwstDataModel
+from stpipe import _log, crds_client
+
+from mirispec_steps import __version__
+from mirispec_steps.errors import CrdsUnavailableError
+
+__all__ = ["MirispecStep", "packaged_reference", "OWN_SUFFIXES", "LOGGER_NAME"]
+
+LOGGER_NAME = "mirispec_steps"
+log = logging.getLogger(__name__)
+
+#: Product suffixes written by our steps; stripped from input names like jwst's own.
+OWN_SUFFIXES = ("mrscal", "mrscen", "x1d", "x1dints", "scene_model", "residual", "profile")
+
+#: Packaged default reference files, by reftype. ``extract1d`` is a standard jwst
+#: reftype, but the issue asks for a packaged copy of the operational LRS parameters.
+PACKAGED_DEFAULTS = {
+    "extract1d": "mirispec_miri_lrs_extract1d.json",
+}
+
+#: Seconds to wait for a CRDS answer before giving up with a clear error.
+CRDS_TIMEOUT = float(os.environ.get("MIRISPEC_CRDS_TIMEOUT", "60"))
+
+
+def packaged_reference(filename: str) -> str:
+    """
+    Path of a reference file shipped with the package.
+
+    Parameters
+    ----------
+    filename : str
+        File name inside ``mirispec_steps.reference_files``.
+
+    Returns
+    -------
+    str
+        Absolute path of the installed file.
+    """
+    return str(files("mirispec_steps.reference_files").joinpath(filename))
+
+
+def _call_guarded(function, *args):
+    """Run a CRDS client call, turning ``sys.exit`` and hangs into exceptions."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as exc:  # the CRDS client raises SystemExit
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="mirispec-crds")
+    thread.start()
+    thread.join(CRDS_TIMEOUT)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer from CRDS within {CRDS_TIMEOUT:.0f} s")
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, SystemExit):
+            raise RuntimeError("the CRDS client gave up (server and cache unavailable)")
+        raise error
+    return outcome["value"]
+
+
+class MirispecStep(JwstStep):
+    """Base class of the package's steps (not used directly)."""
+
+    #: Reference types for which the packaged default replaces CRDS.
+    packaged_defaults = PACKAGED_DEFAULTS
+
+    @staticmethod
+    def get_stpipe_loggers():
+        """
+        Loggers configured by ``strun`` and ``Step.call``: jwst's and ours.
+
+        Returns
+        -------
+        tuple of str
+            Logger names.
+        """
+        return (*JwstStep.get_stpipe_loggers(), LOGGER_NAME)
+
+    @classmethod
+    def get_config_from_reference(cls, dataset, disable=None, crds_observatory=None):
+        """
+        Return no CRDS parameter file: none exists for our steps.
+
+        Asking CRDS anyway would make ``Step.call`` abort on a machine
+        without a CRDS server unless ``STPIPE_DISABLE_CRDS_STEPPARS`` is set.
+
+        Returns
+        -------
+        configobj.ConfigObj
+            An empty configuration.
+        """
+        return cls._empty_config()
+
+    def run(self, *args):
+        """
+        Run the step, keeping our log lines visible inside foreign pipelines.
+
+        When a jwst pipeline runs us (as a hook or a substep), its log
+        configuration covers only jwst's logger names; our logger gets the
+        same handlers for the duration of this run.
+
+        Returns
+        -------
+        object
+            The step result.
+        """
+        applied = _log.LogConfig.applied
+        our_logger = logging.getLogger(LOGGER_NAME)
+        added = []
+        previous_level = our_logger.level
+        if applied is not None:
+            added = [h for h in applied.handlers if h not in our_logger.handlers]
+            for handler in added:
+                our_logger.addHandler(handler)
+            if applied.level is not logging.NOTSET:
+                our_logger.setLevel(applied.level)
+        try:
+            return super().run(*args)
+        finally:
+            for handler in added:
+                our_logger.removeHandler(handler)
+            our_logger.setLevel(previous_level)
+
+    def get_reference_file(self, input_file, reference_file_type):
+        """
+        Resolve a reference file: override, packaged default, then CRDS.
+
+        Parameters
+        ----------
+        input_file : JwstDataModel
+            The input, whose metadata CRDS uses to select the file.
+        reference_file_type : str
+            The reftype, e.g. ``"extract1d"``.
+
+        Returns
+        -------
+        str
+            Path of the reference file, or ``"N/A"``.
+
+        Raises
+        ------
+        CrdsUnavailableError
+            If CRDS cannot be reached (or gives up) and no override was given.
+        """
+        override = self.get_ref_override(reference_file_type)
+        if override is not None:
+            return super().get_reference_file(input_file, reference_file_type)
+        if reference_file_type in self.packaged_defaults:
+            path = packaged_reference(self.packaged_defaults[reference_file_type])
+            self._reference_files_used.append((reference_file_type, Path(path).name))
+            log.info(f"Using packaged default {reference_file_type} reference file {path}")
+            return path
+        try:
+            return _call_guarded(super().get_reference_file, input_file, reference_file_type)
+        except Exception as exc:
+            raise CrdsUnavailableError(
+                f"Cannot get a '{reference_file_type}' reference file from CRDS ({exc}). "
+                f"Pass one with --override_{reference_file_type}=<path> "
+                f"(Python: override_{reference_file_type}='<path>')."
+            ) from None
+
+    def record_step_status(self, model, status: str) -> None:
+        """
+        Set ``meta.cal_step.<alias>`` on a model.
+
+        Parameters
+        ----------
+        model : JwstDataModel
+            Model to update.
+        status : str
+            ``"COMPLETE"`` or ``"SKIPPED"``.
+        """
+        setattr(model.meta.cal_step, self.class_alias, status)
+
+    def finalize_result(self, result, reference_files_used):
+        """
+        Record software version and reference files, without asking CRDS offline.
+
+        Parameters
+        ----------
+        result : JwstDataModel
+            The output model.
+        reference_files_used : list of tuple
+            (reftype, path) pairs used by the step.
+        """
+        if not isinstance(result, JwstDataModel):
+            return
+        result.meta.calibration_software_version = __version__
+        for reftype, filename in reference_files_used:
+            node = getattr(result.meta.ref_file, reftype, None)
+            if node is not None:
+                node.name = filename
+        if reference_files_used:
+            result.meta.ref_file.crds.sw_version = crds_client.get_svn_version()
+            try:
+                context = _call_guarded(crds_client.get_context_used, result.crds_observatory)
+            except Exception:
+                context = "unavailable (offline)"
+            result.meta.ref_file.crds.context_used = context
+        if self.class_alias:
+            if not hasattr(result, "cal_logs"):
+                result.cal_logs = {}
+            setattr(result.cal_logs, self.class_alias, self._log_records)
+
+    def remove_suffix(self, name):
+        """
+        Strip a known jwst or mirispec_steps suffix from a file name.
+
+        Parameters
+        ----------
+        name : str
+            File name (without extension).
+
+        Returns
+        -------
+        tuple of (str, str)
+            The name without suffix, and the separator.
+        """
+        root, separator = jwst_remove_suffix(name)
+        for suffix in OWN_SUFFIXES:
+            for sep in ("_", "-"):
+                if root.endswith(sep + suffix):
+                    return root[: -len(sep + suffix)], sep
+        return root, separator
