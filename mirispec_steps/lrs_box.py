@@ -379,17 +379,30 @@ def extract_box(
                 f"pixels per row, but the background regions hold at most "
                 f"{int(n_bkg_pixels.max())}"
             )
+        # Smoothing needs the real rows beyond the cutout (jwst smooths the full image).
+        half = params.smoothing_length // 2 if params.smoothing_length > 1 else 0
+        first, last = int(region.disp_index[0]), int(region.disp_index[-1])
+        before = min(half, first)
+        after = min(half, region.full_shape[0] - 1 - last)
+        padded_region = lrs_adapter.LrsRegion(
+            np.arange(first - before, last + after + 1),
+            region.xdisp_index,
+            region.dispaxis,
+            region.full_shape,
+        )
+        padded = pixels if before + after == 0 else lrs_adapter.read_pixels(model, padded_region)
         fit = fit_background(
-            data,
-            pixels.var_rnoise,
-            pixels.var_poisson,
-            pixels.var_flat,
+            padded.data,
+            padded.var_rnoise,
+            padded.var_poisson,
+            padded.var_flat,
             background_region=apertures.background,
             aperture=source,
             method=params.bkg_fit,
             order=params.bkg_order,
             smoothing_length=params.smoothing_length,
             sigma_clip=params.bkg_sigma_clip,
+            margin=(before, after),
         )
         background_model = fit.model
         bkg_vars = [fit.var_rnoise, fit.var_poisson, fit.var_flat]

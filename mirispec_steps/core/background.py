@@ -141,6 +141,7 @@ def fit_background(
     smoothing_length: int = 0,
     sigma_clip: float | None = None,
     max_clip_iterations: int = 5,
+    margin: tuple[int, int] = (0, 0),
 ) -> BackgroundFit:
     """
     Fit the background of every dispersion element and propagate its variance.
@@ -173,6 +174,12 @@ def fit_background(
         deviation where the variances are unusable.
     max_clip_iterations : int, optional
         Maximum number of clipping passes.
+    margin : (int, int), optional
+        Rows at the start and end of the dispersion axis of ``image`` (and
+        of the variances) that only feed the smoothing: the fit and the
+        outputs cover the rows in between, which match ``background_region``
+        and ``aperture``. Giving the real neighbouring rows here makes the
+        smoothing of a cutout identical to smoothing the full image.
 
     Returns
     -------
@@ -189,11 +196,17 @@ def fit_background(
     background pixel ``j`` in that sum. For the median, jwst's approximation
     ``(1.2 * npix)**2 * sum_j var_j / N**2`` is used.
     """
+    before, after = margin
+    rows = slice(before, image.shape[-2] - after)
+    smoothed = smooth_along_dispersion(image, smoothing_length)[..., rows, :]
+    image, var_rnoise, var_poisson, var_flat = (
+        array[..., rows, :] for array in (image, var_rnoise, var_poisson, var_flat)
+    )
     stack_shape = image.shape
     n_xdisp = stack_shape[-1]
     # Smoothing runs along dispersion within each integration; every later
     # operation is independent per row, so the stack is then flattened to rows.
-    smoothed = smooth_along_dispersion(image, smoothing_length).reshape(-1, n_xdisp)
+    smoothed = smoothed.reshape(-1, n_xdisp)
     n_stack = smoothed.shape[0] // background_region.shape[0]
     background_region = np.tile(background_region, (n_stack, 1))
     aperture = np.tile(aperture, (n_stack, 1))
@@ -202,7 +215,11 @@ def fit_background(
     )
     variance = var_rnoise + var_poisson + var_flat
     valid = np.isfinite(image) & np.isfinite(variance)
-    use = (background_region != 0) & valid & np.isfinite(smoothed)
+    in_region = background_region != 0
+    use = in_region & valid & np.isfinite(smoothed)
+    # The median (as in jwst) also takes smoothed values at invalid pixels,
+    # where smoothing interpolated them; its error counts valid pixels only.
+    median_use = in_region & np.isfinite(smoothed)
 
     if method == "mean":
         method, order = "poly", 0
@@ -213,7 +230,7 @@ def fit_background(
         pixel_sigma = np.sqrt(np.where(variance > 0, variance, np.nan))
     for _ in range(max_clip_iterations if sigma_clip else 1):
         if method == "median":
-            masked = np.where(use, smoothed, np.nan)
+            masked = np.where(median_use, smoothed, np.nan)
             with np.errstate(invalid="ignore"), _quiet_all_nan():
                 level = np.nanmedian(masked, axis=1)
             model = np.broadcast_to(level[:, None], image.shape).copy()
@@ -228,6 +245,7 @@ def fit_background(
         clipped = _robust_clip_mask(residual, sigma, use, sigma_clip)
         if np.array_equal(clipped, use):
             break
+        median_use &= clipped | ~use
         use = clipped
 
     if method == "median":
