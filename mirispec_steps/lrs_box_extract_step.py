@@ -39,6 +39,7 @@ class LrsBoxExtractStep(MirispecStep):
     """
 
     class_alias = "lrs_box_extract"
+    product_suffix = "x1d"
 
     spec = """
     subtract_background = boolean(default=None)  # subtract background? (None: if bkg_coeff given)
@@ -114,6 +115,8 @@ class LrsBoxExtractStep(MirispecStep):
             else:
                 log.info("Aperture correction skipped: source type is not POINT")
 
+        if model.data.ndim == 3 and self.suffix == "x1d":
+            self.suffix = "x1dints"
         products = extract_box(model, params, apcorr, slit_name)
         result = products.x1d
         self.record_step_status(result, "COMPLETE")

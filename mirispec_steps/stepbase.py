@@ -95,6 +95,20 @@ class MirispecStep(JwstStep):
     #: Reference types for which the packaged default replaces CRDS.
     packaged_defaults = PACKAGED_DEFAULTS
 
+    #: Suffix of the step's main product (``--suffix`` overrides it).
+    product_suffix = None
+
+    def default_suffix(self):
+        """
+        Suffix of the main product, e.g. ``x1d``.
+
+        Returns
+        -------
+        str
+            The suffix.
+        """
+        return self.product_suffix or super().default_suffix()
+
     @staticmethod
     def get_stpipe_loggers():
         """

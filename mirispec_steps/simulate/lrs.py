@@ -171,6 +171,7 @@ def _assign_real_wcs(model, reference_dir: Path) -> None:
     }
     for reftype in (
         "camera",
+        "chromcorr",
         "collimator",
         "disperser",
         "fore",

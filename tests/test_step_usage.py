@@ -1,0 +1,169 @@
+"""The three ways of use (strun, Step.call, inside jwst's Spec3) and bad input."""
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stdatamodels.jwst import datamodels
+
+from mirispec_steps import LrsBoxExtractStep
+from mirispec_steps.errors import (
+    CrdsUnavailableError,
+    InputDataError,
+    MirispecError,
+    ParameterError,
+    ReferenceFileError,
+)
+from mirispec_steps.simulate import simulate_lrs
+
+
+def call(model, **parameters):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LrsBoxExtractStep.call(model, **parameters)
+
+
+def test_strun_writes_x1d(tmp_path, s2d_nod_a, write_extract1d, apcorr_file):
+    path = tmp_path / "sim_s2d.fits"
+    s2d_nod_a.model.save(path)
+    extract1d = write_extract1d(xstart=27, xstop=34, use_source_posn=False)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "strun"), "lrs_box_extract", str(path),
+         f"--override_extract1d={extract1d}", f"--override_apcorr={apcorr_file}",
+         f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = tmp_path / "sim_x1d.fits"
+    with datamodels.open(output) as x1d:
+        table = x1d.spec[0].spec_table
+        assert x1d.meta.cal_step.lrs_box_extract == "COMPLETE"
+        assert x1d.meta.ref_file.extract1d.name.endswith("extract1d.json")
+        assert table.columns["FLUX"].unit == "Jy"
+        assert np.nanmedian(table["FLUX"]) > 0
+
+
+def test_entry_point_registered():
+    from stpipe.entry_points import get_steps
+
+    aliases = {step.class_alias: step.class_name for step in get_steps()}
+    assert aliases["lrs_box_extract"] == "mirispec_steps.lrs_box_extract_step.LrsBoxExtractStep"
+
+
+def test_call_does_not_modify_input(cal_nod_a, write_extract1d):
+    model = cal_nod_a.model
+    before = model.data.copy(), model.dq.copy()
+    call(model, override_extract1d=write_extract1d(xstart=329, xstop=336), apply_apcorr=False)
+    np.testing.assert_array_equal(model.data, before[0])
+    np.testing.assert_array_equal(model.dq, before[1])
+
+
+def test_wrong_exposure_type_is_skipped(s2d_nod_a):
+    model = s2d_nod_a.model.copy()
+    model.meta.instrument.name = "NIRSPEC"
+    model.meta.exposure.type = "NRS_FIXEDSLIT"
+    result = call(model)
+    assert result.meta.cal_step.lrs_box_extract == "SKIPPED"
+
+
+def test_missing_wcs(s2d_nod_a):
+    model = s2d_nod_a.model.copy()
+    model.meta.wcs = None
+    with pytest.raises(InputDataError, match="no WCS"):
+        call(model)
+
+
+def test_all_nan_data(s2d_nod_a):
+    model = s2d_nod_a.model.copy()
+    model.data[:] = np.nan
+    with pytest.raises(InputDataError, match="no finite value"):
+        call(model)
+
+
+def test_zero_variances(s2d_nod_a, write_extract1d):
+    model = s2d_nod_a.model.copy()
+    for name in ("var_poisson", "var_rnoise", "var_flat"):
+        getattr(model, name)[:] = 0.0
+    x1d = call(model, override_extract1d=write_extract1d(xstart=27, xstop=34), apply_apcorr=False)
+    table = x1d.spec[0].spec_table
+    assert np.all(table["FLUX_ERROR"][np.isfinite(table["FLUX"])] == 0)
+
+
+@pytest.mark.parametrize(
+    "aperture, message",
+    [
+        (dict(xstart=27, xstop=34, colour="red"), "unknown key 'colour'"),
+        (dict(xstart="27", xstop=34), "'xstart' must be"),
+        (dict(xstart=34, xstop=27), "'xstart' \\(34\\) > 'xstop'"),
+        (dict(src_coeff=[]), "non-empty list"),
+        (dict(src_coeff=[[1.0]]), "pairs"),
+    ],
+)
+def test_malformed_extract1d(aperture, message, s2d_nod_a, write_extract1d):
+    with pytest.raises(ReferenceFileError, match=message):
+        call(s2d_nod_a.model, override_extract1d=write_extract1d(**aperture))
+
+
+def test_empty_apertures(tmp_path, s2d_nod_a):
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps({"apertures": []}))
+    with pytest.raises(ReferenceFileError, match="non-empty list"):
+        call(s2d_nod_a.model, override_extract1d=str(path))
+
+
+def test_not_json(tmp_path, s2d_nod_a):
+    path = tmp_path / "broken.json"
+    path.write_text("{apertures: [")
+    with pytest.raises(ReferenceFileError, match="cannot be read as JSON"):
+        call(s2d_nod_a.model, override_extract1d=str(path))
+
+
+def test_bkg_order_too_large(s2d_nod_a, write_extract1d):
+    extract1d = write_extract1d(xstart=27, xstop=34, bkg_coeff=[[0.5], [2.5]], bkg_order=3)
+    with pytest.raises(ParameterError, match="bkg_order=3"):
+        call(s2d_nod_a.model, override_extract1d=extract1d, apply_apcorr=False)
+
+
+def test_crds_unreachable_names_override(s2d_nod_a, write_extract1d):
+    """No apcorr override and no CRDS: a clear error, not sys.exit."""
+    with pytest.raises(CrdsUnavailableError, match="--override_apcorr"):
+        call(s2d_nod_a.model, override_extract1d=write_extract1d(xstart=27, xstop=34))
+
+
+def test_cal_with_s2d_frame_limits_explains(cal_nod_a):
+    """The operational (s2d-frame) limits on a cal file: say what to do."""
+    with pytest.raises(InputDataError, match="use_source_posn"):
+        call(cal_nod_a.model, apply_apcorr=False)
+
+
+def test_error_family():
+    for error in (InputDataError, ParameterError, ReferenceFileError, CrdsUnavailableError):
+        assert issubclass(error, MirispecError)
+
+
+def test_packaged_extract1d_matches_operational_file():
+    from mirispec_steps.stepbase import packaged_reference
+
+    from conftest import OPERATIONAL_EXTRACT1D
+
+    if not OPERATIONAL_EXTRACT1D.exists():
+        pytest.skip("../shared/data/lrs not available")
+    ours = json.loads(open(packaged_reference("mirispec_miri_lrs_extract1d.json")).read())
+    theirs = json.loads(OPERATIONAL_EXTRACT1D.read_text())
+    assert ours["apertures"] == theirs["apertures"]
+
+
+def test_operational_file_works_unchanged(s2d_nod_a):
+    from conftest import OPERATIONAL_EXTRACT1D
+
+    if not OPERATIONAL_EXTRACT1D.exists():
+        pytest.skip("../shared/data/lrs not available")
+    x1d = call(s2d_nod_a.model, override_extract1d=str(OPERATIONAL_EXTRACT1D),
+               apply_apcorr=False)
+    assert np.nanmedian(x1d.spec[0].spec_table["NPIXELS"]) == 8
+
+
