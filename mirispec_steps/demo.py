@@ -32,12 +32,30 @@ def main(argv=None):
         sim.model.save(cal_path)
         apcorr = write_lrs_apcorr(out / "demo_lrs_apcorr.fits")
         extract1d = out / "demo_lrs_extract1d.json"
-        extract1d.write_text(json.dumps({"reftype": "EXTRACT1D", "apertures": [
-            {"id": "ANY", "dispaxis": 2, "xstart": 27, "xstop": 34, "extract_width": 8,
-             "use_source_posn": True}]}, indent=2))
+        extract1d.write_text(
+            json.dumps(
+                {
+                    "reftype": "EXTRACT1D",
+                    "apertures": [
+                        {
+                            "id": "ANY",
+                            "dispaxis": 2,
+                            "xstart": 27,
+                            "xstop": 34,
+                            "extract_width": 8,
+                            "use_source_posn": True,
+                        }
+                    ],
+                },
+                indent=2,
+            )
+        )
         x1d = LrsBoxExtractStep.call(
-            str(cal_path), override_extract1d=str(extract1d), override_apcorr=str(apcorr),
-            output_dir=str(out), save_results=True,
+            str(cal_path),
+            override_extract1d=str(extract1d),
+            override_apcorr=str(apcorr),
+            output_dir=str(out),
+            save_results=True,
         )
     table = x1d.spec[0].spec_table
     order = np.argsort(sim.truth.wavelength)

@@ -420,7 +420,9 @@ def extract_box(
         damaged = np.any(~np.isfinite(subtracted) & (source > 0), axis=(1, 2))
         if damaged.any():
             subtracted = subtracted.copy()
-            var_rnoise, var_poisson, var_flat = (v.copy() for v in (var_rnoise, var_poisson, var_flat))
+            var_rnoise, var_poisson, var_flat = (
+                v.copy() for v in (var_rnoise, var_poisson, var_flat)
+            )
             for integration in np.flatnonzero(damaged):
                 repair = repair_from_profile(
                     subtracted[integration],
@@ -515,9 +517,10 @@ def _apcorr_factors(apcorr: ApcorrTable, model, npixels, wavelength, n_int):
         from jwst.assign_wcs.util import compute_scale
 
         centre = (model.meta.wcsinfo.ra_ref, model.meta.wcsinfo.dec_ref, np.nanmin(wavelength))
-        scale = compute_scale(
-            model.meta.wcs, centre, disp_axis=lrs_adapter.dispersion_axis(model)
-        ) * 3600.0
+        scale = (
+            compute_scale(model.meta.wcs, centre, disp_axis=lrs_adapter.dispersion_axis(model))
+            * 3600.0
+        )
         sizes = sizes / scale
     npix = npixels.reshape(n_int, -1)
     wl = np.broadcast_to(wavelength, npix.shape)

@@ -72,7 +72,9 @@ class LrsBoxExtractStep(MirispecStep):
             when it is not MIRI LRS data.
         """
         model = self.prepare_output(input_data, make_copy=False)
-        if not isinstance(model, (datamodels.ImageModel, datamodels.SlitModel, datamodels.CubeModel)):
+        if not isinstance(
+            model, (datamodels.ImageModel, datamodels.SlitModel, datamodels.CubeModel)
+        ):
             raise InputDataError(
                 f"input is a {type(model).__name__}; expected an LRS s2d, cal or calints model"
             )

@@ -76,8 +76,10 @@ def _check_coefficients(path, where, key, value):
     if len(value) % 2:
         _fail(path, f"{where}: '{key}' must hold pairs of lower and upper limits")
     for item in value:
-        if not isinstance(item, list) or not item or not all(
-            isinstance(c, _NUMBER) and not isinstance(c, bool) for c in item
+        if (
+            not isinstance(item, list)
+            or not item
+            or not all(isinstance(c, _NUMBER) and not isinstance(c, bool) for c in item)
         ):
             _fail(path, f"{where}: '{key}' entries must be non-empty lists of numbers")
 

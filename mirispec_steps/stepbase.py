@@ -63,7 +63,11 @@ def packaged_reference(filename: str) -> str:
     str
         Absolute path of the installed file.
     """
-    return str(files("mirispec_steps.reference_files").joinpath(filename))
+    try:
+        return str(files("mirispec_steps.reference_files").joinpath(filename))
+    except ModuleNotFoundError:
+        # Imported from a source checkout that is not installed: files live at the top level.
+        return str(Path(__file__).resolve().parents[1] / "reference_files" / filename)
 
 
 def _call_guarded(function, *args):

@@ -4,11 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import truth_at
 
 from mirispec_steps import LrsBoxExtractStep
 from mirispec_steps.simulate import simulate_lrs
-
-from conftest import truth_at
 
 
 def extract(model, extract1d, **parameters):
@@ -42,11 +41,17 @@ def test_dead_core_pixel_is_repaired(write_extract1d):
     extract1d = write_extract1d(xstart=27, xstop=34, use_source_posn=False)
     reference = extract(clean.model, extract1d, apply_apcorr=False).spec[0].spec_table
     repaired = extract(damaged.model, extract1d, apply_apcorr=False).spec[0].spec_table
-    plain = extract(
-        damaged.model, extract1d, apply_apcorr=False, replace_bad_pixels=False
-    ).spec[0].spec_table
-    index = np.argmin(np.abs(reference["WAVELENGTH"] - damaged.truth.wavelength[
-        np.searchsorted(damaged.truth.rows, row)]))
+    plain = (
+        extract(damaged.model, extract1d, apply_apcorr=False, replace_bad_pixels=False)
+        .spec[0]
+        .spec_table
+    )
+    index = np.argmin(
+        np.abs(
+            reference["WAVELENGTH"]
+            - damaged.truth.wavelength[np.searchsorted(damaged.truth.rows, row)]
+        )
+    )
     lost = 1 - plain["FLUX"][index] / reference["FLUX"][index]
     assert lost > 0.15
     assert abs(repaired["FLUX"][index] / reference["FLUX"][index] - 1) < 0.01
@@ -58,11 +63,18 @@ def test_mean_background_in_json(write_extract1d):
     """jwst raises ValueError for bkg_fit 'mean' in the reference file; we accept it."""
     sim = simulate_lrs("s2d", noise=False, seed=5)
     as_mean = write_extract1d(
-        "mean.json", xstart=27, xstop=34, bkg_coeff=[[0.5], [6.5], [36.5], [42.5]],
+        "mean.json",
+        xstart=27,
+        xstop=34,
+        bkg_coeff=[[0.5], [6.5], [36.5], [42.5]],
         bkg_fit="mean",
     )
     as_poly0 = write_extract1d(
-        "poly.json", xstart=27, xstop=34, bkg_coeff=[[0.5], [6.5], [36.5], [42.5]], bkg_order=0,
+        "poly.json",
+        xstart=27,
+        xstop=34,
+        bkg_coeff=[[0.5], [6.5], [36.5], [42.5]],
+        bkg_order=0,
     )
     a = extract(sim.model, as_mean, apply_apcorr=False).spec[0].spec_table
     b = extract(sim.model, as_poly0, apply_apcorr=False).spec[0].spec_table
@@ -84,12 +96,8 @@ def test_calints_gives_x1dints(write_extract1d, apcorr_file):
 
 
 def test_real_geometry_flux(real_reference_dir, write_extract1d, apcorr_file):
-    sim = simulate_lrs(
-        "cal", noise=False, seed=7, reference_dir=real_reference_dir, background=0.0
-    )
+    sim = simulate_lrs("cal", noise=False, seed=7, reference_dir=real_reference_dir, background=0.0)
     extract1d = write_extract1d(xstart=20, xstop=27, extract_width=8)
     x1d = extract(sim.model, extract1d, use_source_posn=True, override_apcorr=apcorr_file)
     ratio = flux_ratio(x1d, sim.truth)
     assert np.max(np.abs(ratio - 1)) < 0.005
-
-

@@ -66,8 +66,9 @@ def assert_parity(ours, theirs):
         assert np.array_equal(np.isnan(actual), np.isnan(expected)), column
         finite = np.isfinite(expected)
         scale = np.max(np.abs(expected[finite])) if finite.any() else 1.0
-        assert_allclose(actual[finite], expected[finite], rtol=1e-6, atol=1e-9 * scale,
-                        err_msg=column)
+        assert_allclose(
+            actual[finite], expected[finite], rtol=1e-6, atol=1e-9 * scale, err_msg=column
+        )
     assert_allclose(ours_table["DQ"], their_table["DQ"])
 
 
@@ -77,14 +78,20 @@ S2D_CASES = {
     "fractional_limits": dict(xstart=26.6, xstop=34.3),
     "bkg_poly1": dict(xstart=27, xstop=34, bkg_coeff=[[0.5], [6.5], [20.5], [26.5]], bkg_order=1),
     "bkg_poly1_smooth21": dict(
-        xstart=27, xstop=34, bkg_coeff=[[0.5], [6.5], [20.5], [26.5]], bkg_order=1,
+        xstart=27,
+        xstop=34,
+        bkg_coeff=[[0.5], [6.5], [20.5], [26.5]],
+        bkg_order=1,
         smoothing_length=21,
     ),
     "bkg_median": dict(
         xstart=27, xstop=34, bkg_coeff=[[0.5], [6.5], [20.5], [26.5]], bkg_fit="median"
     ),
     "bkg_median_smooth21": dict(
-        xstart=27, xstop=34, bkg_coeff=[[0.5], [6.7], [20.2], [26.5]], bkg_fit="median",
+        xstart=27,
+        xstop=34,
+        bkg_coeff=[[0.5], [6.7], [20.2], [26.5]],
+        bkg_fit="median",
         smoothing_length=21,
     ),
     "tapered_wavelength": dict(
@@ -148,7 +155,10 @@ CAL_CASES = {
         xstart=329, xstop=336, bkg_coeff=[[303.5], [309.5], [339.5], [345.5]], bkg_order=1
     ),
     "bkg_poly1_smooth21": dict(
-        xstart=329, xstop=336, bkg_coeff=[[303.5], [309.5], [339.5], [345.5]], bkg_order=1,
+        xstart=329,
+        xstop=336,
+        bkg_coeff=[[303.5], [309.5], [339.5], [345.5]],
+        bkg_order=1,
         smoothing_length=21,
     ),
     "bkg_median": dict(
@@ -174,7 +184,10 @@ def test_cal_parity_use_source_posn_shift(cal_nod_a, write_extract1d):
 
 def test_cal_parity_apcorr_and_background(cal_nod_a, write_extract1d, apcorr_file):
     extract1d = write_extract1d(
-        xstart=329, xstop=336, bkg_coeff=[[303.5], [309.5], [339.5], [345.5]], bkg_order=1,
+        xstart=329,
+        xstop=336,
+        bkg_coeff=[[303.5], [309.5], [339.5], [345.5]],
+        bkg_order=1,
         use_source_posn=False,
     )
     assert_parity(*run_both(cal_nod_a.model, extract1d, apcorr=apcorr_file))

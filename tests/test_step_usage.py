@@ -18,7 +18,6 @@ from mirispec_steps.errors import (
     ParameterError,
     ReferenceFileError,
 )
-from mirispec_steps.simulate import simulate_lrs
 
 
 def call(model, **parameters):
@@ -32,10 +31,17 @@ def test_strun_writes_x1d(tmp_path, s2d_nod_a, write_extract1d, apcorr_file):
     s2d_nod_a.model.save(path)
     extract1d = write_extract1d(xstart=27, xstop=34, use_source_posn=False)
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "strun"), "lrs_box_extract", str(path),
-         f"--override_extract1d={extract1d}", f"--override_apcorr={apcorr_file}",
-         f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            str(Path(sys.executable).parent / "strun"),
+            "lrs_box_extract",
+            str(path),
+            f"--override_extract1d={extract1d}",
+            f"--override_apcorr={apcorr_file}",
+            f"--output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     output = tmp_path / "sim_x1d.fits"
@@ -146,9 +152,9 @@ def test_error_family():
 
 
 def test_packaged_extract1d_matches_operational_file():
-    from mirispec_steps.stepbase import packaged_reference
-
     from conftest import OPERATIONAL_EXTRACT1D
+
+    from mirispec_steps.stepbase import packaged_reference
 
     if not OPERATIONAL_EXTRACT1D.exists():
         pytest.skip("../shared/data/lrs not available")
@@ -162,8 +168,5 @@ def test_operational_file_works_unchanged(s2d_nod_a):
 
     if not OPERATIONAL_EXTRACT1D.exists():
         pytest.skip("../shared/data/lrs not available")
-    x1d = call(s2d_nod_a.model, override_extract1d=str(OPERATIONAL_EXTRACT1D),
-               apply_apcorr=False)
+    x1d = call(s2d_nod_a.model, override_extract1d=str(OPERATIONAL_EXTRACT1D), apply_apcorr=False)
     assert np.nanmedian(x1d.spec[0].spec_table["NPIXELS"]) == 8
-
-

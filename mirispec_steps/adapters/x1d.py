@@ -91,7 +91,8 @@ def make_spec_model(
     factor = np.ones_like(columns.flux) if correction is None else correction
     flux = columns.flux * scale * factor
     f_vars = [
-        v * (scale * factor) ** 2 for v in (columns.var_poisson, columns.var_rnoise, columns.var_flat)
+        v * (scale * factor) ** 2
+        for v in (columns.var_poisson, columns.var_rnoise, columns.var_flat)
     ]
     if columns.surface_brightness:
         surf = columns.flux / npix * factor

@@ -314,8 +314,12 @@ def simulate_lrs(
         _base_metadata(model, "MIR_LRS-FIXEDSLIT", ("FULL", 1, 1, 1032, 1024), nod)
         model.meta.cal_step.resample = "COMPLETE"
         geometry = geometry or LrsGeometry(
-            x_ref=21.5, y_ref=193.0, row_range=(-0.5, 386.5), half_width=22.0,
-            trace_slope=0.0, trace_curvature=0.0,
+            x_ref=21.5,
+            y_ref=193.0,
+            row_range=(-0.5, 386.5),
+            half_width=22.0,
+            trace_slope=0.0,
+            trace_curvature=0.0,
         )
     elif kind == "calints":
         model = datamodels.CubeModel((n_integrations, 416, 72))
@@ -325,8 +329,12 @@ def simulate_lrs(
         model.meta.exposure.integration_end = n_integrations
         model.meta.visit.tsovisit = True
         geometry = geometry or LrsGeometry(
-            x_ref=37.5, y_ref=250.0, row_range=(6.5, 393.5), half_width=33.0,
-            trace_slope=0.001, trace_curvature=0.0,
+            x_ref=37.5,
+            y_ref=250.0,
+            row_range=(6.5, 393.5),
+            half_width=33.0,
+            trace_slope=0.001,
+            trace_curvature=0.0,
         )
     else:
         raise ValueError(f"kind must be cal, s2d or calints, not {kind!r}")
@@ -340,8 +348,12 @@ def simulate_lrs(
         if kind != "calints":
             _store_dithered_position(model)
     if kind == "calints":
-        sky = tuple(float(v) for v in model.meta.wcs.get_transform("v2v3", "world")(
-            model.meta.wcsinfo.v2_ref, model.meta.wcsinfo.v3_ref, 0.0)[:2])
+        sky = tuple(
+            float(v)
+            for v in model.meta.wcs.get_transform("v2v3", "world")(
+                model.meta.wcsinfo.v2_ref, model.meta.wcsinfo.v3_ref, 0.0
+            )[:2]
+        )
     else:
         sky = (model.meta.dither.dithered_ra, model.meta.dither.dithered_dec)
 
@@ -456,9 +468,11 @@ def simulate_lrs(
 
 
 def _add_int_times(model, n_int: int) -> None:
-    dtype = datamodels.CubeModel().get_dtype("int_times") if hasattr(
-        datamodels.CubeModel(), "get_dtype"
-    ) else None
+    dtype = (
+        datamodels.CubeModel().get_dtype("int_times")
+        if hasattr(datamodels.CubeModel(), "get_dtype")
+        else None
+    )
     if dtype is None:
         return
     table = np.zeros(n_int, dtype=dtype)
