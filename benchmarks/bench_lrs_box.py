@@ -1,0 +1,111 @@
+"""Speed of LrsBoxExtractStep against jwst's Extract1dStep, both in this process.
+
+stpipe's ``Step.run`` starts with a ``gc.collect()`` that costs the same for
+every step; each step's own cost is measured above that floor as
+``Step.call(step) - Step.call(no-op step)`` on the same in-memory input,
+alternating the runs. Prints raw times, the floor and the ratios.
+
+Run: ``python benchmarks/bench_lrs_box.py [--nints 1000]``
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("STPIPE_DISABLE_CRDS_STEPPARS", "true")
+warnings.simplefilter("ignore")
+
+from jwst.extract_1d import Extract1dStep  # noqa: E402
+from jwst.stpipe import Step  # noqa: E402
+
+from mirispec_steps import LrsBoxExtractStep  # noqa: E402
+from mirispec_steps.simulate import offline_crds, simulate_lrs, write_lrs_apcorr  # noqa: E402
+
+JWST_EXTRA = {
+    "override_psf": "N/A",
+    "override_pastasoss": "N/A",
+    "override_specprofile": "N/A",
+    "override_speckernel": "N/A",
+}
+
+
+class NoOpStep(Step):
+    """Does nothing: measures stpipe's per-call floor."""
+
+    class_alias = "noop"
+
+    def process(self, model):
+        return model
+
+
+def timed(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return np.median(times)
+
+
+def compare(label, model, extract1d, apcorr, repeats):
+    ours = lambda: LrsBoxExtractStep.call(  # noqa: E731
+        model, override_extract1d=extract1d, override_apcorr=apcorr
+    )
+    theirs = lambda: Extract1dStep.call(  # noqa: E731
+        model, override_extract1d=extract1d, override_apcorr=apcorr, **JWST_EXTRA
+    )
+    noop = lambda: NoOpStep.call(model)  # noqa: E731
+    ours(), theirs(), noop()  # warm up
+    results = {"ours": [], "jwst": [], "floor": []}
+    for _ in range(repeats):
+        results["floor"].append(timed(noop, 1))
+        results["ours"].append(timed(ours, 1))
+        results["floor"].append(timed(noop, 1))
+        results["jwst"].append(timed(theirs, 1))
+    floor = np.median(results["floor"])
+    t_ours, t_jwst = np.median(results["ours"]), np.median(results["jwst"])
+    own_ours, own_jwst = t_ours - floor, t_jwst - floor
+    print(f"\n{label}")
+    print(f"  Step.call: ours {t_ours * 1e3:8.1f} ms   jwst {t_jwst * 1e3:8.1f} ms")
+    print(f"  no-op floor {floor * 1e3:8.1f} ms")
+    print(f"  own cost:  ours {own_ours * 1e3:8.1f} ms   jwst {own_jwst * 1e3:8.1f} ms")
+    print(f"  ratio (jwst / ours, above the floor): {own_jwst / max(own_ours, 1e-6):6.1f}x")
+    return own_ours, own_jwst
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nints", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp())
+    apcorr = str(write_lrs_apcorr(work / "apcorr.fits"))
+    with offline_crds():
+        cal = simulate_lrs("cal", seed=1).model
+        extract1d = work / "cal.json"
+        extract1d.write_text(json.dumps({"apertures": [{
+            "id": "ANY", "dispaxis": 2, "xstart": 329, "xstop": 336,
+            "bkg_coeff": [[303.5], [309.5], [339.5], [345.5]], "bkg_order": 1,
+            "use_source_posn": False}]}))
+        compare("full-frame cal, box + poly background + apcorr", cal, str(extract1d), apcorr,
+                args.repeats)
+        cube = simulate_lrs("calints", n_integrations=args.nints, seed=2).model
+        slitless = work / "slitless.json"
+        slitless.write_text(json.dumps({"apertures": [{
+            "id": "ANY", "dispaxis": 2, "xstart": 34, "xstop": 41, "use_source_posn": False}]}))
+        own_ours, own_jwst = compare(
+            f"slitless calints, {args.nints} integrations, box + apcorr", cube, str(slitless),
+            apcorr, max(1, args.repeats // 3),
+        )
+        print(f"  per integration: ours {own_ours / args.nints * 1e3:.3f} ms, "
+              f"jwst {own_jwst / args.nints * 1e3:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
