@@ -9,7 +9,7 @@ jdaviz.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from jwst.datamodels.utils.tso_multispec import make_tso_specmodel
@@ -59,7 +59,6 @@ class SpectrumColumns:
     npixels: np.ndarray
     dq: np.ndarray | None = None
     surface_brightness: bool = True
-    extras: dict = field(default_factory=dict)
 
 
 def make_spec_model(
