@@ -89,22 +89,58 @@ def main():
     with offline_crds():
         cal = simulate_lrs("cal", seed=1).model
         extract1d = work / "cal.json"
-        extract1d.write_text(json.dumps({"apertures": [{
-            "id": "ANY", "dispaxis": 2, "xstart": 329, "xstop": 336,
-            "bkg_coeff": [[303.5], [309.5], [339.5], [345.5]], "bkg_order": 1,
-            "use_source_posn": False}]}))
-        compare("full-frame cal, box + poly background + apcorr", cal, str(extract1d), apcorr,
-                args.repeats)
+        extract1d.write_text(
+            json.dumps(
+                {
+                    "apertures": [
+                        {
+                            "id": "ANY",
+                            "dispaxis": 2,
+                            "xstart": 329,
+                            "xstop": 336,
+                            "bkg_coeff": [[303.5], [309.5], [339.5], [345.5]],
+                            "bkg_order": 1,
+                            "use_source_posn": False,
+                        }
+                    ]
+                }
+            )
+        )
+        compare(
+            "full-frame cal, box + poly background + apcorr",
+            cal,
+            str(extract1d),
+            apcorr,
+            args.repeats,
+        )
         cube = simulate_lrs("calints", n_integrations=args.nints, seed=2).model
         slitless = work / "slitless.json"
-        slitless.write_text(json.dumps({"apertures": [{
-            "id": "ANY", "dispaxis": 2, "xstart": 34, "xstop": 41, "use_source_posn": False}]}))
-        own_ours, own_jwst = compare(
-            f"slitless calints, {args.nints} integrations, box + apcorr", cube, str(slitless),
-            apcorr, max(1, args.repeats // 3),
+        slitless.write_text(
+            json.dumps(
+                {
+                    "apertures": [
+                        {
+                            "id": "ANY",
+                            "dispaxis": 2,
+                            "xstart": 34,
+                            "xstop": 41,
+                            "use_source_posn": False,
+                        }
+                    ]
+                }
+            )
         )
-        print(f"  per integration: ours {own_ours / args.nints * 1e3:.3f} ms, "
-              f"jwst {own_jwst / args.nints * 1e3:.3f} ms")
+        own_ours, own_jwst = compare(
+            f"slitless calints, {args.nints} integrations, box + apcorr",
+            cube,
+            str(slitless),
+            apcorr,
+            max(1, args.repeats // 3),
+        )
+        print(
+            f"  per integration: ours {own_ours / args.nints * 1e3:.3f} ms, "
+            f"jwst {own_jwst / args.nints * 1e3:.3f} ms"
+        )
 
 
 if __name__ == "__main__":

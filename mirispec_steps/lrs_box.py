@@ -19,6 +19,7 @@ from mirispec_steps.adapters.x1d import (
     SpectrumColumns,
     describe_spectrum,
     make_spec_model,
+    make_tso_spec_model,
     make_x1d_model,
 )
 from mirispec_steps.core.apcorr import tabulated_correction
@@ -467,30 +468,41 @@ def extract_box(
         int(region.disp_index[rows_with_weight[0]]),
         int(region.disp_index[rows_with_weight[-1]]),
     )
-    spectra = []
-    for integration in range(n_int):
-        rows = slice(integration * n_disp, (integration + 1) * n_disp)
-        columns = SpectrumColumns(
-            wavelength=spectral_wavelength[keep],
-            flux=sums.flux[rows][keep],
-            var_poisson=(sums.var_poisson[rows] + bkg_vars[1][integration])[keep],
-            var_rnoise=(sums.var_rnoise[rows] + bkg_vars[0][integration])[keep],
-            var_flat=(sums.var_flat[rows] + bkg_vars[2][integration])[keep],
-            background=sums.background[rows][keep],
-            bkg_var_poisson=bkg_vars[1][integration][keep],
-            bkg_var_rnoise=bkg_vars[0][integration][keep],
-            bkg_var_flat=bkg_vars[2][integration][keep],
-            npixels=sums.npixels[rows][keep],
-        )
+
+    def per_integration(values):
+        return values.reshape(n_int, n_disp)[:, keep]
+
+    bkg_var_rnoise, bkg_var_poisson, bkg_var_flat = (v[:, keep] for v in bkg_vars)
+    columns = SpectrumColumns(
+        wavelength=spectral_wavelength[keep],
+        flux=per_integration(sums.flux),
+        var_poisson=per_integration(sums.var_poisson) + bkg_var_poisson,
+        var_rnoise=per_integration(sums.var_rnoise) + bkg_var_rnoise,
+        var_flat=per_integration(sums.var_flat) + bkg_var_flat,
+        background=per_integration(sums.background),
+        bkg_var_poisson=bkg_var_poisson,
+        bkg_var_rnoise=bkg_var_rnoise,
+        bkg_var_flat=bkg_var_flat,
+        npixels=per_integration(sums.npixels),
+    )
+    kept_correction = None if correction is None else correction[:, keep]
+    time_series = model.data.ndim == 3
+    if time_series:
+        template = make_spec_model(_first_integration(columns), pixel_solid_angle)
+        describe_spectrum(template, model, ra, dec, limits, region.dispaxis, slit_name)
+        spec = make_tso_spec_model(columns, pixel_solid_angle, kept_correction, template, model)
+        spec.replaced_fraction = replaced_fraction[:, keep]
+        spectra = [spec]
+    else:
         spec = make_spec_model(
-            columns,
+            _first_integration(columns),
             pixel_solid_angle,
-            None if correction is None else correction[integration][keep],
+            None if kept_correction is None else kept_correction[0],
         )
         describe_spectrum(spec, model, ra, dec, limits, region.dispaxis, slit_name)
-        spec.replaced_fraction = replaced_fraction[integration][keep]
-        spectra.append(spec)
-    x1d = make_x1d_model(model, spectra, time_series=model.data.ndim == 3)
+        spec.replaced_fraction = replaced_fraction[0, keep]
+        spectra = [spec]
+    x1d = make_x1d_model(model, spectra, time_series=time_series)
     full_source = np.zeros(region.full_shape)
     full_source[region.slices] = source
     full_background = None
@@ -498,6 +510,16 @@ def extract_box(
         full_background = np.zeros(region.full_shape)
         full_background[region.slices] = apertures.background
     return BoxProducts(x1d, full_source, full_background, replaced_fraction[:, keep])
+
+
+def _first_integration(columns: SpectrumColumns) -> SpectrumColumns:
+    """The first integration's columns as 1-D arrays."""
+    fields = {
+        name: (value[0] if np.ndim(value) == 2 else value)
+        for name, value in vars(columns).items()
+        if isinstance(value, np.ndarray)
+    }
+    return SpectrumColumns(**{**vars(columns), **fields})
 
 
 def _pixel_solid_angle(model) -> float | None:

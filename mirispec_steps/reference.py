@@ -8,7 +8,10 @@ offending key instead of failing later deep inside the algorithm.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,6 +222,9 @@ def load_apcorr(path: str | Path, subarray: str) -> ApcorrTable:
     """
     Read the row of a MIRI LRS apcorr file (jwst's ``MirLrsApcorrModel``) for a subarray.
 
+    Files are parsed once per process (keyed by path, size and modification
+    time), since opening the datamodel costs more than the extraction.
+
     Parameters
     ----------
     path : str or Path
@@ -236,6 +242,21 @@ def load_apcorr(path: str | Path, subarray: str) -> ApcorrTable:
     ReferenceFileError
         If the file cannot be read or has no single row for ``subarray``.
     """
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ReferenceFileError(f"apcorr reference file {path} cannot be read: {exc}") from None
+    table = _read_apcorr(str(path), subarray.upper(), stat.st_size, stat.st_mtime_ns)
+    return dataclasses.replace(
+        table,
+        wavelength=table.wavelength.copy(),
+        size=table.size.copy(),
+        apcorr=table.apcorr.copy(),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _read_apcorr(path: str, subarray: str, size: int, mtime_ns: int) -> ApcorrTable:
     from stdatamodels.jwst.datamodels import MirLrsApcorrModel
 
     name = Path(str(path)).name

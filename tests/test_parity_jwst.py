@@ -191,3 +191,36 @@ def test_cal_parity_apcorr_and_background(cal_nod_a, write_extract1d, apcorr_fil
         use_source_posn=False,
     )
     assert_parity(*run_both(cal_nod_a.model, extract1d, apcorr=apcorr_file))
+
+
+@pytest.fixture(scope="module")
+def calints_small():
+    from mirispec_steps.simulate import simulate_lrs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return simulate_lrs("calints", n_integrations=4, seed=11, bad_pixel_fraction=0.003)
+
+
+def test_calints_parity_tso_table(calints_small, write_extract1d, apcorr_file):
+    """x1dints: every vector column, per integration, plus the time columns from INT_TIMES."""
+    extract1d = write_extract1d(
+        xstart=34, xstop=41, bkg_coeff=[[20.5], [28.5], [47.5], [55.5]], use_source_posn=False
+    )
+    ours, theirs = run_both(calints_small.model, extract1d, apcorr=apcorr_file)
+    ours_table, their_table = ours.spec[0].spec_table, theirs.spec[0].spec_table
+    assert len(ours_table) == len(their_table) == 4
+    for column in COLUMNS:
+        expected = np.asarray(their_table[column], dtype=float)
+        actual = np.asarray(ours_table[column], dtype=float)
+        assert actual.shape == expected.shape, column
+        assert np.array_equal(np.isnan(actual), np.isnan(expected)), column
+        finite = np.isfinite(expected)
+        assert_allclose(actual[finite], expected[finite], rtol=1e-6, atol=1e-12, err_msg=column)
+    assert np.all(np.isfinite(ours_table["MJD-AVG"]))
+    for column in ["INT_NUM", "N_ALONGDISP", "SEGMENT", "MJD-BEG", "MJD-AVG", "TDB-END"]:
+        assert_allclose(ours_table[column], their_table[column], rtol=1e-12, err_msg=column)
+    for column in ["FLUX", "MJD-AVG", "WAVELENGTH"]:
+        assert ours_table.columns[column].unit == their_table.columns[column].unit
+    assert ours.spec[0].time_scale == theirs.spec[0].time_scale
+    assert ours.spec[0].slit_ra == pytest.approx(theirs.spec[0].slit_ra)

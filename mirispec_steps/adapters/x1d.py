@@ -9,15 +9,28 @@ jdaviz.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 
 import numpy as np
-from jwst.datamodels.utils.tso_multispec import make_tso_specmodel
+from asdf.tags.core.ndarray import asdf_datatype_to_numpy_dtype
 from jwst.extract_1d.spec_wcs import create_spectral_wcs
 from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import dqflags
+from stdatamodels.util import get_envar_as_boolean
 
-__all__ = ["SpectrumColumns", "make_spec_model", "make_x1d_model"]
+__all__ = [
+    "SpectrumColumns",
+    "spectrum_values",
+    "column_units",
+    "make_spec_model",
+    "make_tso_spec_model",
+    "describe_spectrum",
+    "make_x1d_model",
+]
+
+log = logging.getLogger(__name__)
 
 DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
 
@@ -61,13 +74,16 @@ class SpectrumColumns:
     surface_brightness: bool = True
 
 
-def make_spec_model(
+def spectrum_values(
     columns: SpectrumColumns,
     pixel_solid_angle: float | None,
     correction: np.ndarray | None = None,
-) -> datamodels.SpecModel:
+) -> dict[str, np.ndarray]:
     """
-    One x1d spectrum in jwst's units: FLUX in Jy, SURF_BRIGHT in MJy/sr.
+    x1d column values in jwst's units: FLUX in Jy, SURF_BRIGHT in MJy/sr.
+
+    Works element-wise, so the arrays in ``columns`` may be 1-D (one
+    spectrum) or 2-D ``(n_integrations, n_elements)`` (a time series).
 
     Parameters
     ----------
@@ -82,12 +98,13 @@ def make_spec_model(
 
     Returns
     -------
-    SpecModel
-        The spectrum.
+    dict
+        Column name to array, the keys being jwst's x1d column names.
     """
+    shape = np.shape(columns.flux)
     npix = np.where(columns.npixels > 0, columns.npixels, 1.0)
     scale = 1.0 if pixel_solid_angle is None else pixel_solid_angle * 1.0e6
-    factor = np.ones_like(columns.flux) if correction is None else correction
+    factor = np.ones(shape) if correction is None else correction
     flux = columns.flux * scale * factor
     f_vars = [
         v * (scale * factor) ** 2
@@ -100,20 +117,18 @@ def make_spec_model(
             for v in (columns.var_poisson, columns.var_rnoise, columns.var_flat)
         ]
     else:
-        surf = np.zeros_like(flux)
-        sb_vars = [np.zeros_like(flux)] * 3
+        surf = np.zeros(shape)
+        sb_vars = [np.zeros(shape)] * 3
     background = columns.background / npix
     b_vars = [
         v / npix**2 for v in (columns.bkg_var_poisson, columns.bkg_var_rnoise, columns.bkg_var_flat)
     ]
-    dq = np.zeros(flux.shape, dtype=np.uint32)
+    dq = np.zeros(shape, dtype=np.uint32)
     if columns.dq is not None:
         dq |= columns.dq.astype(np.uint32)
     dq[np.isnan(flux)] |= DO_NOT_USE
-
-    table = np.zeros(flux.size, dtype=datamodels.SpecModel().get_dtype("spec_table"))
-    values = {
-        "WAVELENGTH": columns.wavelength,
+    return {
+        "WAVELENGTH": np.broadcast_to(columns.wavelength, shape),
         "FLUX": flux,
         "FLUX_ERROR": np.sqrt(sum(f_vars)),
         "FLUX_VAR_POISSON": f_vars[0],
@@ -130,13 +145,27 @@ def make_spec_model(
         "BKGD_VAR_POISSON": b_vars[0],
         "BKGD_VAR_RNOISE": b_vars[1],
         "BKGD_VAR_FLAT": b_vars[2],
-        "NPIXELS": columns.npixels,
+        "NPIXELS": np.broadcast_to(columns.npixels, shape),
     }
-    for name, value in values.items():
-        table[name] = value
-    spec = datamodels.SpecModel(spec_table=table)
-    flux_unit = "Jy" if pixel_solid_angle is not None else "DN/s"
-    sb_unit = "MJy/sr" if pixel_solid_angle is not None else "DN/s"
+
+
+def column_units(pixel_solid_angle: float | None) -> dict[str, str]:
+    """
+    Units of the x1d columns (lower-case names), calibrated or not.
+
+    Parameters
+    ----------
+    pixel_solid_angle : float or None
+        None when the data are not flux calibrated.
+
+    Returns
+    -------
+    dict
+        Column name to unit string.
+    """
+    calibrated = pixel_solid_angle is not None
+    flux_unit = "Jy" if calibrated else "DN/s"
+    sb_unit = "MJy/sr" if calibrated else "DN/s"
     units = {
         "wavelength": "um",
         "flux": flux_unit,
@@ -147,7 +176,7 @@ def make_spec_model(
         "bkgd_error": sb_unit,
     }
     for name in ("flux_var_poisson", "flux_var_rnoise", "flux_var_flat"):
-        units[name] = "Jy^2" if pixel_solid_angle is not None else "DN^2 / s^2"
+        units[name] = "Jy^2" if calibrated else "DN^2 / s^2"
     for name in (
         "sb_var_poisson",
         "sb_var_rnoise",
@@ -156,10 +185,146 @@ def make_spec_model(
         "bkgd_var_rnoise",
         "bkgd_var_flat",
     ):
-        units[name] = "MJy^2 / sr^2" if pixel_solid_angle is not None else "DN^2 / s^2"
-    for name, unit in units.items():
+        units[name] = "MJy^2 / sr^2" if calibrated else "DN^2 / s^2"
+    return units
+
+
+def make_spec_model(
+    columns: SpectrumColumns,
+    pixel_solid_angle: float | None,
+    correction: np.ndarray | None = None,
+) -> datamodels.SpecModel:
+    """
+    One x1d spectrum in jwst's units: FLUX in Jy, SURF_BRIGHT in MJy/sr.
+
+    Parameters
+    ----------
+    columns : SpectrumColumns
+        Sums in MJy/sr x pixels (or DN/s when ``pixel_solid_angle`` is None),
+        1-D arrays.
+    pixel_solid_angle : float or None
+        Steradians per pixel (None: not flux calibrated).
+    correction : ndarray or None
+        Aperture correction.
+
+    Returns
+    -------
+    SpecModel
+        The spectrum.
+    """
+    values = spectrum_values(columns, pixel_solid_angle, correction)
+    table = np.zeros(values["FLUX"].size, dtype=_spec_table_dtype())
+    for name, value in values.items():
+        table[name] = value
+    spec = _unvalidated(datamodels.SpecModel, spec_table=table)
+    for name, unit in column_units(pixel_solid_angle).items():
         spec.spec_table.columns[name].unit = unit
     return spec
+
+
+_TIME_COLUMNS = {
+    "MJD-BEG": "int_start_MJD_UTC",
+    "MJD-AVG": "int_mid_MJD_UTC",
+    "MJD-END": "int_end_MJD_UTC",
+    "TDB-BEG": "int_start_BJD_TDB",
+    "TDB-MID": "int_mid_BJD_TDB",
+    "TDB-END": "int_end_BJD_TDB",
+}
+
+
+def make_tso_spec_model(
+    columns: SpectrumColumns,
+    pixel_solid_angle: float | None,
+    correction: np.ndarray | None,
+    template: datamodels.SpecModel,
+    input_model,
+) -> datamodels.TSOSpecModel:
+    """
+    A time series of spectra as one ``TSOSpecModel`` table, built directly.
+
+    Equivalent to jwst's ``make_tso_specmodel`` on one ``SpecModel`` per
+    integration followed by ``populate_time_keywords``, without creating a
+    model per integration (which dominates the cost for long series).
+
+    Parameters
+    ----------
+    columns : SpectrumColumns
+        2-D ``(n_integrations, n_elements)`` sums (wavelength may be 1-D).
+    pixel_solid_angle : float or None
+        Steradians per pixel (None: not flux calibrated).
+    correction : ndarray or None
+        Aperture correction, same shape as the sums.
+    template : SpecModel
+        Carries the per-spectrum metadata (name, position, limits, ...)
+        shared by all integrations.
+    input_model : DataModel
+        The exposure: segment number and INT_TIMES.
+
+    Returns
+    -------
+    TSOSpecModel
+        One row per integration with vector columns.
+    """
+    values = spectrum_values(columns, pixel_solid_angle, correction)
+    n_int, n_elements = values["FLUX"].shape
+    tso = _unvalidated(datamodels.TSOSpecModel)
+    datatype = tso.schema["properties"]["spec_table"]["datatype"]
+    defaults = tso.schema["properties"]["spec_table"]["default"]
+    dtype = []
+    for column in datatype:
+        numpy_type = asdf_datatype_to_numpy_dtype(column["datatype"])
+        if column["name"] in values:
+            dtype.append((column["name"], numpy_type, (n_elements,)))
+        else:
+            dtype.append((column["name"], numpy_type))
+    table = np.empty(n_int, dtype=dtype)
+    for column, default in zip(datatype, defaults, strict=True):
+        name = column["name"]
+        if name in values:
+            table[name] = values[name]
+            continue
+        value = getattr(template, name.lower(), None)
+        table[name] = default if value is None else value
+    table["N_ALONGDISP"] = n_elements
+    table["SEGMENT"] = input_model.meta.exposure.segment_number or 1
+    table["INT_NUM"] = np.arange(1, n_int + 1)
+    for name in _TIME_COLUMNS:
+        table[name] = np.nan
+    time_scale = _fill_times(table, input_model, n_int)
+    tso.spec_table = table
+    for name, unit in column_units(pixel_solid_angle).items():
+        tso.spec_table.columns[name].unit = unit
+    for name in _TIME_COLUMNS:
+        tso.spec_table.columns[name].unit = "d"
+    tso.update(template)
+    if getattr(template.meta, "wcs", None) is not None:
+        tso.meta.wcs = template.meta.wcs
+    if time_scale:
+        tso.time_scale = time_scale
+    return tso
+
+
+def _fill_times(table, input_model, n_int) -> str | None:
+    """Integration numbers and times from INT_TIMES (jwst's rules), vectorised."""
+    int_times = getattr(input_model, "int_times", None)
+    if int_times is None or len(int_times) == 0:
+        log.warning("INT_TIMES table not found - time keywords will not be populated.")
+        return None
+    exposure = input_model.meta.exposure
+    first = (exposure.integration_start or 1) - 1
+    last = (exposure.integration_end or exposure.nints or n_int) - 1
+    numbers = np.asarray(int_times["integration_number"])
+    if n_int > len(numbers) or first < numbers[0] - 1 or last > numbers[-1] - 1:
+        log.warning(
+            "Not using the INT_TIMES table because it does not include rows for all "
+            "integrations in the data."
+        )
+        return None
+    rows = np.arange(n_int) + first - (numbers[0] - 1)
+    table["INT_NUM"] = numbers[rows]
+    for column, source in _TIME_COLUMNS.items():
+        table[column] = np.asarray(int_times[source])[rows]
+    return "UTC"
 
 
 def describe_spectrum(spec, input_model, ra, dec, limits, dispaxis, slit_name=None) -> None:
@@ -210,11 +375,11 @@ def make_x1d_model(input_model, spectra: list, time_series: bool):
     ----------
     input_model : DataModel
         The exposure (its primary metadata is copied).
-    spectra : list of SpecModel
-        One per integration for a time series, else one per source/channel.
+    spectra : list of SpecModel or TSOSpecModel
+        One ``SpecModel`` per source/channel, or for a time series one
+        ``TSOSpecModel`` per source (see :func:`make_tso_spec_model`).
     time_series : bool
-        Build a ``TSOMultiSpecModel`` (x1dints) from the per-integration
-        spectra.
+        Build a ``TSOMultiSpecModel`` (x1dints), keeping INT_TIMES.
 
     Returns
     -------
@@ -222,17 +387,43 @@ def make_x1d_model(input_model, spectra: list, time_series: bool):
         The x1d product.
     """
     if time_series:
-        output = datamodels.TSOMultiSpecModel()
-        tso = make_tso_specmodel(spectra, segment=input_model.meta.exposure.segment_number)
+        output = _unvalidated(datamodels.TSOMultiSpecModel)
         output.update(input_model, only="PRIMARY")
-        output.spec.append(tso)
         if getattr(input_model, "int_times", None) is not None and len(input_model.int_times):
             output.int_times = input_model.int_times.copy()
     else:
-        output = datamodels.MultiSpecModel()
+        output = _unvalidated(datamodels.MultiSpecModel)
         output.update(input_model, only="PRIMARY")
-        for spec in spectra:
-            output.spec.append(spec)
+    for spec in spectra:
+        output.spec.append(spec)
     output.meta.wcs = None
     output.meta.target.source_type = None
+    for model in (output, *spectra):
+        restore_validation(model)
     return output
+
+
+def _unvalidated(model_class, **kwargs):
+    """A new model that skips schema validation while the builder fills it.
+
+    Validating each attribute assignment re-walks the schema and costs more
+    than the extraction itself; the builder writes schema-conformant values,
+    and :func:`restore_validation` switches validation back on.
+    """
+    return model_class(validate_on_assignment=False, **kwargs)
+
+
+def restore_validation(model) -> None:
+    """Give a model built by this module the default validate-on-assignment behaviour.
+
+    Parameters
+    ----------
+    model : DataModel
+        A model made with validation switched off.
+    """
+    model._validate_on_assignment = get_envar_as_boolean("VALIDATE_ON_ASSIGNMENT", True)
+
+
+@functools.cache
+def _spec_table_dtype():
+    return datamodels.SpecModel().get_dtype("spec_table")
