@@ -170,8 +170,9 @@ def fit_background(
     sigma_clip : float or None, optional
         Iteratively reject background pixels deviating by more than this many
         standard deviations from the fit (None or 0: no clipping). Sigma is
-        taken from the variance arrays, or from the row's median absolute
-        deviation where the variances are unusable.
+        taken from the variance arrays, but never below the row's robust
+        scatter (1.4826 x median absolute deviation of the residuals), so a
+        model that cannot follow the background is not clipped one-sidedly.
     max_clip_iterations : int, optional
         Maximum number of clipping passes.
     margin : (int, int), optional
@@ -241,7 +242,10 @@ def fit_background(
             break
         residual = smoothed - model
         mad_sigma = 1.4826 * _row_mad(np.where(use, residual, np.nan))
-        sigma = np.where(np.isfinite(pixel_sigma), pixel_sigma, mad_sigma[:, None])
+        # The row's robust scatter is a floor: where the fit cannot follow the
+        # background (a slope fitted with a constant), clipping on the pixel
+        # noise alone would cut one side of the row and bias the level.
+        sigma = np.fmax(pixel_sigma, mad_sigma[:, None])
         clipped = _robust_clip_mask(residual, sigma, use, sigma_clip)
         if np.array_equal(clipped, use):
             break

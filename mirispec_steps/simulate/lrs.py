@@ -201,6 +201,25 @@ def _store_dithered_position(model) -> None:
     store_dithered_position(model)
 
 
+def _other_nod_trace(model, other_nod: str, rows, wavelength) -> np.ndarray:
+    """Source column on each row had the telescope been at the other nod (through the WCS)."""
+    from jwst.assign_wcs.miri import store_dithered_position
+
+    probe = datamodels.ImageModel()
+    probe.meta.wcs = model.meta.wcs
+    probe.meta.wcsinfo = model.meta.wcsinfo.instance
+    probe.meta.dither.x_offset = NOD_OFFSETS[other_nod]
+    probe.meta.dither.y_offset = 0.0
+    store_dithered_position(probe)
+    sky = (probe.meta.dither.dithered_ra, probe.meta.dither.dithered_dec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        x, _ = model.meta.wcs.backward_transform(
+            np.full(rows.size, sky[0]), np.full(rows.size, sky[1]), wavelength
+        )
+    return np.asarray(x, dtype=float)
+
+
 def _source_rows_and_trace(model, sky_position, row_range=None):
     """Rows of the spectrum, their wavelength and the source column, from the WCS."""
     wcs = model.meta.wcs
@@ -383,8 +402,9 @@ def simulate_lrs(
         if kind != "cal" and kind != "s2d":
             raise ValueError("nod subtraction applies to fixed-slit data")
         other = "B" if nod == "A" else "A"
-        shift = (NOD_OFFSETS[other] - NOD_OFFSETS[nod]) / PIXEL_SCALE
-        negative_trace = trace + shift
+        negative_trace = _other_nod_trace(model, other, rows, wavelength)
+        if trace_drift:
+            negative_trace = negative_trace + trace_drift * (rows - rows[0]) / (rows[-1] - rows[0])
         negative_image = np.zeros(shape2d)
         _paint_source(negative_image, rows, wavelength, negative_trace, flux, psf)
         negative_image[~in_box] = 0.0
