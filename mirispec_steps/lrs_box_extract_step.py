@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from jwst.datamodels import ModelContainer
 from stdatamodels.jwst import datamodels
 
 from mirispec_steps.adapters.lrs import check_lrs_input
@@ -62,16 +63,31 @@ class LrsBoxExtractStep(MirispecStep):
 
         Parameters
         ----------
-        input_data : str or DataModel
-            LRS s2d, cal or calints.
+        input_data : str, DataModel or ModelContainer
+            LRS s2d, cal or calints, or a container/association of them (as
+            calwebb_spec3 passes to ``extract_1d``).
 
         Returns
         -------
-        MultiSpecModel or TSOMultiSpecModel
-            x1d (or x1dints) spectra; the input model itself, marked SKIPPED,
-            when it is not MIRI LRS data.
+        MultiSpecModel, TSOMultiSpecModel or ModelContainer
+            x1d (or x1dints) spectra, one product per input model (a
+            container of them for a container input); the input itself,
+            marked SKIPPED, when it is not MIRI LRS data.
         """
         model = self.prepare_output(input_data, make_copy=False)
+        if isinstance(model, ModelContainer):
+            if len(model) == 0:
+                raise InputDataError("the input container holds no exposures")
+            results = ModelContainer()
+            for member in model:
+                results.append(self._extract_one(member, member))
+            return results if len(results) > 1 else results[0]
+        result = self._extract_one(model, input_data)
+        if model is not input_data and result is not model:
+            model.close()
+        return result
+
+    def _extract_one(self, model, input_data):
         if not isinstance(
             model, (datamodels.ImageModel, datamodels.SlitModel, datamodels.CubeModel)
         ):
@@ -122,6 +138,4 @@ class LrsBoxExtractStep(MirispecStep):
         products = extract_box(model, params, apcorr, slit_name)
         result = products.x1d
         self.record_step_status(result, "COMPLETE")
-        if model is not input_data:
-            model.close()
         return result
