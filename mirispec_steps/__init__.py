@@ -7,13 +7,18 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["LrsBoxExtractStep", "__version__"]
+__all__ = ["LrsBoxExtractStep", "LrsOptimalExtractStep", "__version__"]
+
+_STEPS = {
+    "LrsBoxExtractStep": "mirispec_steps.lrs_box_extract_step",
+    "LrsOptimalExtractStep": "mirispec_steps.lrs_optimal_extract_step",
+}
 
 
 def __getattr__(name):
     # Steps import jwst, which is slow; import them only when asked for.
-    if name == "LrsBoxExtractStep":
-        from mirispec_steps.lrs_box_extract_step import LrsBoxExtractStep
+    if name in _STEPS:
+        import importlib
 
-        return LrsBoxExtractStep
+        return getattr(importlib.import_module(_STEPS[name]), name)
     raise AttributeError(f"module 'mirispec_steps' has no attribute {name!r}")

@@ -18,4 +18,9 @@ def get_steps():
     """
     return [
         ("mirispec_steps.lrs_box_extract_step.LrsBoxExtractStep", "lrs_box_extract", False),
+        (
+            "mirispec_steps.lrs_optimal_extract_step.LrsOptimalExtractStep",
+            "lrs_optimal_extract",
+            False,
+        ),
     ]

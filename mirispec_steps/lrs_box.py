@@ -34,7 +34,14 @@ from mirispec_steps.core.box import box_sum, repair_from_profile
 from mirispec_steps.errors import InputDataError, ParameterError
 from mirispec_steps.reference import ApcorrTable, ApertureParameters
 
-__all__ = ["BoxParameters", "resolve_box_parameters", "extract_box", "BoxProducts"]
+__all__ = [
+    "BoxParameters",
+    "BoxApertures",
+    "resolve_box_parameters",
+    "build_box_apertures",
+    "extract_box",
+    "BoxProducts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +197,7 @@ def _shift_coefficients(coefficients, offset):
 
 
 @dataclass
-class _Apertures:
+class BoxApertures:
     source: np.ndarray
     background: np.ndarray | None
     lower: float
@@ -245,7 +252,7 @@ def _nominal_centre(params, model, region, middle_row) -> float:
     return profile_centre(profile[0], full_index)
 
 
-def _build_apertures(params, model, region, wavelength) -> _Apertures:
+def build_box_apertures(params, model, region, wavelength) -> BoxApertures:
     """Source and background weights on the cutout, with source-position shifts."""
     rows = region.disp_index
     xd_start, xd_stop = params.xdisp_start, params.xdisp_stop
@@ -295,7 +302,7 @@ def _build_apertures(params, model, region, wavelength) -> _Apertures:
             allow_partial=params.bkg_fit != "median",
         )
         background[outside] = 0.0
-    return _Apertures(source, background, lower, upper)
+    return BoxApertures(source, background, lower, upper)
 
 
 @dataclass
@@ -346,7 +353,7 @@ def extract_box(
     """
     region = lrs_adapter.data_region(model, (params.disp_start, params.disp_stop))
     wavelength = lrs_adapter.region_wavelengths(model, region)
-    apertures = _build_apertures(params, model, region, wavelength)
+    apertures = build_box_apertures(params, model, region, wavelength)
     source = apertures.source
     if not np.any(source > 0):
         raise InputDataError(

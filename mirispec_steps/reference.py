@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mirispec_steps.core.psf_profile import PsfTable
 from mirispec_steps.errors import ReferenceFileError
 
 __all__ = ["ApertureParameters", "load_extract1d", "select_aperture", "ApcorrTable", "load_apcorr"]
@@ -284,3 +285,85 @@ def _read_apcorr(path: str, subarray: str, size: int, mtime_ns: int) -> ApcorrTa
     if np.any(np.diff(size) <= 0):
         raise ReferenceFileError(f"apcorr reference file {name}: 'size' must increase")
     return ApcorrTable(wavelength, size, apcorr, size_unit, name)
+
+
+def load_lrs_psf(path: str | Path, slit_name: str | None = None) -> PsfTable:
+    """
+    Read an LRS ``psf`` reference file (jwst's ``SpecPsfModel``) into a :class:`PsfTable`.
+
+    The aperture named ``slit_name``, or one named ANY/NONE, is used (as in
+    jwst). Rows with a non-finite wavelength are dropped, rows are sorted by
+    wavelength and each is normalised to unit sum over whole-pixel steps.
+
+    Parameters
+    ----------
+    path : str or Path
+        The reference file.
+    slit_name : str or None
+        The exposure's slit/aperture name.
+
+    Returns
+    -------
+    PsfTable
+        Validated table (a private copy).
+
+    Raises
+    ------
+    ReferenceFileError
+        If the file cannot be read, has no matching aperture, or its arrays
+        are inconsistent.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ReferenceFileError(f"psf reference file {path} cannot be read: {exc}") from None
+    table = _read_lrs_psf(str(path), str(slit_name).upper(), stat.st_size, stat.st_mtime_ns)
+    return dataclasses.replace(table, data=table.data.copy(), wave=table.wave.copy())
+
+
+@functools.lru_cache(maxsize=8)
+def _read_lrs_psf(path: str, slit_name: str, size: int, mtime_ns: int) -> PsfTable:
+    from stdatamodels.jwst.datamodels import SpecPsfModel
+
+    name = Path(path).name
+    try:
+        with SpecPsfModel(path) as model:
+            chosen = None
+            for aperture in model.apertures:
+                aperture_name = str(aperture.name).upper()
+                if aperture_name in ("NONE", "ANY") or aperture_name == slit_name:
+                    chosen = aperture
+                    break
+            if chosen is None:
+                raise ReferenceFileError(
+                    f"psf reference file {name}: no aperture named '{slit_name}', ANY or NONE"
+                )
+            data = np.array(chosen.data, dtype=float)
+            wave = np.array(chosen.wave, dtype=float)
+            subpix = chosen.subpix
+            center_col = chosen.center_col
+    except ReferenceFileError:
+        raise
+    except Exception as exc:
+        raise ReferenceFileError(f"psf reference file {name} cannot be read: {exc}") from None
+    if data.ndim != 2 or wave.ndim != 1 or data.shape[0] != wave.size:
+        raise ReferenceFileError(
+            f"psf reference file {name}: PSF image {data.shape} does not match WAVE {wave.shape}"
+        )
+    if subpix is None or not np.isfinite(subpix) or subpix <= 0:
+        raise ReferenceFileError(f"psf reference file {name}: SUBPIX must be > 0, got {subpix}")
+    if center_col is None or not 0 <= center_col <= data.shape[1] - 1:
+        raise ReferenceFileError(
+            f"psf reference file {name}: CENTCOL {center_col} is outside the PSF image"
+        )
+    keep = np.isfinite(wave) & np.all(np.isfinite(data), axis=1)
+    data, wave = data[keep], wave[keep]
+    order = np.argsort(wave)
+    data, wave = data[order], wave[order]
+    norm = data.sum(axis=1) / float(subpix)
+    if wave.size < 2 or np.any(norm <= 0) or np.any(np.diff(wave) <= 0):
+        raise ReferenceFileError(
+            f"psf reference file {name}: needs at least two distinct wavelengths with "
+            "positive, finite PSF rows"
+        )
+    return PsfTable(data / norm[:, None], wave, float(subpix), float(center_col), name)

@@ -43,6 +43,7 @@ OWN_SUFFIXES = ("mrscal", "mrscen", "x1d", "x1dints", "scene_model", "residual",
 #: reftype, but the issue asks for a packaged copy of the operational LRS parameters.
 PACKAGED_DEFAULTS = {
     "extract1d": "mirispec_miri_lrs_extract1d.json",
+    "psf": "mirispec_miri_lrs_psf.fits",
 }
 
 #: Seconds to wait for a CRDS answer before giving up with a clear error.

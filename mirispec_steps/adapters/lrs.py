@@ -29,6 +29,8 @@ __all__ = [
     "region_wavelengths",
     "source_location",
     "source_trace",
+    "reference_sky_position",
+    "mirrored_nod_sky_position",
     "sky_position",
 ]
 
@@ -368,7 +370,9 @@ def source_location(model, region: LrsRegion) -> tuple[int, float, float] | None
     return int(np.round(middle)), middle_wl, location
 
 
-def source_trace(model, region: LrsRegion, wavelength: np.ndarray) -> np.ndarray | None:
+def source_trace(
+    model, region: LrsRegion, wavelength: np.ndarray, sky: tuple[float, float] | None = None
+) -> np.ndarray | None:
     """
     Exact cross-dispersion position of the source on every cutout row.
 
@@ -386,6 +390,8 @@ def source_trace(model, region: LrsRegion, wavelength: np.ndarray) -> np.ndarray
         The cutout.
     wavelength : ndarray
         Cutout wavelengths from :func:`region_wavelengths`.
+    sky : (float, float) or None
+        Sky position to trace; default the dithered pointing.
 
     Returns
     -------
@@ -393,7 +399,8 @@ def source_trace(model, region: LrsRegion, wavelength: np.ndarray) -> np.ndarray
         Trace position per cutout row (NaN where the row has no
         wavelength), or None when the source position is unknown.
     """
-    sky = _dithered_sky_position(model)
+    if sky is None:
+        sky = _dithered_sky_position(model)
     if sky is None:
         return None
     with warnings.catch_warnings():
@@ -421,6 +428,71 @@ def source_trace(model, region: LrsRegion, wavelength: np.ndarray) -> np.ndarray
         values[ok] = refined[0]
         trace[good] = values
     return trace
+
+
+def reference_sky_position(model) -> tuple[float, float] | None:
+    """
+    Sky position of the aperture reference point (slit centre, or the slitless
+    reference), from ``wcsinfo.v2_ref/v3_ref`` through the WCS.
+
+    Parameters
+    ----------
+    model : DataModel
+        LRS input with a WCS that has a ``v2v3`` frame.
+
+    Returns
+    -------
+    (float, float) or None
+        RA and Dec in degrees, None when the WCS cannot give them.
+    """
+    wcsinfo = model.meta.wcsinfo
+    try:
+        transform = model.meta.wcs.get_transform("v2v3", "world")
+        ra, dec = transform(wcsinfo.v2_ref, wcsinfo.v3_ref, 0.0)[:2]
+    except Exception:
+        return None
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        return None
+    return float(ra), float(dec)
+
+
+def mirrored_nod_sky_position(model) -> tuple[float, float] | None:
+    """
+    Sky position of the source's image in the other exposure of a two-point nod.
+
+    In a nod-subtracted exposure the other nod's source appears at the
+    mirrored dither offset (``-x_offset, -y_offset``); its sky position is
+    found as jwst's ``store_dithered_position`` does for the real one.
+
+    Parameters
+    ----------
+    model : DataModel
+        Fixed-slit LRS input with a WCS and dither offsets.
+
+    Returns
+    -------
+    (float, float) or None
+        RA and Dec in degrees, None when the offsets or WCS are missing.
+    """
+    from jwst.assign_wcs.miri import store_dithered_position
+    from stdatamodels.jwst import datamodels
+
+    dither = model.meta.dither
+    if dither.x_offset is None or dither.y_offset is None:
+        return None
+    probe = datamodels.ImageModel()
+    probe.meta.wcs = model.meta.wcs
+    probe.meta.wcsinfo = model.meta.wcsinfo.instance
+    probe.meta.dither.x_offset = -float(dither.x_offset)
+    probe.meta.dither.y_offset = -float(dither.y_offset)
+    try:
+        store_dithered_position(probe)
+    except Exception:
+        return None
+    ra, dec = probe.meta.dither.dithered_ra, probe.meta.dither.dithered_dec
+    if ra is None or dec is None:
+        return None
+    return float(ra), float(dec)
 
 
 def sky_position(model, centre_xdisp: float, centre_disp: float) -> tuple[float | None, ...]:

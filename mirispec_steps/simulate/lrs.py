@@ -201,17 +201,11 @@ def _store_dithered_position(model) -> None:
     store_dithered_position(model)
 
 
-def _other_nod_trace(model, other_nod: str, rows, wavelength) -> np.ndarray:
+def _other_nod_trace(model, rows, wavelength) -> np.ndarray:
     """Source column on each row had the telescope been at the other nod (through the WCS)."""
-    from jwst.assign_wcs.miri import store_dithered_position
+    from mirispec_steps.adapters.lrs import mirrored_nod_sky_position
 
-    probe = datamodels.ImageModel()
-    probe.meta.wcs = model.meta.wcs
-    probe.meta.wcsinfo = model.meta.wcsinfo.instance
-    probe.meta.dither.x_offset = NOD_OFFSETS[other_nod]
-    probe.meta.dither.y_offset = 0.0
-    store_dithered_position(probe)
-    sky = (probe.meta.dither.dithered_ra, probe.meta.dither.dithered_dec)
+    sky = mirrored_nod_sky_position(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         x, _ = model.meta.wcs.backward_transform(
@@ -401,8 +395,9 @@ def simulate_lrs(
     if nod_subtracted:
         if kind != "cal" and kind != "s2d":
             raise ValueError("nod subtraction applies to fixed-slit data")
-        other = "B" if nod == "A" else "A"
-        negative_trace = _other_nod_trace(model, other, rows, wavelength)
+        negative_trace = _other_nod_trace(model, rows, wavelength)
+        model.meta.cal_step.bkg_subtract = "COMPLETE"
+        model.meta.dither.primary_type = "ALONG-SLIT-NOD"
         if trace_drift:
             negative_trace = negative_trace + trace_drift * (rows - rows[0]) / (rows[-1] - rows[0])
         negative_image = np.zeros(shape2d)

@@ -1,0 +1,637 @@
+"""LRS optimal extraction: from a datamodel, a PSF table and parameters to an x1d model.
+
+The datamodel/reference-file layer between :mod:`lrs_optimal_extract_step`
+and the pure-NumPy core (:mod:`core.optimal`, :mod:`core.trace_fit`,
+:mod:`core.psf_profile`). The trace comes from the WCS (the dithered source
+position, or the aperture reference point), is optionally refined by the
+chi-square of the scene model (one global shift, or a polynomial along
+dispersion), and every row of every integration is fitted with the PSF
+profile (plus the negative nod and a background polynomial) by inverse
+model-variance weighting.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirispec_steps.adapters import lrs as lrs_adapter
+from mirispec_steps.adapters.x1d import (
+    SpectrumColumns,
+    describe_spectrum,
+    make_spec_model,
+    make_tso_spec_model,
+    make_x1d_model,
+)
+from mirispec_steps.core.optimal import RowFit, fit_rows, polynomial_basis
+from mirispec_steps.core.psf_profile import PsfTable, evaluate_profile
+from mirispec_steps.core.trace_fit import (
+    ShiftSolution,
+    best_shift,
+    chi2_curves,
+    fit_shift_polynomial,
+)
+from mirispec_steps.errors import InputDataError, ParameterError
+
+__all__ = ["OptimalParameters", "OptimalProducts", "extract_optimal"]
+
+log = logging.getLogger(__name__)
+
+NOD_PAIR_PATTERNS = ("ALONG-SLIT-NOD", "2-POINT-NOD")
+#: Rows fitted per batch (bounds memory for long time series).
+ROWS_PER_BATCH = 20000
+#: Profile level (fraction of the row's peak) below which a pixel counts as background.
+BACKGROUND_PROFILE_LEVEL = 2e-3
+
+
+@dataclass
+class OptimalParameters:
+    """
+    Final optimal-extraction parameters for one exposure.
+
+    Attributes
+    ----------
+    subtract_background : bool
+        Fit a background polynomial per row.
+    bkg_order : int
+        Its order.
+    bkg_smoothing_length : int
+        Boxcar (rows) smoothing the background along dispersion; 0 fits it
+        jointly with the PSF on each row.
+    background_weights : ndarray or None
+        Cutout weights of the extract1d background regions, if given.
+    use_source_posn : bool
+        Centre on the dithered source position (else the aperture reference).
+    position_offset : float
+        Extra cross-dispersion offset (pixels).
+    optimize_psf_location : bool
+        Fit a global shift of the trace.
+    fit_trace_order : int
+        Polynomial order of a smooth trace offset along dispersion (-1: none).
+    model_nod_pair : bool
+        Fit the negative trace of nod-subtracted data.
+    reject_sigma : float
+        Outlier rejection threshold (0: none).
+    disp_start, disp_stop : float
+        Dispersion limits (pixels, inclusive).
+    """
+
+    subtract_background: bool
+    bkg_order: int
+    bkg_smoothing_length: int
+    background_weights: np.ndarray | None
+    use_source_posn: bool
+    position_offset: float
+    optimize_psf_location: bool
+    fit_trace_order: int
+    model_nod_pair: bool
+    reject_sigma: float
+    disp_start: float
+    disp_stop: float
+
+
+@dataclass
+class OptimalProducts:
+    """
+    Everything an optimal extraction produced.
+
+    Attributes
+    ----------
+    x1d : MultiSpecModel or TSOMultiSpecModel
+        The spectra.
+    scene, residual, profile : ndarray
+        Full-frame images (``(n_int, ny, nx)`` for the first two): the fitted
+        scene, data minus scene, and the normalised source profile (negative
+        nod included with its sign).
+    trace : ndarray
+        Final source position on each cutout row (full-frame column).
+    rows : ndarray
+        Detector rows of ``trace``.
+    shift : ShiftSolution or None
+        The fitted trace offset, if optimised.
+    n_rejected : int
+        Pixels rejected as outliers.
+    """
+
+    x1d: object
+    scene: np.ndarray
+    residual: np.ndarray
+    profile: np.ndarray
+    trace: np.ndarray
+    rows: np.ndarray
+    shift: ShiftSolution | None
+    n_rejected: int
+
+
+def _row_wavelength(wavelength: np.ndarray, region, trace: np.ndarray) -> np.ndarray:
+    """Wavelength of the source light on each row: the cutout wavelength at the trace."""
+    columns = region.xdisp_index.astype(float)
+    result = np.full(trace.size, np.nan)
+    for_rows = np.isfinite(trace)
+    # Linear interpolation along each row at the trace position (vectorised).
+    position = np.interp(trace[for_rows], columns, np.arange(columns.size))
+    low = np.clip(np.floor(position).astype(int), 0, columns.size - 2)
+    frac = position - low
+    rows = np.flatnonzero(for_rows)
+    left, right = wavelength[rows, low], wavelength[rows, low + 1]
+    value = left + frac * (right - left)
+    value = np.where(np.isfinite(value), value, np.where(frac < 0.5, left, right))
+    result[rows] = value
+    return result
+
+
+def _nominal_traces(model, region, wavelength, params):
+    """Positive (and optionally negative-nod) traces from the WCS, per cutout row."""
+    exp_type = str(model.meta.exposure.type).upper()
+    sky = None
+    if params.use_source_posn and exp_type == "MIR_LRS-FIXEDSLIT":
+        sky = lrs_adapter._dithered_sky_position(model)
+        if sky is None:
+            log.warning("dithered source position unknown; using the aperture reference point")
+    if sky is None:
+        sky = lrs_adapter.reference_sky_position(model)
+    if sky is None:
+        raise InputDataError(
+            "cannot place the PSF: neither meta.dither.dithered_ra/dec nor the WCS reference "
+            "point (wcsinfo.v2_ref/v3_ref through a v2v3 frame) give the source position"
+        )
+    trace = lrs_adapter.source_trace(model, region, wavelength, sky=sky)
+    if trace is None or not np.any(np.isfinite(trace)):
+        raise InputDataError("the WCS puts the source nowhere on the detector")
+    trace = trace + params.position_offset
+    negative = None
+    if params.model_nod_pair:
+        subtracted = str(model.meta.cal_step.bkg_subtract).upper() == "COMPLETE"
+        pattern = str(model.meta.dither.primary_type).upper() in NOD_PAIR_PATTERNS
+        if not subtracted:
+            log.info("Input is not nod-subtracted: no negative trace modelled")
+        elif not pattern:
+            log.info("Input is not a two-point nod: no negative trace modelled")
+        else:
+            other = lrs_adapter.mirrored_nod_sky_position(model)
+            if other is not None:
+                negative = lrs_adapter.source_trace(model, region, wavelength, sky=other)
+                negative = negative + params.position_offset
+            separation = np.nanmedian(np.abs(trace - negative)) if negative is not None else 0
+            if negative is None or not np.isfinite(separation) or separation < 2:
+                log.warning("The negative nod could not be placed from the WCS; not modelled")
+                negative = None
+            else:
+                log.info(f"Negative nod trace modelled {np.nanmedian(negative - trace):+.2f} px")
+    return trace, negative
+
+
+class _SceneBuilder:
+    """Profiles and fit bases on the cutout for given trace offsets."""
+
+    def __init__(self, psf, region, row_wavelength, trace, negative, params, n_xdisp):
+        self.psf = psf
+        self.columns = region.xdisp_index.astype(float)
+        self.row_wavelength = row_wavelength
+        self.trace = trace
+        self.negative = negative
+        self.params = params
+        joint = params.subtract_background and not self.separate_background
+        order = params.bkg_order if joint else -1
+        self.background_basis = polynomial_basis(n_xdisp, order)
+
+    @property
+    def separate_background(self) -> bool:
+        params = self.params
+        return params.subtract_background and (
+            params.bkg_smoothing_length > 1 or params.background_weights is not None
+        )
+
+    def profiles(self, shift, negative_shift=None):
+        offsets = self.columns[None, :] - (self.trace + shift)[:, None]
+        profiles = [evaluate_profile(self.psf, offsets, self.row_wavelength)]
+        if self.negative is not None:
+            extra = shift if negative_shift is None else negative_shift
+            offsets = self.columns[None, :] - (self.negative + extra)[:, None]
+            profiles.append(-evaluate_profile(self.psf, offsets, self.row_wavelength))
+        return profiles
+
+    def basis(self, profiles, n_repeat=1):
+        n_rows, n_xdisp = profiles[0].shape
+        terms = [p[:, None, :] for p in profiles]
+        if self.background_basis.shape[0]:
+            terms.append(
+                np.broadcast_to(self.background_basis[None], (n_rows, *self.background_basis.shape))
+            )
+        basis = np.concatenate(terms, axis=1)
+        if n_repeat > 1:
+            basis = np.tile(basis, (n_repeat, 1, 1))
+        return basis
+
+
+def _smooth_rows(values: np.ndarray, length: int, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxcar over rows within each block, NaN-aware: (mean, count) along axis 0."""
+    shape = values.shape
+    blocked = values.reshape(n_blocks, shape[0] // n_blocks, -1)
+    finite = np.isfinite(blocked)
+    filled = np.where(finite, blocked, 0.0)
+    half = length // 2
+    padded = np.pad(filled, ((0, 0), (half + 1, half), (0, 0)))
+    counts = np.pad(finite.astype(float), ((0, 0), (half + 1, half), (0, 0)))
+    window_sum = np.cumsum(padded, axis=1)
+    window_count = np.cumsum(counts, axis=1)
+    total = window_sum[:, length:] - window_sum[:, :-length]
+    count = window_count[:, length:] - window_count[:, :-length]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    return mean.reshape(shape), count.reshape(shape)
+
+
+def _separate_background(data, variances, valid, background_pixels, order, smoothing, n_blocks):
+    """
+    Background per row from background pixels, smoothed along dispersion.
+
+    Returns the model ``(N, X)``, the coefficient operator per row and the
+    per-component coefficient covariances after smoothing, for propagating
+    the background's variance into the flux.
+    """
+    n_rows, n_xdisp = data.shape
+    basis = polynomial_basis(n_xdisp, order)  # (K, X)
+    use = valid & background_pixels
+    weights = use.astype(float)
+    normal = np.einsum("kx,lx,nx->nkl", basis, basis, weights)
+    n_terms = basis.shape[0]
+    ok = use.sum(axis=1) >= n_terms
+    if ok.any():
+        ok[np.flatnonzero(ok)[np.linalg.cond(normal[ok]) > 1e10]] = False
+    inverse = np.zeros_like(normal)
+    inverse[ok] = np.linalg.inv(normal[ok])
+    operator = np.einsum("nkl,lx->nkx", inverse, basis) * weights[:, None, :]  # (N, K, X)
+    coefficients = np.einsum("nkx,nx->nk", operator, np.where(use, data, 0.0))
+    coefficients[~ok] = np.nan
+    covariances = [
+        np.einsum("nkx,nlx,nx->nkl", operator, operator, np.where(use, v, 0.0)) for v in variances
+    ]
+    length = smoothing if smoothing > 1 else 1
+    if length > 1:
+        smoothed, count = _smooth_rows(coefficients, length, n_blocks)
+        smoothed_cov = []
+        for cov in covariances:
+            cov = np.where(ok[:, None, None], cov, np.nan).reshape(n_rows, -1)
+            summed, cov_count = _smooth_rows(cov, length, n_blocks)
+            # var(mean of n) = sum(var) / n^2 = mean(var) / n
+            with np.errstate(invalid="ignore", divide="ignore"):
+                smoothed_cov.append((summed / cov_count).reshape(n_rows, n_terms, n_terms))
+        coefficients, covariances = smoothed, smoothed_cov
+        ok = count[:, 0] > 0
+    model = np.einsum("nk,kx->nx", np.nan_to_num(coefficients), basis)
+    return model, basis, [np.nan_to_num(c) for c in covariances], ok
+
+
+def _fit_in_batches(builder_basis, arrays, valid, params, n_rows_per_block, positive_terms):
+    """Run :func:`fit_rows` over row batches; returns one merged RowFit."""
+    data, var_rnoise, var_poisson, var_flat = arrays
+    n_total = data.shape[0]
+    batch = max(n_rows_per_block, (ROWS_PER_BATCH // n_rows_per_block) * n_rows_per_block)
+    parts = []
+    for start in range(0, n_total, batch):
+        rows = slice(start, min(start + batch, n_total))
+        parts.append(
+            fit_rows(
+                data[rows],
+                var_rnoise[rows],
+                var_poisson[rows],
+                var_flat[rows],
+                valid[rows],
+                builder_basis(rows),
+                positive_terms,
+                reject_sigma=params.reject_sigma,
+                n_rows_per_block=n_rows_per_block,
+            )
+        )
+    if len(parts) == 1:
+        return parts[0]
+    return RowFit(
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in RowFit.__annotations__)
+    )
+
+
+def _location(builder, mean_data, mean_vars, mean_valid, params, negative_present):
+    """Optimise the trace offset on the integration-mean image; returns (shift, neg, solution)."""
+    n_rows = mean_data.shape[0]
+    zero = np.zeros(n_rows)
+    basis_cache = {}
+
+    def chi2(shift, negative_shift=None):
+        profiles = builder.profiles(shift, negative_shift)
+        basis = builder.basis(profiles)
+        fit = fit_rows(
+            mean_data,
+            *mean_vars,
+            mean_valid,
+            basis,
+            len(profiles),
+            reject_sigma=None,
+            max_iterations=2,
+        )
+        basis_cache["last"] = fit
+        weights = np.where(fit.used, 1.0 / fit.variance, 0.0)
+        residual = np.where(fit.used, mean_data - fit.model, 0.0)
+        value = np.sum(weights * residual**2, axis=1)
+        value[~fit.ok] = np.nan
+        return value
+
+    coarse = np.arange(-2.0, 2.0001, 0.2)
+    fine = np.arange(-0.24, 0.2401, 0.04)
+    shift = zero.copy()
+    negative_shift = None if not negative_present else zero.copy()
+    solution = None
+    for _round in range(2 if negative_present else 1):
+
+        def positive(trial, fixed=negative_shift):
+            return chi2(trial, fixed)
+
+        curves = chi2_curves(positive, shift, coarse)
+        offset, _ = best_shift(curves, coarse)
+        shift = shift + offset
+        curves = chi2_curves(positive, shift, fine)
+        if params.fit_trace_order >= 0:
+            solution = fit_shift_polynomial(curves, fine, params.fit_trace_order)
+            shift = shift + solution.shift
+        else:
+            offset, error = best_shift(curves, fine)
+            shift = shift + offset
+            solution = ShiftSolution(
+                shift.copy(), np.array([shift[0]]), np.empty(0), np.empty(0), np.empty(0)
+            )
+        if negative_present:
+
+            def negative(trial, fixed=shift):
+                return chi2(fixed, trial)
+
+            curves = chi2_curves(negative, negative_shift, coarse)
+            offset, _ = best_shift(curves, coarse)
+            negative_shift = negative_shift + offset
+            curves = chi2_curves(negative, negative_shift, fine)
+            offset, _ = best_shift(curves, fine)
+            negative_shift = negative_shift + offset
+    if params.fit_trace_order >= 0:
+        # Coefficients relative to the WCS trace (the polynomial describes the drift).
+        coordinate = np.linspace(-1.0, 1.0, n_rows)
+        solution.coefficients = np.polynomial.polynomial.polyfit(
+            coordinate, shift, params.fit_trace_order
+        )
+        solution.shift = shift.copy()
+    return shift, negative_shift, solution
+
+
+def extract_optimal(
+    model, params: OptimalParameters, psf: PsfTable, slit_name: str
+) -> OptimalProducts:
+    """
+    Optimal-extract an unrectified LRS exposure (all integrations at once).
+
+    Parameters
+    ----------
+    model : DataModel
+        Validated LRS cal or calints; never modified.
+    params : OptimalParameters
+        Resolved parameters.
+    psf : PsfTable
+        The PSF.
+    slit_name : str
+        Name written to the spectra.
+
+    Returns
+    -------
+    OptimalProducts
+        x1d model and diagnostics.
+    """
+    region = lrs_adapter.data_region(model, (params.disp_start, params.disp_stop))
+    wavelength = lrs_adapter.region_wavelengths(model, region)
+    trace, negative = _nominal_traces(model, region, wavelength, params)
+    row_wavelength = _row_wavelength(wavelength, region, trace)
+    covered = (row_wavelength >= psf.wave[0]) & (row_wavelength <= psf.wave[-1])
+    if not covered.any():
+        raise InputDataError(
+            f"the PSF reference file {psf.source} covers {psf.wave[0]:.2f}-{psf.wave[-1]:.2f} um, "
+            f"none of the data's {np.nanmin(row_wavelength):.2f}-"
+            f"{np.nanmax(row_wavelength):.2f} um"
+        )
+    n_uncovered = int((np.isfinite(row_wavelength) & ~covered).sum())
+    if n_uncovered:
+        log.warning(
+            f"{n_uncovered} spectral element(s) lie outside the PSF file's wavelengths "
+            f"({psf.wave[0]:.2f}-{psf.wave[-1]:.2f} um) and are flagged"
+        )
+    keep = covered & np.isfinite(trace)
+
+    pixels = lrs_adapter.read_pixels(model, region)
+    n_int, n_rows, n_xdisp = pixels.data.shape
+    variances = (pixels.var_rnoise, pixels.var_poisson, pixels.var_flat)
+    total_var = sum(variances)
+    valid = np.isfinite(pixels.data) & np.isfinite(total_var) & (total_var > 0)
+    valid &= keep[None, :, None]
+    n_bad_variance = int((np.isfinite(pixels.data) & ~(total_var > 0)).sum())
+    if n_bad_variance:
+        log.warning(f"{n_bad_variance} pixel(s) with zero or negative variance are not used")
+    if not valid.any():
+        raise InputDataError("no pixel with finite data and positive variance on the trace rows")
+
+    builder = _SceneBuilder(psf, region, row_wavelength, trace, negative, params, n_xdisp)
+    background_model = np.zeros((n_int * n_rows, n_xdisp))
+    bkg_var_terms = [np.zeros(n_int * n_rows) for _ in range(3)]
+    flat = [a.reshape(-1, n_xdisp) for a in (pixels.data, *variances)]
+    flat_valid = valid.reshape(-1, n_xdisp)
+    science = flat[0]
+
+    separate = builder.separate_background
+    if separate:
+        if params.background_weights is not None:
+            background_pixels = np.tile(params.background_weights > 0, (n_int, 1))
+        else:
+            core = np.abs(sum(builder.profiles(np.zeros(n_rows))))
+            peak = core.max(axis=1, keepdims=True)
+            background_pixels = np.tile(core <= BACKGROUND_PROFILE_LEVEL * peak, (n_int, 1))
+        background_model, bkg_basis, bkg_covariances, bkg_ok = _separate_background(
+            science,
+            flat[1:],
+            flat_valid,
+            background_pixels,
+            params.bkg_order,
+            params.bkg_smoothing_length,
+            n_int,
+        )
+        if not bkg_ok.any():
+            raise ParameterError(
+                f"no row has enough background pixels for a polynomial of order {params.bkg_order}"
+            )
+        science = science - background_model
+
+    # Trace location on the mean over integrations (higher SNR than one).
+    shift = np.zeros(n_rows)
+    negative_shift = None
+    solution = None
+    if params.optimize_psf_location or params.fit_trace_order >= 0:
+        cube = science.reshape(n_int, n_rows, n_xdisp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            count = valid.sum(axis=0)
+            mean_data = np.where(count > 0, np.nansum(np.where(valid, cube, 0), axis=0), 0)
+            mean_data = mean_data / np.maximum(count, 1)
+            mean_vars = [
+                np.nansum(np.where(valid, v, 0), axis=0) / np.maximum(count, 1) ** 2
+                for v in variances
+            ]
+        mean_valid = count > 0
+        shift, negative_shift, solution = _location(
+            builder, mean_data, mean_vars, mean_valid, params, negative is not None
+        )
+        log.info(
+            f"Trace offset from the WCS: median {np.median(shift):+.3f} px "
+            f"(range {shift.min():+.3f}..{shift.max():+.3f})"
+            + (
+                f"; negative nod {np.median(negative_shift):+.3f} px"
+                if negative_shift is not None
+                else ""
+            )
+        )
+
+    profiles = builder.profiles(shift, negative_shift)
+    row_basis = builder.basis(profiles)
+    n_profiles = len(profiles)
+
+    def basis_for(rows):
+        # Rows of the flattened (integration, row) array map onto cutout rows.
+        index = np.arange(rows.start, rows.stop) % n_rows
+        return row_basis[index]
+
+    fit = _fit_in_batches(basis_for, (science, *flat[1:]), flat_valid, params, n_rows, n_profiles)
+    weights = fit.pixel_weights[:, 0, :]
+    flux = fit.coefficients[:, 0]
+    components = (flat[1], fit.var_poisson_model, flat[3])
+    var_terms = [np.nansum(weights**2 * v, axis=1) for v in components]
+    source_profile = np.tile(profiles[0], (n_int, 1))
+    used = fit.used
+    with np.errstate(invalid="ignore", divide="ignore"):
+        npixels = np.sum(np.where(used, source_profile, 0), axis=1) ** 2 / np.sum(
+            np.where(used, source_profile**2, 0), axis=1
+        )
+    npixels = np.nan_to_num(npixels)
+
+    # Background level under the source, and its share of the flux variance.
+    if separate:
+        bkg_model_rows = background_model
+        projector = np.einsum("nx,kx->nk", weights, bkg_basis)
+        bkg_var_terms = [
+            np.einsum("nk,nkl,nl->n", projector, cov, projector) for cov in bkg_covariances
+        ]
+        var_terms = [v + b for v, b in zip(var_terms, bkg_var_terms, strict=True)]
+    elif builder.background_basis.shape[0]:
+        bkg_coefficients = fit.coefficients[:, n_profiles:]
+        bkg_model_rows = np.nan_to_num(bkg_coefficients) @ builder.background_basis
+        # Variance the joint background adds: with minus without background terms.
+        no_bkg = np.where(used, 1.0 / fit.variance, 0.0)
+        profile_weight = source_profile * no_bkg
+        denominator = np.sum(profile_weight * source_profile, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            alone = profile_weight / denominator[:, None]
+        for index, component in enumerate(components):
+            without = np.nansum(alone**2 * component, axis=1)
+            bkg_var_terms[index] = np.clip(var_terms[index] - without, 0.0, None)
+    else:
+        bkg_model_rows = np.zeros_like(science)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        background_level = np.sum(source_profile * bkg_model_rows, axis=1) / np.sum(
+            source_profile, axis=1
+        )
+    background_level = np.nan_to_num(background_level)
+
+    n_rejected = int(fit.rejected.sum())
+    if n_rejected:
+        log.info(f"Rejected {n_rejected} outlier pixel(s) (reject_sigma={params.reject_sigma})")
+    failed = keep[None, :] & ~fit.ok.reshape(n_int, n_rows)
+    if failed.any():
+        log.warning(f"{int(failed.sum())} spectral element(s) could not be fitted; flagged")
+
+    def per_integration(values):
+        return values.reshape(n_int, n_rows)[:, keep]
+
+    columns = SpectrumColumns(
+        wavelength=row_wavelength[keep],
+        flux=per_integration(flux),
+        var_poisson=per_integration(var_terms[1]),
+        var_rnoise=per_integration(var_terms[0]),
+        var_flat=per_integration(var_terms[2]),
+        background=per_integration(background_level * npixels),
+        bkg_var_poisson=per_integration(bkg_var_terms[1]),
+        bkg_var_rnoise=per_integration(bkg_var_terms[0]),
+        bkg_var_flat=per_integration(bkg_var_terms[2]),
+        npixels=per_integration(npixels),
+        surface_brightness=False,
+    )
+    pixel_solid_angle = _pixel_solid_angle(model)
+    final_trace = trace + shift
+    good_rows = np.flatnonzero(keep)
+    centre_row = good_rows[good_rows.size // 2]
+    ra, dec = lrs_adapter.sky_position(
+        model, float(final_trace[centre_row]), float(region.disp_index[centre_row])
+    )
+    limits = (
+        float(region.xdisp_index[0]),
+        float(region.xdisp_index[-1]),
+        int(region.disp_index[good_rows[0]]),
+        int(region.disp_index[good_rows[-1]]),
+    )
+    time_series = model.data.ndim == 3
+    first = _first(columns)
+    if time_series:
+        template = make_spec_model(first, pixel_solid_angle)
+        describe_spectrum(template, model, ra, dec, limits, region.dispaxis, slit_name)
+        spec = make_tso_spec_model(columns, pixel_solid_angle, None, template, model)
+    else:
+        spec = make_spec_model(first, pixel_solid_angle)
+        describe_spectrum(spec, model, ra, dec, limits, region.dispaxis, slit_name)
+    spec.extraction_type = "OPTIMAL"
+    x1d = make_x1d_model(model, [spec], time_series=time_series)
+
+    full_shape = model.data.shape[-2:]
+    scene = np.zeros((n_int, *full_shape))
+    scene_cut = (fit.model + background_model).reshape(n_int, n_rows, n_xdisp)
+    scene_cut[:, ~keep] = 0.0
+    scene[(slice(None), *region.slices)] = np.nan_to_num(scene_cut)
+    data_full = np.array(model.data, dtype=float, ndmin=3)
+    residual = np.where(np.isfinite(data_full), data_full - scene, np.nan)
+    residual_cut = residual[(slice(None), *region.slices)]
+    residual_cut[~valid] = np.nan
+    residual[(slice(None), *region.slices)] = residual_cut
+    profile_full = np.zeros(full_shape)
+    profile_full[region.slices] = sum(profiles)
+    return OptimalProducts(
+        x1d=x1d,
+        scene=scene,
+        residual=residual,
+        profile=profile_full,
+        trace=final_trace,
+        rows=region.disp_index,
+        shift=solution,
+        n_rejected=n_rejected,
+    )
+
+
+def _first(columns: SpectrumColumns) -> SpectrumColumns:
+    fields = {
+        name: (value[0] if np.ndim(value) == 2 else value)
+        for name, value in vars(columns).items()
+        if isinstance(value, np.ndarray)
+    }
+    return SpectrumColumns(**{**vars(columns), **fields})
+
+
+def _pixel_solid_angle(model) -> float | None:
+    if str(model.meta.cal_step.photom).upper() != "COMPLETE":
+        log.warning("The photom step has not been run; FLUX stays in the input units.")
+        return None
+    solid_angle = model.meta.photometry.pixelarea_steradians
+    if solid_angle is None:
+        log.warning("Pixel area (solid angle) is not populated; the flux will not be correct.")
+        return 1.0
+    return float(solid_angle)

@@ -1,0 +1,186 @@
+"""LrsOptimalExtractStep: PSF-weighted MIRI LRS extraction on unrectified data."""
+
+from __future__ import annotations
+
+import logging
+
+from jwst.datamodels import ModelContainer
+from stdatamodels.jwst import datamodels
+
+from mirispec_steps.adapters.lrs import check_lrs_input, data_region, region_wavelengths
+from mirispec_steps.errors import InputDataError, ParameterError
+from mirispec_steps.lrs_box import build_box_apertures, resolve_box_parameters
+from mirispec_steps.lrs_optimal import OptimalParameters, extract_optimal
+from mirispec_steps.reference import load_extract1d, load_lrs_psf, select_aperture
+from mirispec_steps.stepbase import MirispecStep
+
+__all__ = ["LrsOptimalExtractStep"]
+
+log = logging.getLogger(__name__)
+
+
+class LrsOptimalExtractStep(MirispecStep):
+    """
+    Optimal (Horne 1986) extraction of a MIRI LRS point source from cal or calints data.
+
+    Each row along the WCS trace is fitted with the PSF profile from the
+    ``psf`` reference file (jwst's LRS format; a packaged default from the
+    package's PSF model), weighted by the inverse of a model variance, with
+    iterative outlier rejection, an optional background polynomial (fitted
+    jointly, or from background pixels and smoothed along dispersion), an
+    optional negative nod trace, and a trace position refined by the scene
+    model's chi-square (one global shift, or a polynomial along dispersion).
+    FLUX is the total flux of the source (the profile is normalised to the
+    whole PSF), so no aperture correction applies.
+    """
+
+    class_alias = "lrs_optimal_extract"
+    product_suffix = "x1d"
+
+    spec = """
+    subtract_background = boolean(default=None)  # fit a background polynomial (None: extract1d file, else True)
+    bkg_order = integer(default=None, min=0)  # background polynomial order (None: extract1d file, else 0)
+    bkg_smoothing_length = integer(default=0, min=0)  # smooth the background along dispersion over N rows (0: joint per-row fit)
+    use_source_posn = boolean(default=True)  # centre on the dithered source position (else the aperture reference point)
+    position_offset = float(default=0)  # extra cross-dispersion offset (pixels)
+    optimize_psf_location = boolean(default=True)  # fit a global shift of the trace
+    fit_trace_order = integer(default=None, min=0, max=5)  # fit a smooth polynomial trace offset of this order
+    model_nod_pair = boolean(default=True)  # model the negative trace of nod-subtracted data
+    reject_sigma = float(default=5.0, min=0)  # reject outliers beyond N model sigma (0: off)
+    save_scene_model = boolean(default=False)  # save the fitted scene as an image
+    save_residual_image = boolean(default=False)  # save data minus scene
+    save_profile = boolean(default=False)  # save the normalised spatial profile
+    """  # noqa: E501
+
+    reference_file_types = ["extract1d", "psf"]
+
+    def process(self, input_data):
+        """
+        Extract the spectrum.
+
+        Parameters
+        ----------
+        input_data : str, DataModel or ModelContainer
+            LRS cal (ImageModel) or calints (CubeModel) with a WCS, or a
+            container of them.
+
+        Returns
+        -------
+        MultiSpecModel, TSOMultiSpecModel or ModelContainer
+            x1d (x1dints) spectra; the input, marked SKIPPED, when it is not
+            MIRI LRS data.
+        """
+        model = self.prepare_output(input_data, make_copy=False)
+        if isinstance(model, ModelContainer):
+            if len(model) == 0:
+                raise InputDataError("the input container holds no exposures")
+            results = ModelContainer()
+            for index, member in enumerate(model):
+                results.append(self._extract_one(member, member, index))
+            return results if len(results) > 1 else results[0]
+        result = self._extract_one(model, input_data, None)
+        if model is not input_data and result is not model:
+            model.close()
+        return result
+
+    def _extract_one(self, model, input_data, index):
+        if not isinstance(model, (datamodels.ImageModel, datamodels.CubeModel)):
+            raise InputDataError(
+                f"input is a {type(model).__name__}; expected an LRS cal (ImageModel) or "
+                "calints (CubeModel)"
+            )
+        exp_type = str(model.meta.exposure.type).upper()
+        if model.meta.instrument.name != "MIRI" or not exp_type.startswith("MIR_LRS"):
+            log.warning(f"Input is {model.meta.instrument.name} {exp_type}, not MIRI LRS: skipped")
+            result = model.copy() if model is input_data else model
+            self.record_step_status(result, "SKIPPED")
+            return result
+        check_lrs_input(model, rectified_ok=False)
+
+        slit_name = exp_type
+        aperture = select_aperture(
+            load_extract1d(self.get_reference_file(model, "extract1d")), slit_name
+        )
+        psf = load_lrs_psf(self.get_reference_file(model, "psf"), getattr(model, "name", None))
+        params = self._parameters(aperture, model)
+        if model.data.ndim == 3 and self.suffix == "x1d":
+            self.suffix = "x1dints"
+        products = extract_optimal(model, params, psf, slit_name)
+        result = products.x1d
+        self.record_step_status(result, "COMPLETE")
+        self._save_images(model, products, index)
+        return result
+
+    def _parameters(self, aperture, model) -> OptimalParameters:
+        """Step parameters over the extract1d aperture's values."""
+        subtract = self.subtract_background
+        if subtract is None:
+            subtract = True
+        order = self.bkg_order if self.bkg_order is not None else (aperture.bkg_order or 0)
+        if self.fit_trace_order is not None and not self.optimize_psf_location:
+            log.info("fit_trace_order given: the trace location is fitted")
+        background_weights = None
+        ny = model.data.shape[-2]
+        disp_start = aperture.ystart if aperture.ystart is not None else 0
+        disp_stop = aperture.ystop if aperture.ystop is not None else ny - 1
+        if subtract and aperture.bkg_coeff is not None:
+            # The same background regions as box extraction (shifted with the source).
+            box = resolve_box_parameters(
+                aperture,
+                model,
+                subtract_background=True,
+                bkg_fit="poly",
+                bkg_order=order,
+                smoothing_length=0,
+                use_source_posn=self.use_source_posn,
+                position_offset=self.position_offset,
+                bkg_sigma_clip=None,
+                replace_bad_pixels=False,
+                fixed_background=False,
+            )
+            region = data_region(model, (box.disp_start, box.disp_stop))
+            wavelength = region_wavelengths(model, region)
+            background_weights = build_box_apertures(box, model, region, wavelength).background
+            if background_weights is None or not (background_weights > 0).any():
+                raise ParameterError("the extract1d bkg_coeff regions hold no pixel of the data")
+        if self.bkg_smoothing_length and self.bkg_smoothing_length % 2 == 0:
+            raise ParameterError(
+                f"bkg_smoothing_length must be odd, got {self.bkg_smoothing_length}"
+            )
+        return OptimalParameters(
+            subtract_background=bool(subtract),
+            bkg_order=int(order),
+            bkg_smoothing_length=int(self.bkg_smoothing_length or 0),
+            background_weights=background_weights,
+            use_source_posn=bool(self.use_source_posn),
+            position_offset=float(self.position_offset or 0.0),
+            optimize_psf_location=bool(self.optimize_psf_location),
+            fit_trace_order=-1 if self.fit_trace_order is None else int(self.fit_trace_order),
+            model_nod_pair=bool(self.model_nod_pair),
+            reject_sigma=float(self.reject_sigma or 0.0),
+            disp_start=float(disp_start),
+            disp_stop=float(disp_stop),
+        )
+
+    def _save_images(self, model, products, index):
+        """Scene model, residual and profile as images named like the x1d."""
+        wanted = {
+            "scene_model": (self.save_scene_model, products.scene),
+            "residual": (self.save_residual_image, products.residual),
+            "profile": (self.save_profile, products.profile),
+        }
+        for suffix, (save, image) in wanted.items():
+            if not save:
+                continue
+            if image.ndim == 3 and image.shape[0] > 1:
+                output = datamodels.CubeModel(data=image.astype("float32"))
+            else:
+                output = datamodels.ImageModel(
+                    data=image.reshape(image.shape[-2:]).astype("float32")
+                )
+            output.update(model, only="PRIMARY")
+            output.meta.wcs = None
+            self.record_step_status(output, "COMPLETE")
+            path = self.make_output_path(basepath=model.meta.filename, suffix=suffix, idx=index)
+            output.save(path)
+            log.info(f"Saved {suffix} to {path}")
