@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from stdatamodels.jwst.datamodels import dqflags
 
 from mirispec_steps.adapters import lrs as lrs_adapter
 from mirispec_steps.adapters.x1d import (
@@ -41,6 +42,7 @@ __all__ = ["OptimalParameters", "OptimalProducts", "extract_optimal"]
 log = logging.getLogger(__name__)
 
 NOD_PAIR_PATTERNS = ("ALONG-SLIT-NOD", "2-POINT-NOD")
+NON_SCIENCE = dqflags.pixel["NON_SCIENCE"]
 #: Rows fitted per batch (bounds memory for long time series).
 ROWS_PER_BATCH = 20000
 #: Profile level (fraction of the row's peak) below which a pixel counts as background.
@@ -69,6 +71,9 @@ class OptimalParameters:
         Extra cross-dispersion offset (pixels).
     optimize_psf_location : bool
         Fit a global shift of the trace.
+    optimize_psf_width : bool
+        Fit a global width scale of the PSF (for a PSF model that does not
+        match the data).
     fit_trace_order : int
         Polynomial order of a smooth trace offset along dispersion (-1: none).
     model_nod_pair : bool
@@ -86,6 +91,7 @@ class OptimalParameters:
     use_source_posn: bool
     position_offset: float
     optimize_psf_location: bool
+    optimize_psf_width: bool
     fit_trace_order: int
     model_nod_pair: bool
     reject_sigma: float
@@ -194,8 +200,8 @@ class _SceneBuilder:
         self.trace = trace
         self.negative = negative
         self.params = params
-        joint = params.subtract_background and not self.separate_background
-        order = params.bkg_order if joint else -1
+        self.width_scale = 1.0
+        order = params.bkg_order if params.subtract_background else -1
         self.background_basis = polynomial_basis(n_xdisp, order)
 
     @property
@@ -206,25 +212,26 @@ class _SceneBuilder:
         )
 
     def profiles(self, shift, negative_shift=None):
+        # A width scale s stretches the profile: P_s(d) = P(d / s) / s.
+        scale = self.width_scale
         offsets = self.columns[None, :] - (self.trace + shift)[:, None]
-        profiles = [evaluate_profile(self.psf, offsets, self.row_wavelength)]
+        profiles = [evaluate_profile(self.psf, offsets / scale, self.row_wavelength) / scale]
         if self.negative is not None:
             extra = shift if negative_shift is None else negative_shift
             offsets = self.columns[None, :] - (self.negative + extra)[:, None]
-            profiles.append(-evaluate_profile(self.psf, offsets, self.row_wavelength))
+            profiles.append(
+                -evaluate_profile(self.psf, offsets / scale, self.row_wavelength) / scale
+            )
         return profiles
 
-    def basis(self, profiles, n_repeat=1):
+    def basis(self, profiles, with_background=True):
         n_rows, n_xdisp = profiles[0].shape
         terms = [p[:, None, :] for p in profiles]
-        if self.background_basis.shape[0]:
+        if with_background and self.background_basis.shape[0]:
             terms.append(
                 np.broadcast_to(self.background_basis[None], (n_rows, *self.background_basis.shape))
             )
-        basis = np.concatenate(terms, axis=1)
-        if n_repeat > 1:
-            basis = np.tile(basis, (n_repeat, 1, 1))
-        return basis
+        return np.concatenate(terms, axis=1)
 
 
 def _smooth_rows(values: np.ndarray, length: int, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,45 +252,41 @@ def _smooth_rows(values: np.ndarray, length: int, n_blocks: int) -> tuple[np.nda
     return mean.reshape(shape), count.reshape(shape)
 
 
-def _separate_background(data, variances, valid, background_pixels, order, smoothing, n_blocks):
+def _smoothed_background(fit: RowFit, n_profiles, components, basis, length, n_blocks):
     """
-    Background per row from background pixels, smoothed along dispersion.
+    Background of a joint (PSF + polynomial) fit, smoothed along dispersion.
 
-    Returns the model ``(N, X)``, the coefficient operator per row and the
-    per-component coefficient covariances after smoothing, for propagating
-    the background's variance into the flux.
+    The polynomial coefficients of every row are averaged over ``length``
+    rows (NaN-aware, within each integration); their covariance per variance
+    component is propagated through the same average, for the background's
+    share of the flux variance.
+
+    Returns the background model ``(N, X)``, per-component coefficient
+    covariances ``(N, K, K)`` and the rows with a background.
     """
-    n_rows, n_xdisp = data.shape
-    basis = polynomial_basis(n_xdisp, order)  # (K, X)
-    use = valid & background_pixels
-    weights = use.astype(float)
-    normal = np.einsum("kx,lx,nx->nkl", basis, basis, weights)
-    n_terms = basis.shape[0]
-    ok = use.sum(axis=1) >= n_terms
-    if ok.any():
-        ok[np.flatnonzero(ok)[np.linalg.cond(normal[ok]) > 1e10]] = False
-    inverse = np.zeros_like(normal)
-    inverse[ok] = np.linalg.inv(normal[ok])
-    operator = np.einsum("nkl,lx->nkx", inverse, basis) * weights[:, None, :]  # (N, K, X)
-    coefficients = np.einsum("nkx,nx->nk", operator, np.where(use, data, 0.0))
+    n_rows = fit.coefficients.shape[0]
+    coefficients = fit.coefficients[:, n_profiles:].copy()
+    operator = fit.pixel_weights[:, n_profiles:, :]
+    n_terms = coefficients.shape[1]
+    ok = fit.ok.copy()
     coefficients[~ok] = np.nan
     covariances = [
-        np.einsum("nkx,nlx,nx->nkl", operator, operator, np.where(use, v, 0.0)) for v in variances
+        np.einsum("nkx,nlx,nx->nkl", operator, operator, np.where(fit.used, v, 0.0))
+        for v in components
     ]
-    length = smoothing if smoothing > 1 else 1
     if length > 1:
-        smoothed, count = _smooth_rows(coefficients, length, n_blocks)
-        smoothed_cov = []
-        for cov in covariances:
-            cov = np.where(ok[:, None, None], cov, np.nan).reshape(n_rows, -1)
-            summed, cov_count = _smooth_rows(cov, length, n_blocks)
-            # var(mean of n) = sum(var) / n^2 = mean(var) / n
+        coefficients, count = _smooth_rows(coefficients, length, n_blocks)
+        smoothed = []
+        for covariance in covariances:
+            covariance = np.where(ok[:, None, None], covariance, np.nan).reshape(n_rows, -1)
+            mean, cov_count = _smooth_rows(covariance, length, n_blocks)
+            # variance of a mean of n independent rows: mean variance / n
             with np.errstate(invalid="ignore", divide="ignore"):
-                smoothed_cov.append((summed / cov_count).reshape(n_rows, n_terms, n_terms))
-        coefficients, covariances = smoothed, smoothed_cov
+                smoothed.append((mean / cov_count).reshape(n_rows, n_terms, n_terms))
+        covariances = smoothed
         ok = count[:, 0] > 0
-    model = np.einsum("nk,kx->nx", np.nan_to_num(coefficients), basis)
-    return model, basis, [np.nan_to_num(c) for c in covariances], ok
+    model = np.nan_to_num(coefficients) @ basis
+    return model, [np.nan_to_num(c) for c in covariances], ok
 
 
 def _fit_in_batches(builder_basis, arrays, valid, params, n_rows_per_block, positive_terms):
@@ -373,6 +376,17 @@ def _location(builder, mean_data, mean_vars, mean_valid, params, negative_presen
             curves = chi2_curves(negative, negative_shift, fine)
             offset, _ = best_shift(curves, fine)
             negative_shift = negative_shift + offset
+    if params.optimize_psf_width:
+        scales = np.arange(0.8, 1.2501, 0.025)
+        totals = []
+        for scale in scales:
+            builder.width_scale = scale
+            totals.append(np.nansum(chi2(shift, negative_shift)))
+        builder.width_scale, _ = best_shift(np.asarray(totals)[:, None], scales)
+        log.info(f"PSF width scale fitted: {builder.width_scale:.3f}")
+        curves = chi2_curves(lambda trial: chi2(trial, negative_shift), shift, fine)
+        offset, _ = best_shift(curves, fine)
+        shift = shift + offset
     if params.fit_trace_order >= 0:
         # Coefficients relative to the WCS trace (the polynomial describes the drift).
         coordinate = np.linspace(-1.0, 1.0, n_rows)
@@ -430,6 +444,11 @@ def extract_optimal(
     total_var = sum(variances)
     valid = np.isfinite(pixels.data) & np.isfinite(total_var) & (total_var > 0)
     valid &= keep[None, :, None]
+    if model.hasattr("dq") and model.dq is not None and model.dq.shape == model.data.shape:
+        # Unlike box extraction (jwst parity), the fit also skips NON_SCIENCE
+        # pixels: the profile and background must describe every pixel used.
+        dq = np.array(model.dq, ndmin=3)[(slice(None), *region.slices)]
+        valid &= (dq & NON_SCIENCE) == 0
     n_bad_variance = int((np.isfinite(pixels.data) & ~(total_var > 0)).sum())
     if n_bad_variance:
         log.warning(f"{n_bad_variance} pixel(s) with zero or negative variance are not used")
@@ -444,33 +463,20 @@ def extract_optimal(
     science = flat[0]
 
     separate = builder.separate_background
-    if separate:
-        if params.background_weights is not None:
-            background_pixels = np.tile(params.background_weights > 0, (n_int, 1))
-        else:
-            core = np.abs(sum(builder.profiles(np.zeros(n_rows))))
-            peak = core.max(axis=1, keepdims=True)
-            background_pixels = np.tile(core <= BACKGROUND_PROFILE_LEVEL * peak, (n_int, 1))
-        background_model, bkg_basis, bkg_covariances, bkg_ok = _separate_background(
-            science,
-            flat[1:],
-            flat_valid,
-            background_pixels,
-            params.bkg_order,
-            params.bkg_smoothing_length,
-            n_int,
-        )
-        if not bkg_ok.any():
-            raise ParameterError(
-                f"no row has enough background pixels for a polynomial of order {params.bkg_order}"
-            )
-        science = science - background_model
+    fit_pixels = flat_valid
+    if params.background_weights is not None and params.subtract_background:
+        # The fit sees the PSF core and the extract1d background regions only.
+        core = np.abs(sum(builder.profiles(np.zeros(n_rows))))
+        near = core >= BACKGROUND_PROFILE_LEVEL * core.max(axis=1, keepdims=True)
+        selected = near | (params.background_weights > 0)
+        fit_pixels = flat_valid & np.tile(selected, (n_int, 1))
+        valid = fit_pixels.reshape(valid.shape)
 
     # Trace location on the mean over integrations (higher SNR than one).
     shift = np.zeros(n_rows)
     negative_shift = None
     solution = None
-    if params.optimize_psf_location or params.fit_trace_order >= 0:
+    if params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width:
         cube = science.reshape(n_int, n_rows, n_xdisp)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -496,15 +502,36 @@ def extract_optimal(
         )
 
     profiles = builder.profiles(shift, negative_shift)
-    row_basis = builder.basis(profiles)
     n_profiles = len(profiles)
+    row_basis = builder.basis(profiles)
 
-    def basis_for(rows):
+    def basis_for(rows, basis=row_basis):
         # Rows of the flattened (integration, row) array map onto cutout rows.
-        index = np.arange(rows.start, rows.stop) % n_rows
-        return row_basis[index]
+        return basis[np.arange(rows.start, rows.stop) % n_rows]
 
-    fit = _fit_in_batches(basis_for, (science, *flat[1:]), flat_valid, params, n_rows, n_profiles)
+    if separate:
+        joint = _fit_in_batches(
+            basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles
+        )
+        background_model, bkg_covariances, bkg_ok = _smoothed_background(
+            joint,
+            n_profiles,
+            (flat[1], joint.var_poisson_model, flat[3]),
+            builder.background_basis,
+            params.bkg_smoothing_length,
+            n_int,
+        )
+        if not bkg_ok.any():
+            raise ParameterError(
+                f"no row has enough pixels for a background polynomial of order {params.bkg_order}"
+            )
+        science = science - background_model
+        profile_basis = builder.basis(profiles, with_background=False)
+
+        def basis_for(rows, basis=profile_basis):
+            return basis[np.arange(rows.start, rows.stop) % n_rows]
+
+    fit = _fit_in_batches(basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles)
     weights = fit.pixel_weights[:, 0, :]
     flux = fit.coefficients[:, 0]
     components = (flat[1], fit.var_poisson_model, flat[3])
@@ -520,7 +547,7 @@ def extract_optimal(
     # Background level under the source, and its share of the flux variance.
     if separate:
         bkg_model_rows = background_model
-        projector = np.einsum("nx,kx->nk", weights, bkg_basis)
+        projector = np.einsum("nx,kx->nk", weights, builder.background_basis)
         bkg_var_terms = [
             np.einsum("nk,nkl,nl->n", projector, cov, projector) for cov in bkg_covariances
         ]

@@ -44,6 +44,7 @@ class LrsOptimalExtractStep(MirispecStep):
     use_source_posn = boolean(default=True)  # centre on the dithered source position (else the aperture reference point)
     position_offset = float(default=0)  # extra cross-dispersion offset (pixels)
     optimize_psf_location = boolean(default=True)  # fit a global shift of the trace
+    optimize_psf_width = boolean(default=False)  # fit a global width scale of the PSF model
     fit_trace_order = integer(default=None, min=0, max=5)  # fit a smooth polynomial trace offset of this order
     model_nod_pair = boolean(default=True)  # model the negative trace of nod-subtracted data
     reject_sigma = float(default=5.0, min=0)  # reject outliers beyond N model sigma (0: off)
@@ -155,6 +156,7 @@ class LrsOptimalExtractStep(MirispecStep):
             use_source_posn=bool(self.use_source_posn),
             position_offset=float(self.position_offset or 0.0),
             optimize_psf_location=bool(self.optimize_psf_location),
+            optimize_psf_width=bool(self.optimize_psf_width),
             fit_trace_order=-1 if self.fit_trace_order is None else int(self.fit_trace_order),
             model_nod_pair=bool(self.model_nod_pair),
             reject_sigma=float(self.reject_sigma or 0.0),

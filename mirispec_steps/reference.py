@@ -318,7 +318,9 @@ def load_lrs_psf(path: str | Path, slit_name: str | None = None) -> PsfTable:
     except OSError as exc:
         raise ReferenceFileError(f"psf reference file {path} cannot be read: {exc}") from None
     table = _read_lrs_psf(str(path), str(slit_name).upper(), stat.st_size, stat.st_mtime_ns)
-    return dataclasses.replace(table, data=table.data.copy(), wave=table.wave.copy())
+    return dataclasses.replace(
+        table, data=table.data.copy(), wave=table.wave.copy(), _spline=table.spline_coefficients
+    )
 
 
 @functools.lru_cache(maxsize=8)

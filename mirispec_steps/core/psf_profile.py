@@ -12,10 +12,10 @@ amplitudes are total fluxes, with no aperture correction).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import map_coordinates, spline_filter
 
 __all__ = ["PsfTable", "evaluate_profile"]
 
@@ -45,6 +45,14 @@ class PsfTable:
     subpix: float
     center_col: float
     source: str = ""
+    _spline: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def spline_coefficients(self) -> np.ndarray:
+        """Cubic B-spline coefficients of ``data`` (computed once)."""
+        if self._spline is None:
+            self._spline = spline_filter(self.data, order=3, mode="grid-constant")
+        return self._spline
 
     @property
     def half_extent(self) -> float:
@@ -90,7 +98,14 @@ def evaluate_profile(psf: PsfTable, offsets: np.ndarray, row_wavelength: np.ndar
     rows = np.broadcast_to(wave_index[:, None], offsets.shape)
     good = np.isfinite(rows) & np.isfinite(column)
     values = np.zeros(offsets.shape)
+    # Cubic interpolation: linear interpolation of a sampled peak flattens it
+    # (a 0.08% flux bias at 10 samples per pixel for a 1.8 px FWHM core).
     values[good] = map_coordinates(
-        psf.data, [rows[good], column[good]], order=1, mode="constant", cval=0.0
+        psf.spline_coefficients,
+        [rows[good], column[good]],
+        order=3,
+        mode="grid-constant",
+        cval=0.0,
+        prefilter=False,
     )
     return values

@@ -1,0 +1,404 @@
+"""LrsOptimalExtractStep against the simulator's truth, box extraction and jwst's optimal mode."""
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import truth_at
+from jwst.extract_1d import Extract1dStep
+from stdatamodels.jwst import datamodels
+
+from mirispec_steps import LrsBoxExtractStep, LrsOptimalExtractStep
+from mirispec_steps.core.psf_profile import evaluate_profile
+from mirispec_steps.errors import InputDataError, ReferenceFileError
+from mirispec_steps.reference import load_lrs_psf
+from mirispec_steps.simulate import LrsPsf, default_spectrum, simulate_lrs
+from mirispec_steps.simulate.psf import write_lrs_psf_reference
+from mirispec_steps.stepbase import packaged_reference
+
+PSF_FILE = packaged_reference("mirispec_miri_lrs_psf.fits")
+
+
+def optimal(model, **parameters):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parameters.setdefault("bkg_order", 1)
+        return LrsOptimalExtractStep.call(model, **parameters)
+
+
+def box(model, extract1d, apcorr_file, **parameters):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LrsBoxExtractStep.call(
+            model,
+            override_extract1d=extract1d,
+            override_apcorr=apcorr_file,
+            use_source_posn=True,
+            **parameters,
+        )
+
+
+def ratio_to_truth(x1d, truth, low=5.0, high=12.0):
+    table = x1d.spec[0].spec_table
+    wavelength = np.asarray(table["WAVELENGTH"])
+    select = (wavelength > low) & (wavelength < high)
+    return np.asarray(table["FLUX"])[select] / truth_at(table, truth)[select]
+
+
+def faint(wavelength):
+    return default_spectrum(wavelength) / 300.0
+
+
+BOX_APERTURE = dict(
+    xstart=20, xstop=27, extract_width=8, bkg_coeff=[[11.5], [16.5], [30.5], [35.5]], bkg_order=1
+)
+
+
+# ---------------------------------------------------------------- PSF convention
+
+
+@pytest.mark.parametrize("position", [333.0, 333.37, 333.5, 333.81])
+def test_profile_centred_on_trace_lands_on_source(position):
+    """The packaged PSF evaluated at offsets from the trace has its centroid on the trace."""
+    psf = load_lrs_psf(PSF_FILE)
+    columns = np.arange(300, 368, dtype=float)
+    for wavelength in (5.0, 8.0, 12.0):
+        profile = evaluate_profile(psf, columns[None, :] - position, np.array([wavelength]))[0]
+        centroid = np.sum(columns * profile) / np.sum(profile)
+        assert abs(centroid - position) < 0.01
+        assert profile.sum() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_profile_matches_the_model_it_was_made_from():
+    psf = load_lrs_psf(PSF_FILE)
+    offsets = np.arange(-15, 16)[None, :] - 0.337
+    for wavelength in (5.0, 7.3, 11.9):
+        expected = LrsPsf().pixel_fractions(offsets[0], wavelength)
+        actual = evaluate_profile(psf, offsets, np.array([wavelength]))[0]
+        np.testing.assert_allclose(actual, expected, atol=1e-5 * expected.max())
+
+
+def test_jwst_places_the_profile_half_a_pixel_off(cal_noise_free):
+    """jwst's psf_profile on the same trace puts the centroid ~0.5 px away; ours does not."""
+    from jwst.extract_1d.psf_profile import psf_profile
+
+    model = cal_noise_free.model
+    truth = cal_noise_free.truth
+    ny, nx = model.data.shape
+    y, x = np.mgrid[:ny, :nx]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wl_array = model.meta.wcs(x, y)[2]
+    trace = np.full(ny, np.nan)
+    trace[truth.rows] = truth.trace
+    profiles, *_ = psf_profile(
+        model, trace, wl_array, PSF_FILE, optimize_shifts=False, model_nod_pair=False
+    )
+    row = truth.rows[200]
+    columns = np.arange(nx)
+    jwst_centroid = np.sum(columns * profiles[0][row]) / np.sum(profiles[0][row])
+    assert abs(jwst_centroid - truth.trace[200]) > 0.4
+    products = optimal(model, optimize_psf_location=False)
+    assert products.meta.cal_step.lrs_optimal_extract == "COMPLETE"
+
+
+# ---------------------------------------------------------------- truth
+
+
+@pytest.fixture(scope="module")
+def cal_noise_free():
+    return simulate_lrs("cal", noise=False, seed=1)
+
+
+def test_noise_free_flux_matches_truth(cal_noise_free):
+    ratio = ratio_to_truth(optimal(cal_noise_free.model), cal_noise_free.truth)
+    assert np.median(np.abs(ratio - 1)) <= 1e-3
+    assert np.max(np.abs(ratio - 1)) < 3e-3
+
+
+def test_noise_free_real_geometry(real_reference_dir):
+    sim = simulate_lrs("cal", noise=False, seed=2, reference_dir=real_reference_dir)
+    ratio = ratio_to_truth(optimal(sim.model), sim.truth)
+    assert np.median(np.abs(ratio - 1)) <= 1e-3
+
+
+def pulls(kind, n_realisations, **simulation):
+    values = []
+    for seed in range(n_realisations):
+        sim = simulate_lrs(kind, seed=900 + seed, spectrum=faint, exposure_time=100.0, **simulation)
+        table = optimal(sim.model).spec[0].spec_table
+        select = (table["WAVELENGTH"] > 5) & (table["WAVELENGTH"] < 12)
+        pull = (table["FLUX"] - truth_at(table, sim.truth)) / table["FLUX_ERROR"]
+        values.append(np.asarray(pull)[select])
+    return np.concatenate(values)
+
+
+def test_pulls_built_in_geometry():
+    values = pulls("cal", 6)
+    assert values.size > 1500
+    assert 0.95 < np.std(values) < 1.05
+    assert abs(np.mean(values)) < 0.1
+
+
+def test_pulls_real_geometry(real_reference_dir):
+    values = pulls("cal", 4, reference_dir=real_reference_dir)
+    assert values.size > 800
+    assert 0.95 < np.std(values) < 1.05
+    assert abs(np.mean(values)) < 0.15
+
+
+def test_time_series_pulls_and_x1dints():
+    sim = simulate_lrs("calints", n_integrations=40, seed=3, spectrum=faint, exposure_time=100.0)
+    x1d = optimal(sim.model)
+    assert isinstance(x1d, datamodels.TSOMultiSpecModel)
+    table = x1d.spec[0].spec_table
+    wavelength = np.asarray(table["WAVELENGTH"][0])
+    truth = np.interp(wavelength, sim.truth.wavelength[::-1], sim.truth.flux[0][::-1])
+    select = (wavelength > 5) & (wavelength < 12)
+    values = ((np.asarray(table["FLUX"]) - truth) / np.asarray(table["FLUX_ERROR"]))[:, select]
+    assert values.shape[0] == 40
+    assert 0.95 < np.std(values) < 1.05
+    assert np.all(np.isfinite(np.asarray(table["MJD-AVG"])))
+
+
+# ---------------------------------------------------------------- against box
+
+
+def median_snr(x1d, truth):
+    table = x1d.spec[0].spec_table
+    select = (table["WAVELENGTH"] > 5) & (table["WAVELENGTH"] < 12)
+    return np.median(truth_at(table, truth)[select] / np.asarray(table["FLUX_ERROR"])[select])
+
+
+@pytest.mark.parametrize(("scale", "minimum"), [(1.0, 0.98), (300.0, 1.15)])
+def test_signal_to_noise_against_box(scale, minimum, write_extract1d, apcorr_file):
+    """Bright: at least as good as box; faint (background-limited): much better."""
+    sim = simulate_lrs(
+        "cal",
+        seed=4,
+        spectrum=lambda w: default_spectrum(w) / scale,
+        exposure_time=100.0,
+    )
+    snr_optimal = median_snr(optimal(sim.model), sim.truth)
+    snr_box = median_snr(box(sim.model, write_extract1d(**BOX_APERTURE), apcorr_file), sim.truth)
+    assert snr_optimal >= minimum * snr_box
+
+
+def test_cosmic_ray_and_dead_core_pixel(write_extract1d, apcorr_file):
+    """A CR or a NaN in a row's core pixel changes its flux by < 1% (box: ~20% for the NaN)."""
+    clean = simulate_lrs("cal", noise=False, seed=5)
+    rows = clean.truth.rows
+    index_dead, index_cr = 150, 250
+    core_dead = int(round(clean.truth.trace[index_dead]))
+    damaged = simulate_lrs(
+        "cal", noise=False, seed=5, dead_pixels=[(core_dead, int(rows[index_dead]))]
+    )
+    core_cr = int(round(clean.truth.trace[index_cr]))
+    damaged.model.data[rows[index_cr], core_cr] += 5000.0
+    reference = optimal(clean.model).spec[0].spec_table
+    result = optimal(damaged.model).spec[0].spec_table
+    for index in (index_dead, index_cr):
+        wavelength = clean.truth.wavelength[index]
+        element = np.argmin(np.abs(np.asarray(reference["WAVELENGTH"]) - wavelength))
+        assert result["FLUX"][element] / reference["FLUX"][element] == pytest.approx(1, abs=0.01)
+    plain = (
+        box(damaged.model, write_extract1d(**BOX_APERTURE), apcorr_file, replace_bad_pixels=False)
+        .spec[0]
+        .spec_table
+    )
+    box_reference = box(clean.model, write_extract1d(**BOX_APERTURE), apcorr_file).spec[0]
+    element = np.argmin(
+        np.abs(np.asarray(plain["WAVELENGTH"]) - clean.truth.wavelength[index_dead])
+    )
+    assert plain["FLUX"][element] / box_reference.spec_table["FLUX"][element] < 0.85
+
+
+def test_drifting_trace_is_followed():
+    """0.5 px linear drift from the WCS: fit_trace_order=1 recovers the flux to 0.5%."""
+    sim = simulate_lrs("cal", seed=6, trace_drift=0.5, spectrum=lambda w: default_spectrum(w))
+    followed = optimal(sim.model, fit_trace_order=1)
+    ratio = ratio_to_truth(followed, sim.truth)
+    assert np.max(np.abs(np.median(ratio) - 1)) < 0.005
+    assert np.percentile(np.abs(ratio - 1), 95) < 0.01
+    fixed = optimal(sim.model, optimize_psf_location=False)
+    assert np.percentile(np.abs(ratio_to_truth(fixed, sim.truth) - 1), 95) > np.percentile(
+        np.abs(ratio - 1), 95
+    )
+
+
+def test_nod_subtracted_pair(write_extract1d, apcorr_file):
+    sim = simulate_lrs("cal", nod_subtracted=True, seed=7)
+    with_pair = ratio_to_truth(optimal(sim.model, subtract_background=False), sim.truth)
+    assert abs(np.median(with_pair) - 1) < 0.005
+    without = ratio_to_truth(
+        optimal(sim.model, subtract_background=False, model_nod_pair=False), sim.truth
+    )
+    boxed = ratio_to_truth(
+        box(sim.model, write_extract1d(xstart=20, xstop=27, extract_width=8), apcorr_file),
+        sim.truth,
+    )
+    assert abs(np.median(without) - 1) <= abs(np.median(boxed) - 1) + 0.002
+
+
+def test_psf_mismatch_bias_is_bounded():
+    """Data 10% wider than the PSF model: bias reported, below 2% with the width fitted."""
+    sim = simulate_lrs("cal", noise=False, seed=8, psf=LrsPsf(width_scale=1.1))
+    fixed_width = np.median(ratio_to_truth(optimal(sim.model), sim.truth))
+    fitted_width = np.median(ratio_to_truth(optimal(sim.model, optimize_psf_width=True), sim.truth))
+    print(f"PSF 10% too narrow: bias {fixed_width - 1:+.4f} fixed, {fitted_width - 1:+.4f} fitted")
+    assert abs(fitted_width - 1) < 0.02
+    assert abs(fitted_width - 1) < abs(fixed_width - 1)
+
+
+# ---------------------------------------------------------------- jwst side by side
+
+
+def test_side_by_side_with_jwst_optimal(cal_noise_free):
+    """Same input and PSF file: jwst's optimal mode (optimised location) vs ours, both vs truth."""
+    model, truth = cal_noise_free.model, cal_noise_free.truth
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = Extract1dStep.call(
+            model,
+            extraction_type="optimal",
+            use_source_posn=True,
+            optimize_psf_location=True,
+            subtract_background=True,
+            override_psf=PSF_FILE,
+            override_extract1d=packaged_reference("mirispec_miri_lrs_extract1d.json"),
+            override_apcorr="N/A",
+            override_pastasoss="N/A",
+            override_specprofile="N/A",
+            override_speckernel="N/A",
+        )
+    ours = optimal(model)
+    ratio_theirs = ratio_to_truth(theirs, truth)
+    ratio_ours = ratio_to_truth(ours, truth)
+    # jwst (constant background, per-cutout normalisation, linear PSF interpolation)
+    # is within ~0.2% here; ours is exact to 1e-4.
+    assert abs(np.median(ratio_theirs) - 1) < 0.01
+    assert np.median(np.abs(ratio_ours - 1)) < np.median(np.abs(ratio_theirs - 1))
+    table_ours, table_theirs = ours.spec[0].spec_table, theirs.spec[0].spec_table
+    common = np.intersect1d(
+        np.round(np.asarray(table_ours["WAVELENGTH"]), 6),
+        np.round(np.asarray(table_theirs["WAVELENGTH"]), 6),
+    )
+    assert common.size == 0 or common.size > 100
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_wcs_is_an_error(cal_noise_free):
+    model = cal_noise_free.model.copy()
+    model.meta.wcs = None
+    with pytest.raises(InputDataError, match="no WCS"):
+        optimal(model)
+
+
+def test_rectified_input_is_an_error():
+    sim = simulate_lrs("s2d", noise=False, seed=9)
+    with pytest.raises(InputDataError, match="s2d|rectified|cal"):
+        optimal(sim.model)
+
+
+def test_psf_not_covering_the_data(cal_noise_free, tmp_path):
+    path = write_lrs_psf_reference(tmp_path / "psf.fits", wavelengths=np.arange(20.0, 25.0, 0.5))
+    with pytest.raises(InputDataError, match="covers"):
+        optimal(cal_noise_free.model, override_psf=str(path))
+
+
+def test_malformed_psf_file(cal_noise_free, tmp_path):
+    path = tmp_path / "not_a_psf.fits"
+    path.write_text("nonsense")
+    with pytest.raises(ReferenceFileError, match="psf reference file"):
+        optimal(cal_noise_free.model, override_psf=str(path))
+
+
+def test_zero_variances_and_masked_rows_are_flagged(cal_noise_free):
+    model = cal_noise_free.model.copy()
+    rows = cal_noise_free.truth.rows
+    model.var_rnoise[rows[100]] = 0.0
+    model.var_poisson[rows[100]] = 0.0
+    model.var_flat[rows[100]] = 0.0
+    model.var_poisson[rows[101]] = -1.0
+    model.dq[rows[102]] |= datamodels.dqflags.pixel["DO_NOT_USE"]
+    original = model.data.copy()
+    table = optimal(model).spec[0].spec_table
+    flux = np.asarray(table["FLUX"])
+    dq = np.asarray(table["DQ"])
+    assert np.all((dq[np.isnan(flux)] & datamodels.dqflags.pixel["DO_NOT_USE"]) != 0)
+    assert np.isnan(flux).sum() >= 2
+    assert np.isfinite(flux).sum() > 300
+    np.testing.assert_array_equal(model.data, original)
+
+
+def test_wrong_exposure_type_is_skipped(cal_noise_free):
+    model = cal_noise_free.model.copy()
+    model.meta.exposure.type = "MIR_IMAGE"
+    result = optimal(model)
+    assert result.meta.cal_step.lrs_optimal_extract == "SKIPPED"
+
+
+# ---------------------------------------------------------------- ways of use
+
+
+def test_strun_with_scene_model(cal_noise_free, tmp_path):
+    path = tmp_path / "jw00001001001_01101_00001_mirimage_cal.fits"
+    cal_noise_free.model.save(path)
+    command = [
+        str(Path(sys.executable).parent / "strun"),
+        "lrs_optimal_extract",
+        str(path),
+        "--save_scene_model=True",
+        "--save_residual_image=True",
+        "--bkg_order=1",
+        f"--output_dir={tmp_path}",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    x1d = [n for n in names if n.endswith("_x1d.fits")]
+    scene = [n for n in names if n.endswith("_scene_model.fits")]
+    residual = [n for n in names if n.endswith("_residual.fits")]
+    assert x1d and scene and residual, names
+    rows = cal_noise_free.truth.rows
+    with datamodels.open(tmp_path / scene[0]) as scene_model, datamodels.open(path) as data:
+        science = (data.dq[rows] & datamodels.dqflags.pixel["NON_SCIENCE"]) == 0
+        misfit = np.where(science, np.abs(scene_model.data[rows] - data.data[rows]), 0.0)
+        # Noise-free data: the scene reproduces every science pixel to < 0.5% of the row peak.
+        assert np.max(misfit.max(axis=1) / np.nanmax(data.data[rows], axis=1)) < 5e-3
+    with datamodels.open(tmp_path / x1d[0]) as spectrum:
+        assert spectrum.meta.cal_step.lrs_optimal_extract == "COMPLETE"
+        assert spectrum.spec[0].spec_table.columns["FLUX"].unit == "Jy"
+
+
+def test_entry_point_and_json_extract1d(cal_noise_free, tmp_path):
+    from mirispec_steps.integration import get_steps
+
+    assert any(alias == "lrs_optimal_extract" for _, alias, _ in get_steps())
+    extract1d = tmp_path / "e.json"
+    extract1d.write_text(
+        json.dumps(
+            {
+                "apertures": [
+                    {
+                        "id": "ANY",
+                        "dispaxis": 2,
+                        "xstart": 20,
+                        "xstop": 27,
+                        "extract_width": 8,
+                        "bkg_coeff": [[11.5], [16.5], [30.5], [35.5]],
+                        "bkg_order": 1,
+                    }
+                ]
+            }
+        )
+    )
+    x1d = optimal(cal_noise_free.model, override_extract1d=str(extract1d), bkg_smoothing_length=11)
+    ratio = ratio_to_truth(x1d, cal_noise_free.truth)
+    assert abs(np.median(ratio) - 1) < 0.005
