@@ -18,6 +18,7 @@ from mirispec_steps.adapters import lrs as lrs_adapter
 from mirispec_steps.adapters.x1d import (
     SpectrumColumns,
     describe_spectrum,
+    first_integration,
     make_spec_model,
     make_tso_spec_model,
     make_x1d_model,
@@ -461,7 +462,7 @@ def extract_box(
         background_model.reshape(-1, n_xdisp),
     )
 
-    pixel_solid_angle = _pixel_solid_angle(model)
+    pixel_solid_angle = lrs_adapter.pixel_solid_angle(model)
     correction = None
     if apcorr is not None:
         correction = _apcorr_factors(apcorr, model, sums.npixels, spectral_wavelength, n_int)
@@ -495,14 +496,14 @@ def extract_box(
     kept_correction = None if correction is None else correction[:, keep]
     time_series = model.data.ndim == 3
     if time_series:
-        template = make_spec_model(_first_integration(columns), pixel_solid_angle)
+        template = make_spec_model(first_integration(columns), pixel_solid_angle)
         describe_spectrum(template, model, ra, dec, limits, region.dispaxis, slit_name)
         spec = make_tso_spec_model(columns, pixel_solid_angle, kept_correction, template, model)
         spec.replaced_fraction = replaced_fraction[:, keep]
         spectra = [spec]
     else:
         spec = make_spec_model(
-            _first_integration(columns),
+            first_integration(columns),
             pixel_solid_angle,
             None if kept_correction is None else kept_correction[0],
         )
@@ -517,27 +518,6 @@ def extract_box(
         full_background = np.zeros(region.full_shape)
         full_background[region.slices] = apertures.background
     return BoxProducts(x1d, full_source, full_background, replaced_fraction[:, keep])
-
-
-def _first_integration(columns: SpectrumColumns) -> SpectrumColumns:
-    """The first integration's columns as 1-D arrays."""
-    fields = {
-        name: (value[0] if np.ndim(value) == 2 else value)
-        for name, value in vars(columns).items()
-        if isinstance(value, np.ndarray)
-    }
-    return SpectrumColumns(**{**vars(columns), **fields})
-
-
-def _pixel_solid_angle(model) -> float | None:
-    if str(model.meta.cal_step.photom).upper() != "COMPLETE":
-        log.warning("The photom step has not been run; FLUX stays in the input units.")
-        return None
-    solid_angle = model.meta.photometry.pixelarea_steradians
-    if solid_angle is None:
-        log.warning("Pixel area (solid angle) is not populated; the flux will not be correct.")
-        return 1.0
-    return float(solid_angle)
 
 
 def _apcorr_factors(apcorr: ApcorrTable, model, npixels, wavelength, n_int):

@@ -23,6 +23,7 @@ from mirispec_steps.adapters import lrs as lrs_adapter
 from mirispec_steps.adapters.x1d import (
     SpectrumColumns,
     describe_spectrum,
+    first_integration,
     make_spec_model,
     make_tso_spec_model,
     make_x1d_model,
@@ -154,7 +155,7 @@ def _nominal_traces(model, region, wavelength, params):
     exp_type = str(model.meta.exposure.type).upper()
     sky = None
     if params.use_source_posn and exp_type == "MIR_LRS-FIXEDSLIT":
-        sky = lrs_adapter._dithered_sky_position(model)
+        sky = lrs_adapter.dithered_sky_position(model)
         if sky is None:
             log.warning("dithered source position unknown; using the aperture reference point")
     if sky is None:
@@ -595,7 +596,7 @@ def extract_optimal(
         npixels=per_integration(npixels),
         surface_brightness=False,
     )
-    pixel_solid_angle = _pixel_solid_angle(model)
+    pixel_solid_angle = lrs_adapter.pixel_solid_angle(model)
     final_trace = trace + shift
     good_rows = np.flatnonzero(keep)
     centre_row = good_rows[good_rows.size // 2]
@@ -609,7 +610,7 @@ def extract_optimal(
         int(region.disp_index[good_rows[-1]]),
     )
     time_series = model.data.ndim == 3
-    first = _first(columns)
+    first = first_integration(columns)
     if time_series:
         template = make_spec_model(first, pixel_solid_angle)
         describe_spectrum(template, model, ra, dec, limits, region.dispaxis, slit_name)
@@ -642,23 +643,3 @@ def extract_optimal(
         shift=solution,
         n_rejected=n_rejected,
     )
-
-
-def _first(columns: SpectrumColumns) -> SpectrumColumns:
-    fields = {
-        name: (value[0] if np.ndim(value) == 2 else value)
-        for name, value in vars(columns).items()
-        if isinstance(value, np.ndarray)
-    }
-    return SpectrumColumns(**{**vars(columns), **fields})
-
-
-def _pixel_solid_angle(model) -> float | None:
-    if str(model.meta.cal_step.photom).upper() != "COMPLETE":
-        log.warning("The photom step has not been run; FLUX stays in the input units.")
-        return None
-    solid_angle = model.meta.photometry.pixelarea_steradians
-    if solid_angle is None:
-        log.warning("Pixel area (solid angle) is not populated; the flux will not be correct.")
-        return 1.0
-    return float(solid_angle)

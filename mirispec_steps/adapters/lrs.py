@@ -30,6 +30,8 @@ __all__ = [
     "source_location",
     "source_trace",
     "reference_sky_position",
+    "dithered_sky_position",
+    "pixel_solid_angle",
     "mirrored_nod_sky_position",
     "sky_position",
 ]
@@ -301,7 +303,8 @@ def read_pixels(model, region: LrsRegion) -> LrsPixels:
     return LrsPixels(data, arrays["var_rnoise"], arrays["var_poisson"], arrays["var_flat"])
 
 
-def _dithered_sky_position(model) -> tuple[float, float] | None:
+def dithered_sky_position(model) -> tuple[float, float] | None:
+    """RA/Dec of the source from ``meta.dither.dithered_ra/dec`` (None when unset)."""
     ra, dec = model.meta.dither.dithered_ra, model.meta.dither.dithered_dec
     if ra is None or dec is None:
         return None
@@ -334,7 +337,7 @@ def source_location(model, region: LrsRegion) -> tuple[int, float, float] | None
     if str(model.meta.exposure.type).upper() != "MIR_LRS-FIXEDSLIT":
         log.warning("Source position is only known for MIR_LRS-FIXEDSLIT; not shifting")
         return None
-    sky = _dithered_sky_position(model)
+    sky = dithered_sky_position(model)
     if sky is None:
         log.warning("meta.dither.dithered_ra/dec not set; cannot locate the source")
         return None
@@ -400,7 +403,7 @@ def source_trace(
         wavelength), or None when the source position is unknown.
     """
     if sky is None:
-        sky = _dithered_sky_position(model)
+        sky = dithered_sky_position(model)
     if sky is None:
         return None
     with warnings.catch_warnings():
@@ -428,6 +431,32 @@ def source_trace(
         values[ok] = refined[0]
         trace[good] = values
     return trace
+
+
+def pixel_solid_angle(model) -> float | None:
+    """
+    Steradians per pixel for converting MJy/sr sums to Jy (None before photom).
+
+    Parameters
+    ----------
+    model : DataModel
+        The exposure.
+
+    Returns
+    -------
+    float or None
+        ``meta.photometry.pixelarea_steradians``; None (FLUX stays in the
+        input units, as in jwst) when photom has not run; 1.0 with a
+        warning when photom ran but the area is missing.
+    """
+    if str(model.meta.cal_step.photom).upper() != "COMPLETE":
+        log.warning("The photom step has not been run; FLUX stays in the input units.")
+        return None
+    solid_angle = model.meta.photometry.pixelarea_steradians
+    if solid_angle is None:
+        log.warning("Pixel area (solid angle) is not populated; the flux will not be correct.")
+        return 1.0
+    return float(solid_angle)
 
 
 def reference_sky_position(model) -> tuple[float, float] | None:

@@ -24,6 +24,7 @@ __all__ = [
     "SpectrumColumns",
     "spectrum_values",
     "column_units",
+    "first_integration",
     "make_spec_model",
     "make_tso_spec_model",
     "describe_spectrum",
@@ -187,6 +188,28 @@ def column_units(pixel_solid_angle: float | None) -> dict[str, str]:
     ):
         units[name] = "MJy^2 / sr^2" if calibrated else "DN^2 / s^2"
     return units
+
+
+def first_integration(columns: SpectrumColumns) -> SpectrumColumns:
+    """
+    The first integration's columns as 1-D arrays (a single exposure, or a TSO template).
+
+    Parameters
+    ----------
+    columns : SpectrumColumns
+        Columns with 1-D or ``(n_int, n_elements)`` arrays.
+
+    Returns
+    -------
+    SpectrumColumns
+        1-D columns.
+    """
+    fields = {
+        name: (value[0] if np.ndim(value) == 2 else value)
+        for name, value in vars(columns).items()
+        if isinstance(value, np.ndarray)
+    }
+    return SpectrumColumns(**{**vars(columns), **fields})
 
 
 def make_spec_model(
