@@ -28,7 +28,7 @@ from mirispec_steps.adapters.x1d import (
     make_tso_spec_model,
     make_x1d_model,
 )
-from mirispec_steps.core.optimal import RowFit, fit_rows, polynomial_basis
+from mirispec_steps.core.optimal import RowFit, fit_rows, polynomial_basis, solve_rows
 from mirispec_steps.core.psf_profile import PsfTable, evaluate_profile
 from mirispec_steps.core.trace_fit import (
     ShiftSolution,
@@ -290,7 +290,9 @@ def _smoothed_background(fit: RowFit, n_profiles, components, basis, length, n_b
     return model, [np.nan_to_num(c) for c in covariances], ok
 
 
-def _fit_in_batches(builder_basis, arrays, valid, params, n_rows_per_block, positive_terms):
+def _fit_in_batches(
+    builder_basis, arrays, valid, params, n_rows_per_block, positive_terms, signal=None
+):
     """Run :func:`fit_rows` over row batches; returns one merged RowFit."""
     data, var_rnoise, var_poisson, var_flat = arrays
     n_total = data.shape[0]
@@ -309,6 +311,7 @@ def _fit_in_batches(builder_basis, arrays, valid, params, n_rows_per_block, posi
                 positive_terms,
                 reject_sigma=params.reject_sigma,
                 n_rows_per_block=n_rows_per_block,
+                signal=None if signal is None else signal(rows),
             )
         )
     if len(parts) == 1:
@@ -322,29 +325,32 @@ def _location(builder, mean_data, mean_vars, mean_valid, params, negative_presen
     """Optimise the trace offset on the integration-mean image; returns (shift, neg, solution)."""
     n_rows = mean_data.shape[0]
     zero = np.zeros(n_rows)
-    basis_cache = {}
+    clean = np.where(mean_valid, mean_data, 0.0)
+    # Weights fixed once from a fit at the nominal position (with outlier
+    # rejection), so every trial shift costs one batched linear solve.
+    negative_start = zero if negative_present else None
+    start_profiles = builder.profiles(zero, negative_start)
+    start = fit_rows(
+        mean_data,
+        *mean_vars,
+        mean_valid,
+        builder.basis(start_profiles),
+        len(start_profiles),
+        reject_sigma=params.reject_sigma or None,
+        max_iterations=3,
+    )
+    weights = np.where(start.used, 1.0 / start.variance, 0.0)
 
     def chi2(shift, negative_shift=None):
-        profiles = builder.profiles(shift, negative_shift)
-        basis = builder.basis(profiles)
-        fit = fit_rows(
-            mean_data,
-            *mean_vars,
-            mean_valid,
-            basis,
-            len(profiles),
-            reject_sigma=None,
-            max_iterations=2,
-        )
-        basis_cache["last"] = fit
-        weights = np.where(fit.used, 1.0 / fit.variance, 0.0)
-        residual = np.where(fit.used, mean_data - fit.model, 0.0)
+        basis = builder.basis(builder.profiles(shift, negative_shift))
+        coefficients, _, ok = solve_rows(clean, weights, basis)
+        residual = clean - np.einsum("np,npx->nx", coefficients, basis)
         value = np.sum(weights * residual**2, axis=1)
-        value[~fit.ok] = np.nan
+        value[~ok] = np.nan
         return value
 
-    coarse = np.arange(-2.0, 2.0001, 0.2)
-    fine = np.arange(-0.24, 0.2401, 0.04)
+    coarse = np.arange(-2.0, 2.0001, 0.25)
+    fine = np.arange(-0.25, 0.2501, 0.05)
     shift = zero.copy()
     negative_shift = None if not negative_present else zero.copy()
     solution = None
@@ -477,7 +483,10 @@ def extract_optimal(
     shift = np.zeros(n_rows)
     negative_shift = None
     solution = None
-    if params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width:
+    locate = (
+        params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width
+    )
+    if locate or n_int > 1:
         cube = science.reshape(n_int, n_rows, n_xdisp)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -489,6 +498,7 @@ def extract_optimal(
                 for v in variances
             ]
         mean_valid = count > 0
+    if locate:
         shift, negative_shift, solution = _location(
             builder, mean_data, mean_vars, mean_valid, params, negative is not None
         )
@@ -510,9 +520,32 @@ def extract_optimal(
         # Rows of the flattened (integration, row) array map onto cutout rows.
         return basis[np.arange(rows.start, rows.stop) % n_rows]
 
+    signal_for = None
+    if n_int > 1:
+        # Time series: the variance model comes from the scene fitted to the
+        # mean image (noise-free for practical purposes), so each integration
+        # needs a single weighted solve instead of iterating its own weights.
+        mean_fit = fit_rows(
+            mean_data,
+            *mean_vars,
+            mean_valid,
+            row_basis,
+            n_profiles,
+            reject_sigma=params.reject_sigma or None,
+        )
+        source_part = np.einsum(
+            "np,npx->nx", mean_fit.coefficients[:, :n_profiles], row_basis[:, :n_profiles]
+        )
+        mean_signal = np.abs(np.nan_to_num(source_part)) + np.clip(
+            np.nan_to_num(mean_fit.model - source_part), 0.0, None
+        )
+
+        def signal_for(rows):
+            return mean_signal[np.arange(rows.start, rows.stop) % n_rows]
+
     if separate:
         joint = _fit_in_batches(
-            basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles
+            basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles, signal_for
         )
         background_model, bkg_covariances, bkg_ok = _smoothed_background(
             joint,
@@ -532,7 +565,9 @@ def extract_optimal(
         def basis_for(rows, basis=profile_basis):
             return basis[np.arange(rows.start, rows.stop) % n_rows]
 
-    fit = _fit_in_batches(basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles)
+    fit = _fit_in_batches(
+        basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles, signal_for
+    )
     weights = fit.pixel_weights[:, 0, :]
     flux = fit.coefficients[:, 0]
     components = (flat[1], fit.var_poisson_model, flat[3])

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-__all__ = ["RowFit", "fit_rows", "polynomial_basis", "poisson_variance_model"]
+__all__ = ["RowFit", "fit_rows", "solve_rows", "polynomial_basis", "poisson_variance_model"]
 
-#: Rows need a well-conditioned system; beyond this the row is flagged.
+#: Rows need a well-conditioned system: the determinant of the unit-diagonal
+#: normal matrix (1 for orthogonal terms, 0 for degenerate ones) must exceed
+#: 1 / MAX_CONDITION, else the row is flagged.
 MAX_CONDITION = 1e10
 
 
@@ -136,8 +138,42 @@ def poisson_variance_model(
     return offset[:, None] + slope[:, None] * np.clip(signal, 0.0, None)
 
 
-def _solve(data, weights, basis):
-    """Weighted least squares for every row: coefficients, pixel weights, ok."""
+def _reject_worst(data, model, variance, used, rejected, ok, threshold):
+    """Drop each row's worst pixel beyond ``threshold`` sigma; return the rows changed."""
+    with np.errstate(invalid="ignore"):
+        score = np.where(used, np.abs(data - model) / np.sqrt(variance), 0.0)
+    worst = np.argmax(score, axis=1)
+    rows = np.arange(score.shape[0])
+    changed = ok & (score[rows, worst] > threshold)
+    used[rows[changed], worst[changed]] = False
+    rejected[rows[changed], worst[changed]] = True
+    return changed
+
+
+def solve_rows(
+    data: np.ndarray, weights: np.ndarray, basis: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Weighted linear least squares for every row at once.
+
+    Parameters
+    ----------
+    data : ndarray
+        ``(N, X)`` values (finite where ``weights > 0``).
+    weights : ndarray
+        ``(N, X)`` inverse variances (0 excludes a pixel).
+    basis : ndarray
+        ``(N, P, X)`` model terms.
+
+    Returns
+    -------
+    coefficients : ndarray
+        ``(N, P)``.
+    pixel_weights : ndarray
+        ``(N, P, X)``, with ``coefficients = sum(pixel_weights * data)``.
+    ok : ndarray
+        ``(N,)`` rows with enough pixels and a non-degenerate system.
+    """
     normal = np.einsum("npx,nqx,nx->npq", basis, basis, weights, optimize=True)
     n_terms = basis.shape[1]
     n_used = (weights > 0).sum(axis=1)
@@ -145,11 +181,17 @@ def _solve(data, weights, basis):
     ok &= np.all(np.diagonal(normal, axis1=1, axis2=2) > 0, axis=1)
     covariance = np.zeros_like(normal)
     if ok.any():
-        candidates = normal[ok]
-        conditioned = np.linalg.cond(candidates) < MAX_CONDITION
         index = np.flatnonzero(ok)
-        ok[index[~conditioned]] = False
-        covariance[index[conditioned]] = np.linalg.inv(candidates[conditioned])
+        # Scale to unit diagonal first so the check is about degeneracy, not units.
+        scale = 1.0 / np.sqrt(np.diagonal(normal[index], axis1=1, axis2=2))
+        scaled = normal[index] * scale[:, :, None] * scale[:, None, :]
+        with np.errstate(all="ignore"):
+            determinant = np.linalg.det(scaled)
+        invertible = np.isfinite(determinant) & (np.abs(determinant) > 1.0 / MAX_CONDITION)
+        inverse = np.zeros_like(scaled)
+        inverse[invertible] = np.linalg.inv(scaled[invertible])
+        covariance[index] = inverse * scale[:, :, None] * scale[:, None, :]
+        ok[index[~invertible]] = False
     pixel_weights = np.einsum("npq,nqx->npx", covariance, basis, optimize=True) * weights[:, None]
     coefficients = np.einsum("npx,nx->np", pixel_weights, data, optimize=True)
     return coefficients, pixel_weights, ok
@@ -166,6 +208,8 @@ def fit_rows(
     reject_sigma: float | None = 5.0,
     max_iterations: int = 6,
     n_rows_per_block: int | None = None,
+    variance_iterations: int = 2,
+    signal: np.ndarray | None = None,
 ) -> RowFit:
     """
     Fit every row with the given basis, Horne-weighted, rejecting outliers.
@@ -186,9 +230,17 @@ def fit_rows(
     reject_sigma : float or None
         Outlier threshold in model sigma (None or 0: no rejection).
     max_iterations : int
-        Weight/rejection iterations.
+        Rejection passes after the weights have converged (each removes at
+        most one pixel per row; only rows that lost a pixel are re-solved).
     n_rows_per_block : int or None
         Rows per integration, for smoothing the variance model.
+    variance_iterations : int
+        Fits used to converge the model variance (the first is weighted by
+        the data's variance).
+    signal : ndarray or None
+        ``(N, X)`` model signal known in advance (e.g. the scene fitted to
+        the mean of a time series): the model variance is built from it
+        directly and no variance iterations are needed.
 
     Returns
     -------
@@ -198,47 +250,43 @@ def fit_rows(
     clean = np.where(valid, data, 0.0)
     used = valid.copy()
     rejected = np.zeros_like(valid)
-    variance = np.where(valid, var_rnoise + var_flat + np.clip(var_poisson, 0, None), np.inf)
-    variance = np.where(variance > 0, variance, np.inf)
+    # Pass 0 weights by the data's own variance; later passes by the model's.
+    variance = var_rnoise + var_flat + np.clip(var_poisson, 0, None)
+    variance = np.where(valid & (variance > 0), variance, np.inf)
     var_poisson_model = np.where(valid, np.clip(var_poisson, 0, None), 0.0)
-    for _ in range(max(1, max_iterations)):
+    source_basis = basis[:, :positive_terms]
+    if signal is not None:
+        var_poisson_model = poisson_variance_model(var_poisson, signal, valid, n_rows_per_block)
+        new_variance = var_rnoise + var_flat + var_poisson_model
+        variance = np.where(valid & (new_variance > 0), new_variance, np.inf)
+        variance_iterations = 0
+    for _ in range(variance_iterations):
         weights = np.where(used, 1.0 / variance, 0.0)
-        coefficients, pixel_weights, ok = _solve(clean, weights, basis)
-        model = np.einsum("np,npx->nx", coefficients, basis, optimize=True)
-        source = np.abs(
-            np.einsum(
-                "np,npx->nx",
-                coefficients[:, :positive_terms],
-                basis[:, :positive_terms],
-                optimize=True,
-            )
-        )
-        background = model - np.einsum(
-            "np,npx->nx", coefficients[:, :positive_terms], basis[:, :positive_terms]
-        )
-        signal = source + np.clip(background, 0.0, None)
+        coefficients, pixel_weights, ok = solve_rows(clean, weights, basis)
+        source_model = np.einsum("np,npx->nx", coefficients[:, :positive_terms], source_basis)
+        model = np.einsum("np,npx->nx", coefficients, basis)
+        signal = np.abs(source_model) + np.clip(model - source_model, 0.0, None)
         var_poisson_model = poisson_variance_model(
             var_poisson, signal, valid & ok[:, None], n_rows_per_block
         )
         new_variance = var_rnoise + var_flat + var_poisson_model
         variance = np.where(valid & (new_variance > 0), new_variance, np.inf)
-        changed = False
         if reject_sigma:
-            with np.errstate(invalid="ignore"):
-                score = np.where(used, np.abs(clean - model) / np.sqrt(variance), 0.0)
-            worst = np.argmax(score, axis=1)
-            worst_score = score[np.arange(score.shape[0]), worst]
-            reject = ok & (worst_score > reject_sigma)
-            if reject.any():
-                rows = np.flatnonzero(reject)
-                used[rows, worst[rows]] = False
-                rejected[rows, worst[rows]] = True
-                changed = True
-        if not changed and _ > 0:
-            break
+            # Reject before re-weighting: an outlier must not shape the variance model.
+            _reject_worst(clean, model, variance, used, rejected, ok, reject_sigma)
     weights = np.where(used, 1.0 / variance, 0.0)
-    coefficients, pixel_weights, ok = _solve(clean, weights, basis)
-    model = np.einsum("np,npx->nx", coefficients, basis, optimize=True)
+    coefficients, pixel_weights, ok = solve_rows(clean, weights, basis)
+    model = np.einsum("np,npx->nx", coefficients, basis)
+    # Further rejection passes touch only the rows that lost a pixel.
+    for _ in range(max_iterations if reject_sigma else 0):
+        changed = _reject_worst(clean, model, variance, used, rejected, ok, reject_sigma)
+        if not changed.any():
+            break
+        rows = np.flatnonzero(changed)
+        weights = np.where(used[rows], 1.0 / variance[rows], 0.0)
+        row_coefficients, row_weights, row_ok = solve_rows(clean[rows], weights, basis[rows])
+        coefficients[rows], pixel_weights[rows], ok[rows] = row_coefficients, row_weights, row_ok
+        model[rows] = np.einsum("np,npx->nx", row_coefficients, basis[rows])
     coefficients[~ok] = np.nan
     return RowFit(
         coefficients, pixel_weights, model, variance, var_poisson_model, used, rejected, ok

@@ -1,0 +1,102 @@
+"""Speed of LrsOptimalExtractStep against jwst's optimal extraction, both in this process.
+
+Same method as ``bench_lrs_box.py``: each step's own cost is
+``Step.call(step) - Step.call(no-op step)`` on the same in-memory input,
+alternating the runs. jwst runs with ``extraction_type="optimal"``,
+``optimize_psf_location=True`` and ``subtract_background=True``; ours with
+its defaults (location optimised, joint background, outlier rejection), on
+the same PSF file.
+
+Run: ``python benchmarks/bench_lrs_optimal.py [--nints 100]``
+"""
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+
+os.environ.setdefault("STPIPE_DISABLE_CRDS_STEPPARS", "true")
+warnings.simplefilter("ignore")
+
+from jwst.extract_1d import Extract1dStep  # noqa: E402
+from jwst.stpipe import Step  # noqa: E402
+
+from mirispec_steps import LrsOptimalExtractStep  # noqa: E402
+from mirispec_steps.simulate import offline_crds, simulate_lrs  # noqa: E402
+from mirispec_steps.stepbase import packaged_reference  # noqa: E402
+
+PSF = packaged_reference("mirispec_miri_lrs_psf.fits")
+EXTRACT1D = packaged_reference("mirispec_miri_lrs_extract1d.json")
+JWST_OPTIMAL = {
+    "extraction_type": "optimal",
+    "optimize_psf_location": True,
+    "subtract_background": True,
+    "use_source_posn": True,
+    "override_psf": PSF,
+    "override_extract1d": EXTRACT1D,
+    "override_apcorr": "N/A",
+    "override_pastasoss": "N/A",
+    "override_specprofile": "N/A",
+    "override_speckernel": "N/A",
+}
+
+
+class NoOpStep(Step):
+    """Does nothing: measures stpipe's per-call floor."""
+
+    class_alias = "noop"
+
+    def process(self, model):
+        return model
+
+
+def timed(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def compare(label, model, repeats, ours_kwargs):
+    ours = lambda: LrsOptimalExtractStep.call(model, **ours_kwargs)  # noqa: E731
+    theirs = lambda: Extract1dStep.call(model, **JWST_OPTIMAL)  # noqa: E731
+    noop = lambda: NoOpStep.call(model)  # noqa: E731
+    ours(), theirs(), noop()  # warm up
+    results = {"ours": [], "jwst": [], "floor": []}
+    for _ in range(repeats):
+        results["floor"].append(timed(noop))
+        results["ours"].append(timed(ours))
+        results["floor"].append(timed(noop))
+        results["jwst"].append(timed(theirs))
+    floor = np.median(results["floor"])
+    t_ours, t_jwst = np.median(results["ours"]), np.median(results["jwst"])
+    own_ours, own_jwst = t_ours - floor, t_jwst - floor
+    print(f"\n{label}")
+    print(f"  Step.call: ours {t_ours * 1e3:8.1f} ms   jwst {t_jwst * 1e3:8.1f} ms")
+    print(f"  no-op floor {floor * 1e3:8.1f} ms")
+    print(f"  own cost:  ours {own_ours * 1e3:8.1f} ms   jwst {own_jwst * 1e3:8.1f} ms")
+    print(f"  ratio (jwst / ours, above the floor): {own_jwst / max(own_ours, 1e-6):6.1f}x")
+    return own_ours, own_jwst
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nints", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with offline_crds():
+        cal = simulate_lrs("cal", seed=1).model
+        compare("full-frame cal, optimal + location + background", cal, args.repeats, {})
+        cube = simulate_lrs("calints", n_integrations=args.nints, seed=2).model
+        own_ours, own_jwst = compare(
+            f"slitless calints, {args.nints} integrations, optimal", cube, 1, {}
+        )
+        print(
+            f"  per integration: ours {own_ours / args.nints * 1e3:.3f} ms, "
+            f"jwst {own_jwst / args.nints * 1e3:.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
