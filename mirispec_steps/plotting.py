@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_spectrum"]
+__all__ = ["plot_spectrum", "plot_spectra"]
 
 
 def plot_spectrum(x1d, path, truth=None, label="box extraction"):
@@ -31,29 +31,58 @@ def plot_spectrum(x1d, path, truth=None, label="box extraction"):
     Path-like
         ``path``.
     """
-    table = x1d.spec[0].spec_table
-    wavelength = np.asarray(table["WAVELENGTH"])
-    flux = np.asarray(table["FLUX"]) * 1e3
-    error = np.asarray(table["FLUX_ERROR"]) * 1e3
+    return plot_spectra({label: x1d}, path, truth)
+
+
+def plot_spectra(spectra: dict, path, truth=None, title="MIRI LRS spectrum (mirispec_steps)"):
+    """
+    Plot several x1d spectra with 1-sigma error bands, and their ratio to the truth or S/N.
+
+    Parameters
+    ----------
+    spectra : dict
+        Legend label to x1d model (the first spectrum of each is plotted).
+    path : str or Path
+        PNG file to write.
+    truth : (ndarray, ndarray) or None
+        Wavelength and flux (Jy) of the true spectrum, for simulated data;
+        without it the lower panel shows S/N.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Path-like
+        ``path``.
+    """
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
-    top.fill_between(wavelength, flux - error, flux + error, color="C0", alpha=0.3, lw=0)
-    top.plot(wavelength, flux, color="C0", lw=1, label=label)
+    order = None if truth is None else np.argsort(truth[0])
+    for index, (label, x1d) in enumerate(spectra.items()):
+        colour = f"C{index}"
+        table = x1d.spec[0].spec_table
+        wavelength = np.asarray(table["WAVELENGTH"]).ravel()
+        flux = np.asarray(table["FLUX"]).ravel() * 1e3
+        error = np.asarray(table["FLUX_ERROR"]).ravel() * 1e3
+        top.fill_between(wavelength, flux - error, flux + error, color=colour, alpha=0.3, lw=0)
+        top.plot(wavelength, flux, color=colour, lw=1, label=label)
+        if truth is not None:
+            expected = np.interp(wavelength, truth[0][order], truth[1][order]) * 1e3
+            bottom.plot(wavelength, flux / expected - 1, color=colour, lw=1)
+        else:
+            snr = flux / np.where(error > 0, error, np.nan)
+            bottom.plot(wavelength, snr, color=colour, lw=1)
     if truth is not None:
-        order = np.argsort(truth[0])
         top.plot(truth[0][order], truth[1][order] * 1e3, "k--", lw=1, label="truth")
-        expected = np.interp(wavelength, truth[0][order], truth[1][order]) * 1e3
-        bottom.plot(wavelength, flux / expected - 1, color="C0", lw=1)
         bottom.set_ylabel("FLUX / truth - 1")
         bottom.axhline(0, color="k", lw=0.5)
     else:
-        bottom.plot(wavelength, flux / np.where(error > 0, error, np.nan), color="C0", lw=1)
         bottom.set_ylabel("S/N")
     top.set_ylabel("FLUX (mJy)")
     bottom.set_xlabel("wavelength (micron)")
     top.legend()
-    top.set_title("MIRI LRS spectrum (mirispec_steps)")
+    top.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
