@@ -45,7 +45,9 @@ def nod_association(tmp_path_factory):
     return path, truths
 
 
-def run_spec3(asn_path, output_dir, hook):
+def run_spec3(asn_path, output_dir, hook, monkeypatch):
+    # Hooks without a parent step write their own products into the working directory.
+    monkeypatch.chdir(output_dir)
     steps = {
         "outlier_detection": {"skip": True},
         "pixel_replace": {"skip": True},
@@ -79,7 +81,7 @@ def combined_ratio(c1d, truth):
 
 
 def test_spec3_post_hook_instance_feeds_combine_1d(
-    nod_association, tmp_path, write_extract1d, apcorr_file
+    nod_association, tmp_path, write_extract1d, apcorr_file, monkeypatch
 ):
     """Our step, configured in Python, as extract_1d's post-hook; combine_1d averages the nods."""
     asn_path, truths = nod_association
@@ -87,14 +89,14 @@ def test_spec3_post_hook_instance_feeds_combine_1d(
     hook = LrsBoxExtractStep(
         override_extract1d=str(extract1d), override_apcorr=str(apcorr_file), bkg_sigma_clip=4.0
     )
-    with run_spec3(asn_path, tmp_path, hook) as c1d:
+    with run_spec3(asn_path, tmp_path, hook, monkeypatch) as c1d:
         assert c1d.meta.cal_step.combine_1d == "COMPLETE"
         _, ratio = combined_ratio(c1d, truths[0])
     # Both nods extracted by our step with apcorr on, then averaged by jwst.
     assert np.median(ratio) == pytest.approx(1.0, abs=0.01)
 
 
-def test_spec3_post_hook_class_path(nod_association, tmp_path):
+def test_spec3_post_hook_class_path(nod_association, tmp_path, monkeypatch):
     """The hook as a class-path string, as in a parameter file or on the strun command line.
 
     stpipe splits such a string on its last '.', so argument values must not
@@ -102,7 +104,7 @@ def test_spec3_post_hook_class_path(nod_association, tmp_path):
     """
     asn_path, truths = nod_association
     hook = "mirispec_steps.LrsBoxExtractStep(apply_apcorr=False, use_source_posn=True)"
-    with run_spec3(asn_path, tmp_path, hook) as c1d:
+    with run_spec3(asn_path, tmp_path, hook, monkeypatch) as c1d:
         wavelength, ratio = combined_ratio(c1d, truths[0])
     # The operational 8-px aperture, not aperture corrected, keeps the PSF's box fraction.
     fraction = truths[0].psf.box_fraction(8.0, wavelength)
