@@ -28,7 +28,13 @@ from mirispec_steps.adapters.x1d import (
     make_tso_spec_model,
     make_x1d_model,
 )
-from mirispec_steps.core.optimal import RowFit, fit_rows, polynomial_basis, solve_rows
+from mirispec_steps.core.optimal import (
+    RowFit,
+    evaluate_rows,
+    fit_rows,
+    polynomial_basis,
+    solve_rows,
+)
 from mirispec_steps.core.psf_profile import PsfTable, evaluate_profile
 from mirispec_steps.core.trace_fit import (
     ShiftSolution,
@@ -343,8 +349,8 @@ def _location(builder, mean_data, mean_vars, mean_valid, params, negative_presen
 
     def chi2(shift, negative_shift=None):
         basis = builder.basis(builder.profiles(shift, negative_shift))
-        coefficients, _, ok = solve_rows(clean, weights, basis)
-        residual = clean - np.einsum("np,npx->nx", coefficients, basis)
+        coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
+        residual = clean - evaluate_rows(coefficients, basis)
         value = np.sum(weights * residual**2, axis=1)
         value[~ok] = np.nan
         return value
@@ -517,8 +523,8 @@ def extract_optimal(
     row_basis = builder.basis(profiles)
 
     def basis_for(rows, basis=row_basis):
-        # Rows of the flattened (integration, row) array map onto cutout rows.
-        return basis[np.arange(rows.start, rows.stop) % n_rows]
+        # Batches hold whole integrations: the cutout's row basis is shared.
+        return basis
 
     signal_for = None
     if n_int > 1:
@@ -563,7 +569,7 @@ def extract_optimal(
         profile_basis = builder.basis(profiles, with_background=False)
 
         def basis_for(rows, basis=profile_basis):
-            return basis[np.arange(rows.start, rows.stop) % n_rows]
+            return basis
 
     fit = _fit_in_batches(
         basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles, signal_for

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-__all__ = ["RowFit", "fit_rows", "solve_rows", "polynomial_basis", "poisson_variance_model"]
+__all__ = [
+    "RowFit",
+    "fit_rows",
+    "solve_rows",
+    "evaluate_rows",
+    "polynomial_basis",
+    "poisson_variance_model",
+]
 
 #: Rows need a well-conditioned system: the determinant of the unit-diagonal
 #: normal matrix (1 for orthogonal terms, 0 for degenerate ones) must exceed
@@ -150,9 +157,43 @@ def _reject_worst(data, model, variance, used, rejected, ok, threshold):
     return changed
 
 
+def _blocks(n_rows: int, basis: np.ndarray) -> int:
+    """How many times a row basis ``(R, P, X)`` repeats over ``n_rows`` rows (1: per row)."""
+    if basis.shape[0] == n_rows:
+        return 1
+    if n_rows % basis.shape[0]:
+        raise ValueError(f"{n_rows} rows are not a whole number of {basis.shape[0]}-row blocks")
+    return n_rows // basis.shape[0]
+
+
+def evaluate_rows(coefficients: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """
+    Model ``sum_p c_p B_p`` for every row.
+
+    Parameters
+    ----------
+    coefficients : ndarray
+        ``(N, P)``.
+    basis : ndarray
+        ``(N, P, X)``, or ``(R, P, X)`` shared by ``N / R`` consecutive blocks
+        of rows (the integrations of a time series).
+
+    Returns
+    -------
+    ndarray
+        ``(N, X)``.
+    """
+    n_rows = coefficients.shape[0]
+    blocks = _blocks(n_rows, basis)
+    if blocks == 1:
+        return np.einsum("np,npx->nx", coefficients, basis)
+    shaped = coefficients.reshape(blocks, basis.shape[0], -1)
+    return np.einsum("brp,rpx->brx", shaped, basis).reshape(n_rows, basis.shape[2])
+
+
 def solve_rows(
-    data: np.ndarray, weights: np.ndarray, basis: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data: np.ndarray, weights: np.ndarray, basis: np.ndarray, pixel_weights: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """
     Weighted linear least squares for every row at once.
 
@@ -163,19 +204,35 @@ def solve_rows(
     weights : ndarray
         ``(N, X)`` inverse variances (0 excludes a pixel).
     basis : ndarray
-        ``(N, P, X)`` model terms.
+        ``(N, P, X)`` model terms, or ``(R, P, X)`` shared by consecutive
+        blocks of ``R`` rows (never expanded in memory).
+    pixel_weights : bool
+        Also return the linear pixel weights (costs an ``(N, P, X)`` array).
 
     Returns
     -------
     coefficients : ndarray
         ``(N, P)``.
-    pixel_weights : ndarray
+    pixel_weights : ndarray or None
         ``(N, P, X)``, with ``coefficients = sum(pixel_weights * data)``.
     ok : ndarray
         ``(N,)`` rows with enough pixels and a non-degenerate system.
     """
-    normal = np.einsum("npx,nqx,nx->npq", basis, basis, weights, optimize=True)
+    n_rows, n_pixels = data.shape
     n_terms = basis.shape[1]
+    blocks = _blocks(n_rows, basis)
+    weighted_data = weights * data
+    if blocks == 1:
+        normal = np.einsum("npx,nqx,nx->npq", basis, basis, weights, optimize=True)
+        rhs = np.einsum("npx,nx->np", basis, weighted_data)
+    else:
+        shape = (blocks, basis.shape[0], n_pixels)
+        normal = np.einsum(
+            "rpx,rqx,brx->brpq", basis, basis, weights.reshape(shape), optimize=True
+        ).reshape(n_rows, n_terms, n_terms)
+        rhs = np.einsum("rpx,brx->brp", basis, weighted_data.reshape(shape)).reshape(
+            n_rows, n_terms
+        )
     n_used = (weights > 0).sum(axis=1)
     ok = n_used >= n_terms
     ok &= np.all(np.diagonal(normal, axis1=1, axis2=2) > 0, axis=1)
@@ -192,9 +249,19 @@ def solve_rows(
         inverse[invertible] = np.linalg.inv(scaled[invertible])
         covariance[index] = inverse * scale[:, :, None] * scale[:, None, :]
         ok[index[~invertible]] = False
-    pixel_weights = np.einsum("npq,nqx->npx", covariance, basis, optimize=True) * weights[:, None]
-    coefficients = np.einsum("npx,nx->np", pixel_weights, data, optimize=True)
-    return coefficients, pixel_weights, ok
+    coefficients = np.einsum("npq,nq->np", covariance, rhs)
+    if not pixel_weights:
+        return coefficients, None, ok
+    if blocks == 1:
+        weights_out = np.einsum("npq,nqx->npx", covariance, basis, optimize=True)
+    else:
+        weights_out = np.einsum(
+            "brpq,rqx->brpx",
+            covariance.reshape(blocks, basis.shape[0], n_terms, n_terms),
+            basis,
+            optimize=True,
+        ).reshape(n_rows, n_terms, n_pixels)
+    return coefficients, weights_out * weights[:, None], ok
 
 
 def fit_rows(
@@ -223,7 +290,8 @@ def fit_rows(
     valid : ndarray
         ``(N, X)`` usable pixels (finite, not flagged, positive variance).
     basis : ndarray
-        ``(N, P, X)`` terms: source profile(s) first, then background.
+        ``(N, P, X)`` terms: source profile(s) first, then background; or
+        ``(R, P, X)`` shared by consecutive blocks of ``R`` rows.
     positive_terms : int
         How many leading terms are source profiles (their absolute model
         feeds the Poisson variance).
@@ -262,9 +330,9 @@ def fit_rows(
         variance_iterations = 0
     for _ in range(variance_iterations):
         weights = np.where(used, 1.0 / variance, 0.0)
-        coefficients, pixel_weights, ok = solve_rows(clean, weights, basis)
-        source_model = np.einsum("np,npx->nx", coefficients[:, :positive_terms], source_basis)
-        model = np.einsum("np,npx->nx", coefficients, basis)
+        coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
+        source_model = evaluate_rows(coefficients[:, :positive_terms], source_basis)
+        model = evaluate_rows(coefficients, basis)
         signal = np.abs(source_model) + np.clip(model - source_model, 0.0, None)
         var_poisson_model = poisson_variance_model(
             var_poisson, signal, valid & ok[:, None], n_rows_per_block
@@ -275,18 +343,25 @@ def fit_rows(
             # Reject before re-weighting: an outlier must not shape the variance model.
             _reject_worst(clean, model, variance, used, rejected, ok, reject_sigma)
     weights = np.where(used, 1.0 / variance, 0.0)
-    coefficients, pixel_weights, ok = solve_rows(clean, weights, basis)
-    model = np.einsum("np,npx->nx", coefficients, basis)
+    coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
+    model = evaluate_rows(coefficients, basis)
     # Further rejection passes touch only the rows that lost a pixel.
     for _ in range(max_iterations if reject_sigma else 0):
         changed = _reject_worst(clean, model, variance, used, rejected, ok, reject_sigma)
         if not changed.any():
             break
         rows = np.flatnonzero(changed)
+        row_basis = basis[rows % basis.shape[0]]
         weights = np.where(used[rows], 1.0 / variance[rows], 0.0)
-        row_coefficients, row_weights, row_ok = solve_rows(clean[rows], weights, basis[rows])
-        coefficients[rows], pixel_weights[rows], ok[rows] = row_coefficients, row_weights, row_ok
-        model[rows] = np.einsum("np,npx->nx", row_coefficients, basis[rows])
+        row_coefficients, _, row_ok = solve_rows(
+            clean[rows], weights, row_basis, pixel_weights=False
+        )
+        coefficients[rows], ok[rows] = row_coefficients, row_ok
+        model[rows] = evaluate_rows(row_coefficients, row_basis)
+    # Linear pixel weights of the final solution (for variance propagation).
+    weights = np.where(used, 1.0 / variance, 0.0)
+    coefficients, pixel_weights, final_ok = solve_rows(clean, weights, basis)
+    ok &= final_ok
     coefficients[~ok] = np.nan
     return RowFit(
         coefficients, pixel_weights, model, variance, var_poisson_model, used, rejected, ok
