@@ -12,17 +12,14 @@ import argparse
 import json
 import os
 import tempfile
-import time
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 os.environ.setdefault("STPIPE_DISABLE_CRDS_STEPPARS", "true")
 warnings.simplefilter("ignore")
 
+from floor_timing import compare_above_floor  # noqa: E402
 from jwst.extract_1d import Extract1dStep  # noqa: E402
-from jwst.stpipe import Step  # noqa: E402
 
 from mirispec_steps import LrsBoxExtractStep  # noqa: E402
 from mirispec_steps.simulate import offline_crds, simulate_lrs, write_lrs_apcorr  # noqa: E402
@@ -35,24 +32,6 @@ JWST_EXTRA = {
 }
 
 
-class NoOpStep(Step):
-    """Does nothing: measures stpipe's per-call floor."""
-
-    class_alias = "noop"
-
-    def process(self, model):
-        return model
-
-
-def timed(function, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return np.median(times)
-
-
 def compare(label, model, extract1d, apcorr, repeats):
     ours = lambda: LrsBoxExtractStep.call(  # noqa: E731
         model, override_extract1d=extract1d, override_apcorr=apcorr
@@ -60,23 +39,7 @@ def compare(label, model, extract1d, apcorr, repeats):
     theirs = lambda: Extract1dStep.call(  # noqa: E731
         model, override_extract1d=extract1d, override_apcorr=apcorr, **JWST_EXTRA
     )
-    noop = lambda: NoOpStep.call(model)  # noqa: E731
-    ours(), theirs(), noop()  # warm up
-    results = {"ours": [], "jwst": [], "floor": []}
-    for _ in range(repeats):
-        results["floor"].append(timed(noop, 1))
-        results["ours"].append(timed(ours, 1))
-        results["floor"].append(timed(noop, 1))
-        results["jwst"].append(timed(theirs, 1))
-    floor = np.median(results["floor"])
-    t_ours, t_jwst = np.median(results["ours"]), np.median(results["jwst"])
-    own_ours, own_jwst = t_ours - floor, t_jwst - floor
-    print(f"\n{label}")
-    print(f"  Step.call: ours {t_ours * 1e3:8.1f} ms   jwst {t_jwst * 1e3:8.1f} ms")
-    print(f"  no-op floor {floor * 1e3:8.1f} ms")
-    print(f"  own cost:  ours {own_ours * 1e3:8.1f} ms   jwst {own_jwst * 1e3:8.1f} ms")
-    print(f"  ratio (jwst / ours, above the floor): {own_jwst / max(own_ours, 1e-6):6.1f}x")
-    return own_ours, own_jwst
+    return compare_above_floor(label, model, ours, theirs, repeats)
 
 
 def main():

@@ -12,16 +12,13 @@ Run: ``python benchmarks/bench_lrs_optimal.py [--nints 100]``
 
 import argparse
 import os
-import time
 import warnings
-
-import numpy as np
 
 os.environ.setdefault("STPIPE_DISABLE_CRDS_STEPPARS", "true")
 warnings.simplefilter("ignore")
 
+from floor_timing import compare_above_floor  # noqa: E402
 from jwst.extract_1d import Extract1dStep  # noqa: E402
-from jwst.stpipe import Step  # noqa: E402
 
 from mirispec_steps import LrsOptimalExtractStep  # noqa: E402
 from mirispec_steps.simulate import offline_crds, simulate_lrs  # noqa: E402
@@ -43,41 +40,10 @@ JWST_OPTIMAL = {
 }
 
 
-class NoOpStep(Step):
-    """Does nothing: measures stpipe's per-call floor."""
-
-    class_alias = "noop"
-
-    def process(self, model):
-        return model
-
-
-def timed(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
 def compare(label, model, repeats, ours_kwargs):
     ours = lambda: LrsOptimalExtractStep.call(model, **ours_kwargs)  # noqa: E731
     theirs = lambda: Extract1dStep.call(model, **JWST_OPTIMAL)  # noqa: E731
-    noop = lambda: NoOpStep.call(model)  # noqa: E731
-    ours(), theirs(), noop()  # warm up
-    results = {"ours": [], "jwst": [], "floor": []}
-    for _ in range(repeats):
-        results["floor"].append(timed(noop))
-        results["ours"].append(timed(ours))
-        results["floor"].append(timed(noop))
-        results["jwst"].append(timed(theirs))
-    floor = np.median(results["floor"])
-    t_ours, t_jwst = np.median(results["ours"]), np.median(results["jwst"])
-    own_ours, own_jwst = t_ours - floor, t_jwst - floor
-    print(f"\n{label}")
-    print(f"  Step.call: ours {t_ours * 1e3:8.1f} ms   jwst {t_jwst * 1e3:8.1f} ms")
-    print(f"  no-op floor {floor * 1e3:8.1f} ms")
-    print(f"  own cost:  ours {own_ours * 1e3:8.1f} ms   jwst {own_jwst * 1e3:8.1f} ms")
-    print(f"  ratio (jwst / ours, above the floor): {own_jwst / max(own_ours, 1e-6):6.1f}x")
-    return own_ours, own_jwst
+    return compare_above_floor(label, model, ours, theirs, repeats)
 
 
 def main():

@@ -199,6 +199,19 @@ def _shift_coefficients(coefficients, offset):
 
 @dataclass
 class BoxApertures:
+    """
+    Aperture weights on the cutout, after source-position shifts.
+
+    Attributes
+    ----------
+    source : ndarray
+        ``(n_disp, n_xdisp)`` source-aperture weights (fractional at edges).
+    background : ndarray or None
+        Background-region weights, if background subtraction is on.
+    lower, upper : float
+        Mean cross-dispersion limits of the source aperture (for the header).
+    """
+
     source: np.ndarray
     background: np.ndarray | None
     lower: float
@@ -254,7 +267,25 @@ def _nominal_centre(params, model, region, middle_row) -> float:
 
 
 def build_box_apertures(params, model, region, wavelength) -> BoxApertures:
-    """Source and background weights on the cutout, with source-position shifts."""
+    """
+    Source and background weights on the cutout, with source-position shifts.
+
+    Parameters
+    ----------
+    params : BoxParameters
+        Resolved parameters.
+    model : DataModel
+        The exposure (WCS, dither position).
+    region : LrsRegion
+        The cutout.
+    wavelength : ndarray
+        Cutout wavelengths.
+
+    Returns
+    -------
+    BoxApertures
+        The weights; also used by the optimal step for its background regions.
+    """
     rows = region.disp_index
     xd_start, xd_stop = params.xdisp_start, params.xdisp_stop
     src_coeff, bkg_coeff = params.src_coeff, params.bkg_coeff

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from jwst.datamodels import ModelContainer
 from stdatamodels.jwst import datamodels
 
 from mirispec_steps.adapters.lrs import check_lrs_input
@@ -74,20 +73,9 @@ class LrsBoxExtractStep(MirispecStep):
             container of them for a container input); the input itself,
             marked SKIPPED, when it is not MIRI LRS data.
         """
-        model = self.prepare_output(input_data, make_copy=False)
-        if isinstance(model, ModelContainer):
-            if len(model) == 0:
-                raise InputDataError("the input container holds no exposures")
-            results = ModelContainer()
-            for member in model:
-                results.append(self._extract_one(member, member))
-            return results if len(results) > 1 else results[0]
-        result = self._extract_one(model, input_data)
-        if model is not input_data and result is not model:
-            model.close()
-        return result
+        return self.process_each(input_data, self._extract_one)
 
-    def _extract_one(self, model, input_data):
+    def _extract_one(self, model, index):
         if not isinstance(
             model, (datamodels.ImageModel, datamodels.SlitModel, datamodels.CubeModel)
         ):
@@ -96,10 +84,7 @@ class LrsBoxExtractStep(MirispecStep):
             )
         exp_type = str(model.meta.exposure.type).upper()
         if model.meta.instrument.name != "MIRI" or not exp_type.startswith("MIR_LRS"):
-            log.warning(f"Input is {model.meta.instrument.name} {exp_type}, not MIRI LRS: skipped")
-            result = model.copy() if model is input_data else model
-            self.record_step_status(result, "SKIPPED")
-            return result
+            return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not LRS")
         check_lrs_input(model)
 
         extract_ref = self.get_reference_file(model, "extract1d")

@@ -43,6 +43,7 @@ from mirispec_steps.core.trace_fit import (
     fit_shift_polynomial,
 )
 from mirispec_steps.errors import InputDataError, ParameterError
+from mirispec_steps.lrs_box import BoxParameters, build_box_apertures
 
 __all__ = ["OptimalParameters", "OptimalProducts", "extract_optimal"]
 
@@ -70,8 +71,9 @@ class OptimalParameters:
     bkg_smoothing_length : int
         Boxcar (rows) smoothing the background along dispersion; 0 fits it
         jointly with the PSF on each row.
-    background_weights : ndarray or None
-        Cutout weights of the extract1d background regions, if given.
+    background_regions : BoxParameters or None
+        The extract1d background regions (box-extraction parameters, so they
+        mean and move exactly as in box extraction), if given.
     use_source_posn : bool
         Centre on the dithered source position (else the aperture reference).
     position_offset : float
@@ -94,7 +96,7 @@ class OptimalParameters:
     subtract_background: bool
     bkg_order: int
     bkg_smoothing_length: int
-    background_weights: np.ndarray | None
+    background_regions: BoxParameters | None
     use_source_posn: bool
     position_offset: float
     optimize_psf_location: bool
@@ -215,7 +217,7 @@ class _SceneBuilder:
     def separate_background(self) -> bool:
         params = self.params
         return params.subtract_background and (
-            params.bkg_smoothing_length > 1 or params.background_weights is not None
+            params.bkg_smoothing_length > 1 or params.background_regions is not None
         )
 
     def profiles(self, shift, negative_shift=None):
@@ -355,40 +357,36 @@ def _location(builder, mean_data, mean_vars, mean_valid, params, negative_presen
         value[~ok] = np.nan
         return value
 
+    def refine(function, start, grids):
+        """Global offset minimising the summed chi-square, grid by grid."""
+        for grid in grids:
+            offset, _ = best_shift(chi2_curves(function, start, grid), grid)
+            start = start + offset
+        return start
+
     coarse = np.arange(-2.0, 2.0001, 0.25)
     fine = np.arange(-0.25, 0.2501, 0.05)
     shift = zero.copy()
     negative_shift = None if not negative_present else zero.copy()
-    solution = None
+    local = None
     for _round in range(2 if negative_present else 1):
 
         def positive(trial, fixed=negative_shift):
             return chi2(trial, fixed)
 
-        curves = chi2_curves(positive, shift, coarse)
-        offset, _ = best_shift(curves, coarse)
-        shift = shift + offset
-        curves = chi2_curves(positive, shift, fine)
+        shift = refine(positive, shift, (coarse,))
         if params.fit_trace_order >= 0:
-            solution = fit_shift_polynomial(curves, fine, params.fit_trace_order)
-            shift = shift + solution.shift
+            curves = chi2_curves(positive, shift, fine)
+            local = fit_shift_polynomial(curves, fine, params.fit_trace_order)
+            shift = shift + local.shift
         else:
-            offset, error = best_shift(curves, fine)
-            shift = shift + offset
-            solution = ShiftSolution(
-                shift.copy(), np.array([shift[0]]), np.empty(0), np.empty(0), np.empty(0)
-            )
+            shift = refine(positive, shift, (fine,))
         if negative_present:
 
             def negative(trial, fixed=shift):
                 return chi2(fixed, trial)
 
-            curves = chi2_curves(negative, negative_shift, coarse)
-            offset, _ = best_shift(curves, coarse)
-            negative_shift = negative_shift + offset
-            curves = chi2_curves(negative, negative_shift, fine)
-            offset, _ = best_shift(curves, fine)
-            negative_shift = negative_shift + offset
+            negative_shift = refine(negative, negative_shift, (coarse, fine))
     if params.optimize_psf_width:
         scales = np.arange(0.8, 1.2501, 0.025)
         totals = []
@@ -397,16 +395,18 @@ def _location(builder, mean_data, mean_vars, mean_valid, params, negative_presen
             totals.append(np.nansum(chi2(shift, negative_shift)))
         builder.width_scale, _ = best_shift(np.asarray(totals)[:, None], scales)
         log.info(f"PSF width scale fitted: {builder.width_scale:.3f}")
-        curves = chi2_curves(lambda trial: chi2(trial, negative_shift), shift, fine)
-        offset, _ = best_shift(curves, fine)
-        shift = shift + offset
-    if params.fit_trace_order >= 0:
-        # Coefficients relative to the WCS trace (the polynomial describes the drift).
-        coordinate = np.linspace(-1.0, 1.0, n_rows)
-        solution.coefficients = np.polynomial.polynomial.polyfit(
-            coordinate, shift, params.fit_trace_order
-        )
-        solution.shift = shift.copy()
+        shift = refine(lambda trial: chi2(trial, negative_shift), shift, (fine,))
+    # Coefficients relative to the WCS trace (the polynomial describes the drift).
+    order = max(params.fit_trace_order, 0)
+    coefficients = np.polynomial.polynomial.polyfit(np.linspace(-1.0, 1.0, n_rows), shift, order)
+    empty = np.empty(0)
+    solution = ShiftSolution(
+        shift.copy(),
+        coefficients,
+        empty if local is None else local.block_rows,
+        empty if local is None else local.block_shifts,
+        empty if local is None else local.block_errors,
+    )
     return shift, negative_shift, solution
 
 
@@ -477,11 +477,16 @@ def extract_optimal(
 
     separate = builder.separate_background
     fit_pixels = flat_valid
-    if params.background_weights is not None and params.subtract_background:
+    if params.background_regions is not None and params.subtract_background:
+        background_weights = build_box_apertures(
+            params.background_regions, model, region, wavelength
+        ).background
+        if background_weights is None or not (background_weights > 0).any():
+            raise ParameterError("the extract1d bkg_coeff regions hold no pixel of the data")
         # The fit sees the PSF core and the extract1d background regions only.
         core = np.abs(sum(builder.profiles(np.zeros(n_rows))))
         near = core >= BACKGROUND_PROFILE_LEVEL * core.max(axis=1, keepdims=True)
-        selected = near | (params.background_weights > 0)
+        selected = near | (background_weights > 0)
         fit_pixels = flat_valid & np.tile(selected, (n_int, 1))
         valid = fit_pixels.reshape(valid.shape)
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from jwst.datamodels import ModelContainer
 from stdatamodels.jwst import datamodels
 
-from mirispec_steps.adapters.lrs import check_lrs_input, data_region, region_wavelengths
+from mirispec_steps.adapters.lrs import check_lrs_input
 from mirispec_steps.errors import InputDataError, ParameterError
-from mirispec_steps.lrs_box import build_box_apertures, resolve_box_parameters
+from mirispec_steps.lrs_box import resolve_box_parameters
 from mirispec_steps.lrs_optimal import OptimalParameters, extract_optimal
 from mirispec_steps.reference import load_extract1d, load_lrs_psf, select_aperture
 from mirispec_steps.stepbase import MirispecStep
@@ -71,20 +70,9 @@ class LrsOptimalExtractStep(MirispecStep):
             x1d (x1dints) spectra; the input, marked SKIPPED, when it is not
             MIRI LRS data.
         """
-        model = self.prepare_output(input_data, make_copy=False)
-        if isinstance(model, ModelContainer):
-            if len(model) == 0:
-                raise InputDataError("the input container holds no exposures")
-            results = ModelContainer()
-            for index, member in enumerate(model):
-                results.append(self._extract_one(member, member, index))
-            return results if len(results) > 1 else results[0]
-        result = self._extract_one(model, input_data, None)
-        if model is not input_data and result is not model:
-            model.close()
-        return result
+        return self.process_each(input_data, self._extract_one)
 
-    def _extract_one(self, model, input_data, index):
+    def _extract_one(self, model, index):
         if not isinstance(model, (datamodels.ImageModel, datamodels.CubeModel)):
             raise InputDataError(
                 f"input is a {type(model).__name__}; expected an LRS cal (ImageModel) or "
@@ -92,10 +80,7 @@ class LrsOptimalExtractStep(MirispecStep):
             )
         exp_type = str(model.meta.exposure.type).upper()
         if model.meta.instrument.name != "MIRI" or not exp_type.startswith("MIR_LRS"):
-            log.warning(f"Input is {model.meta.instrument.name} {exp_type}, not MIRI LRS: skipped")
-            result = model.copy() if model is input_data else model
-            self.record_step_status(result, "SKIPPED")
-            return result
+            return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not LRS")
         check_lrs_input(model, rectified_ok=False)
 
         slit_name = exp_type
@@ -120,13 +105,13 @@ class LrsOptimalExtractStep(MirispecStep):
         order = self.bkg_order if self.bkg_order is not None else (aperture.bkg_order or 0)
         if self.fit_trace_order is not None and not self.optimize_psf_location:
             log.info("fit_trace_order given: the trace location is fitted")
-        background_weights = None
+        background_regions = None
         ny = model.data.shape[-2]
         disp_start = aperture.ystart if aperture.ystart is not None else 0
         disp_stop = aperture.ystop if aperture.ystop is not None else ny - 1
         if subtract and aperture.bkg_coeff is not None:
             # The same background regions as box extraction (shifted with the source).
-            box = resolve_box_parameters(
+            background_regions = resolve_box_parameters(
                 aperture,
                 model,
                 subtract_background=True,
@@ -139,11 +124,6 @@ class LrsOptimalExtractStep(MirispecStep):
                 replace_bad_pixels=False,
                 fixed_background=False,
             )
-            region = data_region(model, (box.disp_start, box.disp_stop))
-            wavelength = region_wavelengths(model, region)
-            background_weights = build_box_apertures(box, model, region, wavelength).background
-            if background_weights is None or not (background_weights > 0).any():
-                raise ParameterError("the extract1d bkg_coeff regions hold no pixel of the data")
         if self.bkg_smoothing_length and self.bkg_smoothing_length % 2 == 0:
             raise ParameterError(
                 f"bkg_smoothing_length must be odd, got {self.bkg_smoothing_length}"
@@ -152,7 +132,7 @@ class LrsOptimalExtractStep(MirispecStep):
             subtract_background=bool(subtract),
             bkg_order=int(order),
             bkg_smoothing_length=int(self.bkg_smoothing_length or 0),
-            background_weights=background_weights,
+            background_regions=background_regions,
             use_source_posn=bool(self.use_source_posn),
             position_offset=float(self.position_offset or 0.0),
             optimize_psf_location=bool(self.optimize_psf_location),

@@ -29,7 +29,7 @@ from stdatamodels.jwst.datamodels import JwstDataModel
 from stpipe import _log, crds_client
 
 from mirispec_steps import __version__
-from mirispec_steps.errors import CrdsUnavailableError
+from mirispec_steps.errors import CrdsUnavailableError, InputDataError
 
 __all__ = ["MirispecStep", "packaged_reference", "OWN_SUFFIXES", "LOGGER_NAME"]
 
@@ -208,6 +208,59 @@ class MirispecStep(JwstStep):
                 f"Pass one with --override_{reference_file_type}=<path> "
                 f"(Python: override_{reference_file_type}='<path>')."
             ) from None
+
+    def process_each(self, input_data, extract_one):
+        """
+        Run ``extract_one(model, index)`` on a model, or on every member of a container.
+
+        Parameters
+        ----------
+        input_data : str, DataModel or ModelContainer
+            The step's input (an association gives a container).
+        extract_one : callable
+            Processes one model; ``index`` is its position in a container, or
+            None for a single model.
+
+        Returns
+        -------
+        DataModel or ModelContainer
+            One result per input model; a container only for several.
+        """
+        from jwst.datamodels import ModelContainer
+
+        model = self.prepare_output(input_data, make_copy=False)
+        if isinstance(model, ModelContainer):
+            if len(model) == 0:
+                raise InputDataError("the input container holds no exposures")
+            results = ModelContainer()
+            for index, member in enumerate(model):
+                results.append(extract_one(member, index))
+            return results if len(results) > 1 else results[0]
+        result = extract_one(model, None)
+        if model is not input_data and result is not model:
+            model.close()
+        return result
+
+    def skipped(self, model, reason: str):
+        """
+        A copy of ``model`` marked SKIPPED, with ``reason`` logged (the input is untouched).
+
+        Parameters
+        ----------
+        model : JwstDataModel
+            The input that this step does not apply to.
+        reason : str
+            Logged as a warning.
+
+        Returns
+        -------
+        JwstDataModel
+            The marked copy.
+        """
+        log.warning(f"{reason}: skipped")
+        result = model.copy()
+        self.record_step_status(result, "SKIPPED")
+        return result
 
     def record_step_status(self, model, status: str) -> None:
         """

@@ -102,8 +102,12 @@ def test_jwst_places_the_profile_half_a_pixel_off(cal_noise_free):
     columns = np.arange(nx)
     jwst_centroid = np.sum(columns * profiles[0][row]) / np.sum(profiles[0][row])
     assert abs(jwst_centroid - truth.trace[200]) > 0.4
-    products = optimal(model, optimize_psf_location=False)
-    assert products.meta.cal_step.lrs_optimal_extract == "COMPLETE"
+    ours = evaluate_profile(
+        load_lrs_psf(PSF_FILE),
+        columns[None, :] - truth.trace[200],
+        np.array([truth.wavelength[200]]),
+    )[0]
+    assert abs(np.sum(columns * ours) / np.sum(ours) - truth.trace[200]) < 0.01
 
 
 # ---------------------------------------------------------------- truth
@@ -222,7 +226,7 @@ def test_drifting_trace_is_followed():
     sim = simulate_lrs("cal", seed=6, trace_drift=0.5, spectrum=lambda w: default_spectrum(w))
     followed = optimal(sim.model, fit_trace_order=1)
     ratio = ratio_to_truth(followed, sim.truth)
-    assert np.max(np.abs(np.median(ratio) - 1)) < 0.005
+    assert abs(np.median(ratio) - 1) < 0.005
     assert np.percentile(np.abs(ratio - 1), 95) < 0.01
     fixed = optimal(sim.model, optimize_psf_location=False)
     assert np.percentile(np.abs(ratio_to_truth(fixed, sim.truth) - 1), 95) > np.percentile(
@@ -279,15 +283,10 @@ def test_side_by_side_with_jwst_optimal(cal_noise_free):
     ratio_theirs = ratio_to_truth(theirs, truth)
     ratio_ours = ratio_to_truth(ours, truth)
     # jwst (constant background, per-cutout normalisation, linear PSF interpolation)
-    # is within ~0.2% here; ours is exact to 1e-4.
+    # is within ~0.1% here; ours is exact to 1e-4.
     assert abs(np.median(ratio_theirs) - 1) < 0.01
     assert np.median(np.abs(ratio_ours - 1)) < np.median(np.abs(ratio_theirs - 1))
-    table_ours, table_theirs = ours.spec[0].spec_table, theirs.spec[0].spec_table
-    common = np.intersect1d(
-        np.round(np.asarray(table_ours["WAVELENGTH"]), 6),
-        np.round(np.asarray(table_theirs["WAVELENGTH"]), 6),
-    )
-    assert common.size == 0 or common.size > 100
+    assert ratio_ours.size > 0.9 * ratio_theirs.size
 
 
 # ---------------------------------------------------------------- bad input
@@ -302,7 +301,7 @@ def test_missing_wcs_is_an_error(cal_noise_free):
 
 def test_rectified_input_is_an_error():
     sim = simulate_lrs("s2d", noise=False, seed=9)
-    with pytest.raises(InputDataError, match="s2d|rectified|cal"):
+    with pytest.raises(InputDataError, match="SlitModel"):
         optimal(sim.model)
 
 
