@@ -12,8 +12,8 @@ model-variance weighting.
 
 from __future__ import annotations
 
+import functools
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +30,11 @@ from mirispec_steps.adapters.x1d import (
 )
 from mirispec_steps.core.optimal import (
     RowFit,
+    SeriesFit,
     evaluate_rows,
     fit_rows,
+    fit_series,
+    poisson_variance_model,
     polynomial_basis,
     solve_rows,
 )
@@ -55,6 +58,8 @@ NON_SCIENCE = dqflags.pixel["NON_SCIENCE"]
 ROWS_PER_BATCH = 20000
 #: Profile level (fraction of the row's peak) below which a pixel counts as background.
 BACKGROUND_PROFILE_LEVEL = 2e-3
+#: Fraction of rejected pixels above which the scene model is reported as inadequate.
+REJECTED_FRACTION_WARNING = 0.005
 
 
 @dataclass
@@ -91,6 +96,9 @@ class OptimalParameters:
         Outlier rejection threshold (0: none).
     disp_start, disp_stop : float
         Dispersion limits (pixels, inclusive).
+    fit_half_width : float or None
+        Fit only the columns within this many pixels of the trace(s); None
+        fits the whole cutout (always so with extract1d background regions).
     """
 
     subtract_background: bool
@@ -106,6 +114,7 @@ class OptimalParameters:
     reject_sigma: float
     disp_start: float
     disp_stop: float
+    fit_half_width: float | None = None
 
 
 @dataclass
@@ -117,10 +126,9 @@ class OptimalProducts:
     ----------
     x1d : MultiSpecModel or TSOMultiSpecModel
         The spectra.
-    scene, residual, profile : ndarray
-        Full-frame images (``(n_int, ny, nx)`` for the first two): the fitted
-        scene, data minus scene, and the normalised source profile (negative
-        nod included with its sign).
+    profile : ndarray
+        Full-frame normalised source profile (negative nod included with its
+        sign).
     trace : ndarray
         Final source position on each cutout row (full-frame column).
     rows : ndarray
@@ -129,16 +137,49 @@ class OptimalProducts:
         The fitted trace offset, if optimised.
     n_rejected : int
         Pixels rejected as outliers.
+    scene_cutout : ndarray
+        ``(n_int, n_rows, n_xdisp)`` fitted scene on the cutout.
+    used_cutout : ndarray
+        ``(n_int, n_rows, n_xdisp)`` pixels the fit could use.
+    data : ndarray
+        The input's science array (read only).
+    slices : tuple of slice
+        Where the cutout lies in the full frame.
+
+    Notes
+    -----
+    The full-frame ``scene`` and ``residual`` images (``(n_int, ny, nx)``)
+    are built on first access only: a long time series does not pay for
+    images nobody saves.
     """
 
     x1d: object
-    scene: np.ndarray
-    residual: np.ndarray
     profile: np.ndarray
     trace: np.ndarray
     rows: np.ndarray
     shift: ShiftSolution | None
     n_rejected: int
+    scene_cutout: np.ndarray
+    used_cutout: np.ndarray
+    data: np.ndarray
+    slices: tuple
+
+    @functools.cached_property
+    def scene(self) -> np.ndarray:
+        """Full-frame fitted scene (source, negative nod and background); NaN where not fitted."""
+        scene = np.full((self.scene_cutout.shape[0], *self.data.shape[-2:]), np.nan)
+        scene[(slice(None), *self.slices)] = self.scene_cutout
+        return scene
+
+    @functools.cached_property
+    def residual(self) -> np.ndarray:
+        """Data minus scene; NaN where the data are not finite or were not fitted."""
+        data_full = np.array(self.data, dtype=float, ndmin=3)
+        residual = np.where(np.isfinite(data_full), data_full - self.scene, np.nan)
+        cut = residual[(slice(None), *self.slices)]
+        cut[~self.used_cutout] = np.nan
+        residual[(slice(None), *self.slices)] = cut
+        return residual
 
 
 def _row_wavelength(wavelength: np.ndarray, region, trace: np.ndarray) -> np.ndarray:
@@ -197,6 +238,64 @@ def _nominal_traces(model, region, wavelength, params):
             else:
                 log.info(f"Negative nod trace modelled {np.nanmedian(negative - trace):+.2f} px")
     return trace, negative
+
+
+def _row_statistics(
+    weights, used, variance, components, profile, bkg_coefficients, bkg_basis, joint_background
+):
+    """
+    Per-row flux variance terms, effective pixels, background share and level.
+
+    All arrays broadcast over their leading axes: shared time-series rows
+    (``(R, X)`` weights) go against per-integration ``(B, R, X)`` variances
+    without building ``(B, R, X)`` temporaries (einsum).
+
+    Returns ``[var_rnoise, var_poisson, var_flat, bkg_var_rnoise,
+    bkg_var_poisson, bkg_var_flat, npixels, background_level]``.
+    """
+    squared_weights = weights**2
+    var_terms = [np.einsum("...x,...x->...", squared_weights, c) for c in components]
+    in_fit = used.astype(float)
+    source = profile * in_fit
+    with np.errstate(invalid="ignore", divide="ignore"):
+        npixels = np.nan_to_num(source.sum(axis=-1) ** 2 / (source * profile).sum(axis=-1))
+    bkg_var_terms = [np.zeros_like(v) for v in var_terms]
+    background_level = np.zeros(np.broadcast_shapes(var_terms[0].shape, npixels.shape))
+    if joint_background:
+        # Variance the joint background adds: with minus without background terms.
+        profile_weight = source / variance
+        with np.errstate(invalid="ignore", divide="ignore"):
+            alone = profile_weight / np.sum(profile_weight * profile, axis=-1, keepdims=True)
+        squared_alone = np.nan_to_num(alone) ** 2
+        for index, component in enumerate(components):
+            without = np.einsum("...x,...x->...", squared_alone, component)
+            bkg_var_terms[index] = np.clip(var_terms[index] - without, 0.0, None)
+        # Background under the source: sum(P * b.basis) / sum(P) per row.
+        projected = profile @ bkg_basis.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            background_level = np.nan_to_num(
+                np.einsum("...k,...k->...", np.nan_to_num(bkg_coefficients), projected)
+                / profile.sum(axis=-1)
+            )
+    return [*var_terms, *bkg_var_terms, npixels, background_level]
+
+
+def _fit_window(region, wavelength, trace, negative, params):
+    """Narrow the cutout to the columns within ``fit_half_width`` of the trace(s)."""
+    positions = trace if negative is None else np.concatenate([trace, negative])
+    positions = positions[np.isfinite(positions)]
+    low = np.floor(positions.min() - params.fit_half_width)
+    high = np.ceil(positions.max() + params.fit_half_width)
+    inside = (region.xdisp_index >= low) & (region.xdisp_index <= high)
+    if not inside.any():
+        raise InputDataError(
+            f"the trace (columns {positions.min():.1f}-{positions.max():.1f}) lies outside the "
+            f"data region (columns {region.xdisp_index[0]}-{region.xdisp_index[-1]})"
+        )
+    narrowed = lrs_adapter.LrsRegion(
+        region.disp_index, region.xdisp_index[inside], region.dispaxis, region.full_shape
+    )
+    return narrowed, wavelength[:, inside]
 
 
 class _SceneBuilder:
@@ -299,29 +398,45 @@ def _smoothed_background(fit: RowFit, n_profiles, components, basis, length, n_b
 
 
 def _fit_in_batches(
-    builder_basis, arrays, valid, params, n_rows_per_block, positive_terms, signal=None
+    builder_basis, arrays, valid, params, n_rows_per_block, positive_terms, series_variance=None
 ):
-    """Run :func:`fit_rows` over row batches; returns one merged RowFit."""
+    """
+    Fit all rows in batches of whole integrations; returns one merged RowFit.
+
+    With ``series_variance`` (the Poisson variance model of one integration,
+    from the mean scene) a time series is fitted with weights shared by all
+    integrations (:func:`fit_series`); otherwise every row iterates its own.
+    """
     data, var_rnoise, var_poisson, var_flat = arrays
     n_total = data.shape[0]
     batch = max(n_rows_per_block, (ROWS_PER_BATCH // n_rows_per_block) * n_rows_per_block)
+    if series_variance is not None:
+        # Shared weights need no (N, P, P) systems: memory stays O(N X) in one go.
+        batch = n_total
     parts = []
     for start in range(0, n_total, batch):
         rows = slice(start, min(start + batch, n_total))
-        parts.append(
-            fit_rows(
-                data[rows],
-                var_rnoise[rows],
-                var_poisson[rows],
-                var_flat[rows],
-                valid[rows],
-                builder_basis(rows),
-                positive_terms,
-                reject_sigma=params.reject_sigma,
-                n_rows_per_block=n_rows_per_block,
-                signal=None if signal is None else signal(rows),
+        inputs = (data[rows], var_rnoise[rows], var_poisson[rows], var_flat[rows], valid[rows])
+        if series_variance is not None:
+            parts.append(
+                fit_series(
+                    *inputs,
+                    builder_basis(rows),
+                    positive_terms,
+                    series_variance,
+                    reject_sigma=params.reject_sigma,
+                )
             )
-        )
+        else:
+            parts.append(
+                fit_rows(
+                    *inputs,
+                    builder_basis(rows),
+                    positive_terms,
+                    reject_sigma=params.reject_sigma,
+                    n_rows_per_block=n_rows_per_block,
+                )
+            )
     if len(parts) == 1:
         return parts[0]
     return RowFit(
@@ -435,6 +550,8 @@ def extract_optimal(
     region = lrs_adapter.data_region(model, (params.disp_start, params.disp_stop))
     wavelength = lrs_adapter.region_wavelengths(model, region)
     trace, negative = _nominal_traces(model, region, wavelength, params)
+    if params.fit_half_width is not None and params.background_regions is None:
+        region, wavelength = _fit_window(region, wavelength, trace, negative, params)
     row_wavelength = _row_wavelength(wavelength, region, trace)
     covered = (row_wavelength >= psf.wave[0]) & (row_wavelength <= psf.wave[-1])
     if not covered.any():
@@ -460,7 +577,7 @@ def extract_optimal(
     if model.hasattr("dq") and model.dq is not None and model.dq.shape == model.data.shape:
         # Unlike box extraction (jwst parity), the fit also skips NON_SCIENCE
         # pixels: the profile and background must describe every pixel used.
-        dq = np.array(model.dq, ndmin=3)[(slice(None), *region.slices)]
+        dq = np.asarray(model.dq).reshape(-1, *model.dq.shape[-2:])[(slice(None), *region.slices)]
         valid &= (dq & NON_SCIENCE) == 0
     n_bad_variance = int((np.isfinite(pixels.data) & ~(total_var > 0)).sum())
     if n_bad_variance:
@@ -469,8 +586,7 @@ def extract_optimal(
         raise InputDataError("no pixel with finite data and positive variance on the trace rows")
 
     builder = _SceneBuilder(psf, region, row_wavelength, trace, negative, params, n_xdisp)
-    background_model = np.zeros((n_int * n_rows, n_xdisp))
-    bkg_var_terms = [np.zeros(n_int * n_rows) for _ in range(3)]
+    background_model = None
     flat = [a.reshape(-1, n_xdisp) for a in (pixels.data, *variances)]
     flat_valid = valid.reshape(-1, n_xdisp)
     science = flat[0]
@@ -499,15 +615,10 @@ def extract_optimal(
     )
     if locate or n_int > 1:
         cube = science.reshape(n_int, n_rows, n_xdisp)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            count = valid.sum(axis=0)
-            mean_data = np.where(count > 0, np.nansum(np.where(valid, cube, 0), axis=0), 0)
-            mean_data = mean_data / np.maximum(count, 1)
-            mean_vars = [
-                np.nansum(np.where(valid, v, 0), axis=0) / np.maximum(count, 1) ** 2
-                for v in variances
-            ]
+        count = valid.sum(axis=0)
+        safe_count = np.maximum(count, 1)
+        mean_data = np.sum(cube, axis=0, where=valid) / safe_count
+        mean_vars = [np.sum(v, axis=0, where=valid) / safe_count**2 for v in variances]
         mean_valid = count > 0
     if locate:
         shift, negative_shift, solution = _location(
@@ -531,11 +642,11 @@ def extract_optimal(
         # Batches hold whole integrations: the cutout's row basis is shared.
         return basis
 
-    signal_for = None
+    series_variance = None
     if n_int > 1:
         # Time series: the variance model comes from the scene fitted to the
-        # mean image (noise-free for practical purposes), so each integration
-        # needs a single weighted solve instead of iterating its own weights.
+        # mean image (noise-free for practical purposes), the same for every
+        # integration, so the weights are shared (fit_series).
         mean_fit = fit_rows(
             mean_data,
             *mean_vars,
@@ -550,14 +661,17 @@ def extract_optimal(
         mean_signal = np.abs(np.nan_to_num(source_part)) + np.clip(
             np.nan_to_num(mean_fit.model - source_part), 0.0, None
         )
-
-        def signal_for(rows):
-            return mean_signal[np.arange(rows.start, rows.stop) % n_rows]
+        # VAR_POISSON of one integration: the mean image's times the count.
+        series_variance = poisson_variance_model(
+            mean_vars[1] * np.maximum(count, 1), mean_signal, mean_valid, n_rows
+        )
 
     if separate:
         joint = _fit_in_batches(
-            basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles, signal_for
+            basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles, series_variance
         )
+        if isinstance(joint, SeriesFit):
+            joint = joint.expand()
         background_model, bkg_covariances, bkg_ok = _smoothed_background(
             joint,
             n_profiles,
@@ -577,51 +691,83 @@ def extract_optimal(
             return basis
 
     fit = _fit_in_batches(
-        basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles, signal_for
+        basis_for, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles, series_variance
     )
-    weights = fit.pixel_weights[:, 0, :]
     flux = fit.coefficients[:, 0]
-    components = (flat[1], fit.var_poisson_model, flat[3])
-    var_terms = [np.nansum(weights**2 * v, axis=1) for v in components]
-    source_profile = np.tile(profiles[0], (n_int, 1))
-    used = fit.used
-    with np.errstate(invalid="ignore", divide="ignore"):
-        npixels = np.sum(np.where(used, source_profile, 0), axis=1) ** 2 / np.sum(
-            np.where(used, source_profile**2, 0), axis=1
+    if separate and isinstance(fit, SeriesFit):
+        fit = fit.expand()
+    bkg_basis = builder.background_basis
+    joint_background = not separate and bkg_basis.shape[0] > 0
+    # NaN variances sit on unused pixels (zero weight); zero them (our copies).
+    for component in (flat[1], flat[3]):
+        np.nan_to_num(component, copy=False)
+    if isinstance(fit, SeriesFit):
+        # Shared rows: (R, X) weights against per-integration (B, R, X) arrays.
+        cube = (n_int, n_rows, n_xdisp)
+        statistics = _row_statistics(
+            fit.operator[:, 0, :],
+            fit.used,
+            fit.variance,
+            (flat[1].reshape(cube), fit.var_poisson_model, flat[3].reshape(cube)),
+            profiles[0],
+            fit.coefficients[:, n_profiles:].reshape(n_int, n_rows, -1),
+            bkg_basis,
+            joint_background,
         )
-    npixels = np.nan_to_num(npixels)
-
-    # Background level under the source, and its share of the flux variance.
+        statistics = [np.broadcast_to(v, (n_int, n_rows)).reshape(-1) for v in statistics]
+        if fit.own is not None:
+            rows, own = fit.own_rows, fit.own
+            own_statistics = _row_statistics(
+                own.pixel_weights[:, 0, :],
+                own.used,
+                own.variance,
+                (flat[1][rows], own.var_poisson_model, flat[3][rows]),
+                profiles[0][rows % n_rows],
+                fit.coefficients[rows, n_profiles:],
+                bkg_basis,
+                joint_background,
+            )
+            for values, own_values in zip(statistics, own_statistics, strict=True):
+                values[rows] = own_values
+        n_rejected = fit.n_rejected
+    else:
+        statistics = _row_statistics(
+            fit.pixel_weights[:, 0, :],
+            fit.used,
+            fit.variance,
+            (flat[1], fit.var_poisson_model, flat[3]),
+            np.tile(profiles[0], (n_int, 1)),
+            fit.coefficients[:, n_profiles:],
+            bkg_basis,
+            joint_background,
+        )
+        n_rejected = int(fit.rejected.sum())
+    var_terms, bkg_var_terms = statistics[0:3], statistics[3:6]
+    npixels, background_level = statistics[6], statistics[7]
     if separate:
-        bkg_model_rows = background_model
-        projector = np.einsum("nx,kx->nk", weights, builder.background_basis)
+        # Background level and variance from the smoothed background instead.
+        source_profile = np.tile(profiles[0], (n_int, 1))
+        weights = fit.pixel_weights[:, 0, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            background_level = np.sum(source_profile * background_model, axis=1) / np.sum(
+                source_profile, axis=1
+            )
+        background_level = np.nan_to_num(background_level)
+        projector = np.einsum("nx,kx->nk", weights, bkg_basis)
         bkg_var_terms = [
             np.einsum("nk,nkl,nl->n", projector, cov, projector) for cov in bkg_covariances
         ]
         var_terms = [v + b for v, b in zip(var_terms, bkg_var_terms, strict=True)]
-    elif builder.background_basis.shape[0]:
-        bkg_coefficients = fit.coefficients[:, n_profiles:]
-        bkg_model_rows = np.nan_to_num(bkg_coefficients) @ builder.background_basis
-        # Variance the joint background adds: with minus without background terms.
-        no_bkg = np.where(used, 1.0 / fit.variance, 0.0)
-        profile_weight = source_profile * no_bkg
-        denominator = np.sum(profile_weight * source_profile, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            alone = profile_weight / denominator[:, None]
-        for index, component in enumerate(components):
-            without = np.nansum(alone**2 * component, axis=1)
-            bkg_var_terms[index] = np.clip(var_terms[index] - without, 0.0, None)
-    else:
-        bkg_model_rows = np.zeros_like(science)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        background_level = np.sum(source_profile * bkg_model_rows, axis=1) / np.sum(
-            source_profile, axis=1
-        )
-    background_level = np.nan_to_num(background_level)
 
-    n_rejected = int(fit.rejected.sum())
     if n_rejected:
         log.info(f"Rejected {n_rejected} outlier pixel(s) (reject_sigma={params.reject_sigma})")
+        n_fitted = max(int(fit_pixels.sum()), 1)
+        if n_rejected > REJECTED_FRACTION_WARNING * n_fitted:
+            log.warning(
+                f"{100 * n_rejected / n_fitted:.1f}% of the fitted pixels were rejected: the "
+                "scene model does not describe the data (background gradient? try a higher "
+                "bkg_order, optimize_psf_width, or a PSF file matching the data)"
+            )
     failed = keep[None, :] & ~fit.ok.reshape(n_int, n_rows)
     if failed.any():
         log.warning(f"{int(failed.sum())} spectral element(s) could not be fitted; flagged")
@@ -668,24 +814,20 @@ def extract_optimal(
     x1d = make_x1d_model(model, [spec], time_series=time_series)
 
     full_shape = model.data.shape[-2:]
-    scene = np.zeros((n_int, *full_shape))
-    scene_cut = (fit.model + background_model).reshape(n_int, n_rows, n_xdisp)
-    scene_cut[:, ~keep] = 0.0
-    scene[(slice(None), *region.slices)] = np.nan_to_num(scene_cut)
-    data_full = np.array(model.data, dtype=float, ndmin=3)
-    residual = np.where(np.isfinite(data_full), data_full - scene, np.nan)
-    residual_cut = residual[(slice(None), *region.slices)]
-    residual_cut[~valid] = np.nan
-    residual[(slice(None), *region.slices)] = residual_cut
+    scene_cut = fit.model + background_model if separate else fit.model
+    scene_cut = scene_cut.reshape(n_int, n_rows, n_xdisp)
+    scene_cut[:, ~keep] = np.nan
     profile_full = np.zeros(full_shape)
     profile_full[region.slices] = sum(profiles)
     return OptimalProducts(
         x1d=x1d,
-        scene=scene,
-        residual=residual,
         profile=profile_full,
         trace=final_trace,
         rows=region.disp_index,
         shift=solution,
         n_rejected=n_rejected,
+        scene_cutout=scene_cut,
+        used_cutout=valid,
+        data=model.data,
+        slices=region.slices,
     )

@@ -17,6 +17,11 @@ __all__ = ["LrsOptimalExtractStep"]
 
 log = logging.getLogger(__name__)
 
+#: Background polynomial order across the cutout when no bkg_coeff regions are given.
+DEFAULT_CUTOUT_BKG_ORDER = 1
+#: Smallest fit window half-width (pixels) that still holds the PSF core and some sky.
+MIN_FIT_HALF_WIDTH = 3.0
+
 
 class LrsOptimalExtractStep(MirispecStep):
     """
@@ -38,7 +43,7 @@ class LrsOptimalExtractStep(MirispecStep):
 
     spec = """
     subtract_background = boolean(default=None)  # fit a background polynomial (None: extract1d file, else True)
-    bkg_order = integer(default=None, min=0)  # background polynomial order (None: extract1d file, else 0)
+    bkg_order = integer(default=None, min=0)  # background polynomial order (None: extract1d file with bkg_coeff regions, else 1)
     bkg_smoothing_length = integer(default=0, min=0)  # smooth the background along dispersion over N rows (0: joint per-row fit)
     use_source_posn = boolean(default=True)  # centre on the dithered source position (else the aperture reference point)
     position_offset = float(default=0)  # extra cross-dispersion offset (pixels)
@@ -46,6 +51,7 @@ class LrsOptimalExtractStep(MirispecStep):
     optimize_psf_width = boolean(default=False)  # fit a global width scale of the PSF model
     fit_trace_order = integer(default=None, min=0, max=5)  # fit a smooth polynomial trace offset of this order
     model_nod_pair = boolean(default=True)  # model the negative trace of nod-subtracted data
+    fit_half_width = float(default=15, min=0)  # fit the columns within N pixels of the trace (0: whole cutout)
     reject_sigma = float(default=5.0, min=0)  # reject outliers beyond N model sigma (0: off)
     save_scene_model = boolean(default=False)  # save the fitted scene as an image
     save_residual_image = boolean(default=False)  # save data minus scene
@@ -102,7 +108,14 @@ class LrsOptimalExtractStep(MirispecStep):
         subtract = self.subtract_background
         if subtract is None:
             subtract = True
-        order = self.bkg_order if self.bkg_order is not None else (aperture.bkg_order or 0)
+        if self.bkg_order is not None:
+            order = self.bkg_order
+        elif aperture.bkg_coeff is not None:
+            order = aperture.bkg_order or 0
+        else:
+            # The file's bkg_order describes its (absent) bkg_coeff regions; a
+            # polynomial across the whole cutout needs a slope for sky gradients.
+            order = DEFAULT_CUTOUT_BKG_ORDER
         if self.fit_trace_order is not None and not self.optimize_psf_location:
             log.info("fit_trace_order given: the trace location is fitted")
         background_regions = None
@@ -124,6 +137,11 @@ class LrsOptimalExtractStep(MirispecStep):
                 replace_bad_pixels=False,
                 fixed_background=False,
             )
+        if self.fit_half_width and self.fit_half_width < MIN_FIT_HALF_WIDTH:
+            raise ParameterError(
+                f"fit_half_width={self.fit_half_width} px leaves too few pixels for the PSF and "
+                f"the background; use at least {MIN_FIT_HALF_WIDTH} (or 0 for the whole cutout)"
+            )
         if self.bkg_smoothing_length and self.bkg_smoothing_length % 2 == 0:
             raise ParameterError(
                 f"bkg_smoothing_length must be odd, got {self.bkg_smoothing_length}"
@@ -142,18 +160,21 @@ class LrsOptimalExtractStep(MirispecStep):
             reject_sigma=float(self.reject_sigma or 0.0),
             disp_start=float(disp_start),
             disp_stop=float(disp_stop),
+            fit_half_width=float(self.fit_half_width) if self.fit_half_width else None,
         )
 
     def _save_images(self, model, products, index):
         """Scene model, residual and profile as images named like the x1d."""
         wanted = {
-            "scene_model": (self.save_scene_model, products.scene),
-            "residual": (self.save_residual_image, products.residual),
-            "profile": (self.save_profile, products.profile),
+            "scene_model": (self.save_scene_model, "scene"),
+            "residual": (self.save_residual_image, "residual"),
+            "profile": (self.save_profile, "profile"),
         }
-        for suffix, (save, image) in wanted.items():
+        for suffix, (save, attribute) in wanted.items():
             if not save:
                 continue
+            # Built on access only (products.scene/residual are lazy).
+            image = getattr(products, attribute)
             if image.ndim == 3 and image.shape[0] > 1:
                 output = datamodels.CubeModel(data=image.astype("float32"))
             else:

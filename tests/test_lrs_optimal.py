@@ -368,7 +368,13 @@ def test_strun_with_scene_model(cal_noise_free, tmp_path):
     rows = cal_noise_free.truth.rows
     with datamodels.open(tmp_path / scene[0]) as scene_model, datamodels.open(path) as data:
         science = (data.dq[rows] & datamodels.dqflags.pixel["NON_SCIENCE"]) == 0
-        misfit = np.where(science, np.abs(scene_model.data[rows] - data.data[rows]), 0.0)
+        modelled = np.isfinite(scene_model.data[rows])
+        # The scene covers the fit window (trace +-15 px), NaN elsewhere.
+        columns = np.arange(data.data.shape[1])
+        near = np.abs(columns[None, :] - cal_noise_free.truth.trace[:, None]) <= 14
+        assert np.all(modelled[near & science])
+        assert not modelled[:, 0].any()
+        misfit = np.where(science & modelled, np.abs(scene_model.data[rows] - data.data[rows]), 0)
         # Noise-free data: the scene reproduces every science pixel to < 0.5% of the row peak.
         assert np.max(misfit.max(axis=1) / np.nanmax(data.data[rows], axis=1)) < 5e-3
     with datamodels.open(tmp_path / x1d[0]) as spectrum:

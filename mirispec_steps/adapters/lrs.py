@@ -275,12 +275,12 @@ def read_pixels(model, region: LrsRegion) -> LrsPixels:
         Arrays of shape ``(n_int, n_disp, n_xdisp)``.
     """
 
-    def cut(array):
+    def cut(array, dtype=float):
         if array is None or array.shape[-2:] != model.data.shape[-2:]:
             return None
         view = to_dispersion_major(array, region.dispaxis)
         view = view[(..., *region.slices)]
-        return np.array(view, dtype=float, ndmin=3)
+        return np.array(view, dtype=dtype, ndmin=3)
 
     data = cut(model.data)
     invalid = ~np.isfinite(data)
@@ -290,13 +290,13 @@ def read_pixels(model, region: LrsRegion) -> LrsPixels:
         arrays[name] = np.zeros_like(data) if array is None else array
         invalid |= np.isnan(arrays[name])
     if model.hasattr("err"):
-        err = cut(model.err)
+        err = cut(model.err, dtype=None)
         if err is not None:
             invalid |= np.isnan(err)
     if model.hasattr("dq"):
-        dq = cut(model.dq)
+        dq = cut(model.dq, dtype=np.uint32)
         if dq is not None:
-            invalid |= (dq.astype(np.uint32) & DO_NOT_USE) != 0
+            invalid |= (dq & DO_NOT_USE) != 0
     data[invalid] = np.nan
     for array in arrays.values():
         array[invalid] = np.nan

@@ -276,7 +276,7 @@ def fit_rows(
     max_iterations: int = 6,
     n_rows_per_block: int | None = None,
     variance_iterations: int = 2,
-    signal: np.ndarray | None = None,
+    var_poisson_model: np.ndarray | None = None,
 ) -> RowFit:
     """
     Fit every row with the given basis, Horne-weighted, rejecting outliers.
@@ -305,10 +305,10 @@ def fit_rows(
     variance_iterations : int
         Fits used to converge the model variance (the first is weighted by
         the data's variance).
-    signal : ndarray or None
-        ``(N, X)`` model signal known in advance (e.g. the scene fitted to
-        the mean of a time series): the model variance is built from it
-        directly and no variance iterations are needed.
+    var_poisson_model : ndarray or None
+        ``(N, X)`` model Poisson variance known in advance (e.g. from the
+        scene fitted to the mean of a time series): used as is, and no
+        variance iterations are needed.
 
     Returns
     -------
@@ -318,16 +318,15 @@ def fit_rows(
     clean = np.where(valid, data, 0.0)
     used = valid.copy()
     rejected = np.zeros_like(valid)
-    # Pass 0 weights by the data's own variance; later passes by the model's.
-    variance = var_rnoise + var_flat + np.clip(var_poisson, 0, None)
-    variance = np.where(valid & (variance > 0), variance, np.inf)
-    var_poisson_model = np.where(valid, np.clip(var_poisson, 0, None), 0.0)
-    source_basis = basis[:, :positive_terms]
-    if signal is not None:
-        var_poisson_model = poisson_variance_model(var_poisson, signal, valid, n_rows_per_block)
-        new_variance = var_rnoise + var_flat + var_poisson_model
-        variance = np.where(valid & (new_variance > 0), new_variance, np.inf)
+    if var_poisson_model is None:
+        # Pass 0 weights by the data's own variance; later passes by the model's.
+        variance = var_rnoise + var_flat + np.clip(var_poisson, 0, None)
+        var_poisson_model = np.where(valid, np.clip(var_poisson, 0, None), 0.0)
+    else:
+        variance = var_rnoise + var_flat + var_poisson_model
         variance_iterations = 0
+    variance = np.where(valid & (variance > 0), variance, np.inf)
+    source_basis = basis[:, :positive_terms]
     for _ in range(variance_iterations):
         weights = np.where(used, 1.0 / variance, 0.0)
         coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
@@ -366,3 +365,180 @@ def fit_rows(
     return RowFit(
         coefficients, pixel_weights, model, variance, var_poisson_model, used, rejected, ok
     )
+
+
+def fit_series(
+    data: np.ndarray,
+    var_rnoise: np.ndarray,
+    var_poisson: np.ndarray,
+    var_flat: np.ndarray,
+    valid: np.ndarray,
+    basis: np.ndarray,
+    positive_terms: int,
+    var_poisson_model: np.ndarray,
+    reject_sigma: float | None = 5.0,
+    max_iterations: int = 6,
+) -> SeriesFit:
+    """
+    Fit the rows of a time series with weights shared by all integrations.
+
+    Parameters
+    ----------
+    data, var_rnoise, var_poisson, var_flat, valid : ndarray
+        ``(B * R, X)``: ``B`` integrations of ``R`` rows, as in :func:`fit_rows`.
+    basis : ndarray
+        ``(R, P, X)`` terms shared by the integrations.
+    positive_terms : int
+        How many leading terms are source profiles.
+    var_poisson_model : ndarray
+        ``(R, X)`` model Poisson variance of one integration (from the scene
+        fitted to the mean image).
+    reject_sigma : float or None
+        Outlier threshold in model sigma (None or 0: no rejection).
+    max_iterations : int
+        Rejection passes for the rows that are re-fitted on their own.
+
+    Returns
+    -------
+    SeriesFit
+        The shared weights, and the fits of the rows fitted on their own.
+
+    Notes
+    -----
+    With the variance model taken from the mean scene, every integration of
+    a stable source has the same weights, so the least-squares operator
+    ``(B^T W B)^{-1} B^T W`` is computed once per row and applied to all
+    integrations by one tensor contraction. Only rows whose usable pixels
+    differ from the common set (flagged or NaN pixels) or that hold a pixel
+    beyond ``reject_sigma`` are fitted individually by :func:`fit_rows`, with
+    the same variance model.
+    """
+    n_rows, n_terms, n_pixels = basis.shape
+    n_blocks = _blocks(data.shape[0], basis)
+    shape = (n_blocks, n_rows, n_pixels)
+    valid_cube = valid.reshape(shape)
+    count = valid_cube.sum(axis=0)
+    common = 2 * count > n_blocks
+    safe = np.maximum(count, 1)
+
+    def mean_over_integrations(values):
+        return np.where(valid_cube, values.reshape(shape), 0.0).sum(axis=0) / safe
+
+    variance = (
+        mean_over_integrations(var_rnoise) + mean_over_integrations(var_flat) + var_poisson_model
+    )
+    common &= np.isfinite(variance) & (variance > 0)
+    variance = np.where(common, variance, np.inf)
+    weights = np.where(common, 1.0 / variance, 0.0)
+    _, operator, row_ok = solve_rows(np.zeros((n_rows, n_pixels)), weights, basis)
+
+    clean = np.where(valid, data, 0.0).reshape(shape)
+    coefficients = np.einsum("rpx,brx->brp", operator, clean, optimize=True)
+    model = np.einsum("brp,rpx->brx", coefficients, basis, optimize=True)
+    refit = np.any(valid_cube != common, axis=2) & row_ok
+    if reject_sigma:
+        score = np.max(np.abs(clean - model) * np.sqrt(weights), axis=2)
+        refit |= score > reject_sigma
+
+    n_total = n_blocks * n_rows
+    coefficients = np.where(row_ok[None, :, None], coefficients, np.nan).reshape(n_total, -1)
+    rows = np.flatnonzero(refit.ravel())
+    own = None
+    if rows.size:
+        own = fit_rows(
+            data[rows],
+            var_rnoise[rows],
+            var_poisson[rows],
+            var_flat[rows],
+            valid[rows],
+            basis[rows % n_rows],
+            positive_terms,
+            reject_sigma=reject_sigma,
+            max_iterations=max_iterations,
+            var_poisson_model=var_poisson_model[rows % n_rows],
+        )
+    fit = SeriesFit(
+        coefficients=coefficients,
+        model=model.reshape(n_total, n_pixels),
+        ok=np.tile(row_ok, n_blocks),
+        operator=operator,
+        variance=variance,
+        var_poisson_model=np.where(common, var_poisson_model, 0.0),
+        used=common,
+        own_rows=rows,
+        own=own,
+    )
+    if own is not None:
+        fit.coefficients[rows] = own.coefficients
+        fit.model[rows] = own.model
+        fit.ok[rows] = own.ok
+    return fit
+
+
+@dataclass
+class SeriesFit:
+    """
+    Result of :func:`fit_series`: ``B`` integrations of ``R`` rows sharing weights.
+
+    Attributes
+    ----------
+    coefficients : ndarray
+        ``(B * R, P)`` amplitudes (NaN where the fit failed).
+    model : ndarray
+        ``(B * R, X)`` fitted scene.
+    ok : ndarray
+        ``(B * R,)`` rows with a valid fit.
+    operator : ndarray
+        ``(R, P, X)`` shared linear pixel weights.
+    variance, var_poisson_model : ndarray
+        ``(R, X)`` shared model variance and its Poisson part.
+    used : ndarray
+        ``(R, X)`` pixels used by the shared weights.
+    own_rows : ndarray
+        Indices of the rows fitted on their own.
+    own : RowFit or None
+        Their fit (its rows in the order of ``own_rows``).
+    """
+
+    coefficients: np.ndarray
+    model: np.ndarray
+    ok: np.ndarray
+    operator: np.ndarray
+    variance: np.ndarray
+    var_poisson_model: np.ndarray
+    used: np.ndarray
+    own_rows: np.ndarray
+    own: RowFit | None
+
+    @property
+    def n_rejected(self) -> int:
+        """Pixels rejected as outliers."""
+        return 0 if self.own is None else int(self.own.rejected.sum())
+
+    def expand(self) -> RowFit:
+        """The same fit as a :class:`RowFit` with every row's arrays (costs memory)."""
+        n_blocks = self.coefficients.shape[0] // self.operator.shape[0]
+
+        def tiled(shared, own_values):
+            values = np.tile(shared, (n_blocks,) + (1,) * (shared.ndim - 1))
+            if self.own is not None:
+                values[self.own_rows] = own_values
+            return values
+
+        own = self.own
+        n_pixels = self.operator.shape[2]
+        rejected = np.zeros((self.coefficients.shape[0], n_pixels), dtype=bool)
+        if own is not None:
+            rejected[self.own_rows] = own.rejected
+        return RowFit(
+            coefficients=self.coefficients,
+            pixel_weights=tiled(self.operator, None if own is None else own.pixel_weights),
+            model=self.model,
+            variance=tiled(self.variance, None if own is None else own.variance),
+            var_poisson_model=tiled(
+                self.var_poisson_model, None if own is None else own.var_poisson_model
+            ),
+            used=tiled(self.used, None if own is None else own.used),
+            rejected=rejected,
+            ok=self.ok,
+        )
