@@ -714,7 +714,7 @@ def extract_optimal(
             bkg_basis,
             joint_background,
         )
-        statistics = [np.broadcast_to(v, (n_int, n_rows)).reshape(-1) for v in statistics]
+        statistics = [np.array(np.broadcast_to(v, (n_int, n_rows))).ravel() for v in statistics]
         if fit.own is not None:
             rows, own = fit.own_rows, fit.own
             own_statistics = _row_statistics(

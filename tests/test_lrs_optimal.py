@@ -14,7 +14,7 @@ from stdatamodels.jwst import datamodels
 
 from mirispec_steps import LrsBoxExtractStep, LrsOptimalExtractStep
 from mirispec_steps.core.psf_profile import evaluate_profile
-from mirispec_steps.errors import InputDataError, ReferenceFileError
+from mirispec_steps.errors import InputDataError, ParameterError, ReferenceFileError
 from mirispec_steps.reference import load_lrs_psf
 from mirispec_steps.simulate import LrsPsf, default_spectrum, simulate_lrs
 from mirispec_steps.simulate.psf import write_lrs_psf_reference
@@ -124,6 +124,33 @@ def test_noise_free_flux_matches_truth(cal_noise_free):
     assert np.max(np.abs(ratio - 1)) < 3e-3
 
 
+def test_fit_window_and_default_background(cal_noise_free, caplog):
+    """Whole cutout and the +-15 px window agree; a constant sky model is reported."""
+    windowed = ratio_to_truth(optimal(cal_noise_free.model), cal_noise_free.truth)
+    whole = ratio_to_truth(optimal(cal_noise_free.model, fit_half_width=0), cal_noise_free.truth)
+    assert np.median(np.abs(whole - 1)) <= 1e-3
+    assert np.median(np.abs(windowed / whole - 1)) < 1e-4
+    with pytest.raises(ParameterError, match="fit_half_width"):
+        optimal(cal_noise_free.model, fit_half_width=1)
+    # The slitless simulation has a sky gradient: the default (linear) background
+    # follows it; a constant one leaves the rejection eating the window edges.
+    sim = simulate_lrs("calints", n_integrations=3, seed=8)
+    with caplog.at_level("WARNING", logger="mirispec_steps"):
+        optimal(sim.model, bkg_order=0)
+    assert any("scene model does not describe" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mirispec_steps"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x1d = LrsOptimalExtractStep.call(sim.model)
+    assert not any("scene model does not describe" in r.message for r in caplog.records)
+    table = x1d.spec[0].spec_table
+    wavelength = np.asarray(table["WAVELENGTH"][0])
+    truth = np.interp(wavelength, sim.truth.wavelength[::-1], sim.truth.flux[0][::-1])
+    select = (wavelength > 5) & (wavelength < 12)
+    assert np.median(np.abs(np.asarray(table["FLUX"])[:, select] / truth[select] - 1)) < 0.01
+
+
 def test_noise_free_real_geometry(real_reference_dir):
     sim = simulate_lrs("cal", noise=False, seed=2, reference_dir=real_reference_dir)
     ratio = ratio_to_truth(optimal(sim.model), sim.truth)
@@ -167,6 +194,30 @@ def test_time_series_pulls_and_x1dints():
     assert values.shape[0] == 40
     assert 0.95 < np.std(values) < 1.05
     assert np.all(np.isfinite(np.asarray(table["MJD-AVG"])))
+
+
+def test_time_series_defects_are_fitted_on_their_own():
+    """A CR and a NaN in single integrations: those rows leave the shared weights, < 1%."""
+    sim = simulate_lrs("calints", n_integrations=4, noise=False, seed=9)
+    rows = sim.truth.rows
+    index_cr, index_nan = 180, 220
+    data = sim.model.data
+    core_cr = int(round(sim.truth.trace[index_cr]))
+    core_nan = int(round(sim.truth.trace[index_nan]))
+    data[1, rows[index_cr], core_cr] += 50 * data[1, rows[index_cr], core_cr]
+    data[2, rows[index_nan], core_nan] = np.nan
+    table = optimal(sim.model).spec[0].spec_table
+    wavelength = np.asarray(table["WAVELENGTH"][0])
+    flux = np.asarray(table["FLUX"])
+    for integration, index in ((1, index_cr), (2, index_nan)):
+        truth = np.interp(
+            sim.truth.wavelength[index],
+            sim.truth.wavelength[::-1],
+            sim.truth.flux[integration][::-1],
+        )
+        element = np.argmin(np.abs(wavelength - sim.truth.wavelength[index]))
+        assert abs(flux[integration, element] / truth - 1) < 0.01
+        assert abs(flux[integration, element] / flux[0, element] - 1) < 0.01
 
 
 # ---------------------------------------------------------------- against box
