@@ -13,6 +13,7 @@ os.environ["STPIPE_DISABLE_CRDS_STEPPARS"] = "true"
 from mirispec_steps.simulate import (  # noqa: E402
     offline_crds,
     real_lrs_reference_dir,
+    real_mrs_reference_dir,
     simulate_lrs,
     write_lrs_apcorr,
 )
@@ -75,6 +76,14 @@ def real_reference_dir():
     directory = real_lrs_reference_dir()
     if directory is None:
         pytest.skip("real LRS reference files (../shared/data/lrs) are not available")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def real_mrs_dir():
+    directory = real_mrs_reference_dir()
+    if directory is None:
+        pytest.skip("real MRS reference files (../shared/data/mrs) are not available")
     return directory
 
 

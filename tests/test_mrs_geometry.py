@@ -12,7 +12,6 @@ from mirispec_steps.simulate import (
     assign_real_mrs_wcs,
     blank_mrs_model,
     build_mrs_wcs,
-    real_mrs_reference_dir,
 )
 from mirispec_steps.simulate.mrs_geometry import BAND_WAVELENGTHS, CHANNEL_LAYOUT
 
@@ -33,21 +32,13 @@ def built_in(detector, band):
 
 
 @pytest.fixture(scope="module")
-def real_dir():
-    directory = real_mrs_reference_dir()
-    if directory is None:
-        pytest.skip("real MRS reference files (../shared/data/mrs) are not available")
-    return directory
-
-
-@pytest.fixture(scope="module")
-def real_models(real_dir):
+def real_models(real_mrs_dir):
     models = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for detector, band in (("MIRIFUSHORT", "SHORT"), ("MIRIFULONG", "LONG")):
             models[(detector, band)] = assign_real_mrs_wcs(
-                blank_mrs_model(detector, band), real_dir
+                blank_mrs_model(detector, band), real_mrs_dir
             )
     return models
 
@@ -115,10 +106,10 @@ def test_geometry_is_cached_per_wcs_and_survives_save(tmp_path):
 
 
 @pytest.mark.parametrize(("detector", "band"), [("MIRIFUSHORT", "SHORT"), ("MIRIFULONG", "LONG")])
-def test_real_flight_geometry(real_models, real_dir, detector, band):
+def test_real_flight_geometry(real_models, real_mrs_dir, detector, band):
     model = real_models[(detector, band)]
     with datamodels.WavelengthrangeModel(
-        real_dir / "jwst_miri_mrs_wavelengthrange_flt9.asdf"
+        real_mrs_dir / "jwst_miri_mrs_wavelengthrange_flt9.asdf"
     ) as ranges:
         flight_ranges = dict(zip(ranges.waverange_selector, ranges.wavelengthrange, strict=False))
     geometries = mrs_geometry(model)

@@ -21,6 +21,8 @@ from mirispec_steps.errors import InputDataError
 
 __all__ = [
     "ChannelGeometry",
+    "band_letter",
+    "detector_channels",
     "abl_to_pixel",
     "channel_geometry",
     "check_mrs_input",
@@ -30,9 +32,30 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BAND_LETTERS = {"SHORT": "A", "MEDIUM": "B", "LONG": "C"}
-DETECTOR_CHANNELS = {"MIRIFUSHORT": "12", "MIRIFULONG": "34"}
+BAND_NAMES = {letter: name for name, letter in BAND_LETTERS.items()}
+DETECTOR_CHANNELS = {"MIRIFUSHORT": (1, 2), "MIRIFULONG": (3, 4)}
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def band_letter(band: str) -> str:
+    """``SHORT``/``MEDIUM``/``LONG`` (or ``A``/``B``/``C``) to ``A``/``B``/``C``."""
+    value = str(band).upper()
+    if value in BAND_LETTERS.values():
+        return value
+    if value not in BAND_LETTERS:
+        raise InputDataError(f"band {band!r} is not an MRS band (SHORT, MEDIUM, LONG)")
+    return BAND_LETTERS[value]
+
+
+def detector_channels(detector: str) -> tuple[int, int]:
+    """The two channels on an MRS detector."""
+    value = str(detector).upper()
+    if value not in DETECTOR_CHANNELS:
+        raise InputDataError(
+            f"detector {detector!r} is not an MRS detector (MIRIFUSHORT, MIRIFULONG)"
+        )
+    return DETECTOR_CHANNELS[value]
 
 
 @dataclass
@@ -122,12 +145,8 @@ def check_mrs_input(model) -> None:
     exp_type = str(model.meta.exposure.type).upper()
     if instrument != "MIRI" or exp_type != "MIR_MRS":
         raise InputDataError(f"input is {instrument} {exp_type}, not MIRI MRS (MIR_MRS)")
-    detector = str(model.meta.instrument.detector).upper()
-    if detector not in DETECTOR_CHANNELS:
-        raise InputDataError(f"detector {detector!r} is not an MRS detector")
-    band = str(model.meta.instrument.band).upper()
-    if band not in BAND_LETTERS:
-        raise InputDataError(f"band {band!r} is not an MRS band (SHORT, MEDIUM, LONG)")
+    detector_channels(model.meta.instrument.detector)
+    band_letter(model.meta.instrument.band)
 
 
 def _detector_transform(model):
@@ -202,15 +221,15 @@ def mrs_geometry(model) -> list[ChannelGeometry]:
     """
     check_mrs_input(model)
     wcs, transform = _detector_transform(model)
-    letter = BAND_LETTERS[str(model.meta.instrument.band).upper()]
-    key = (letter, str(model.meta.instrument.detector).upper(), tuple(model.data.shape[-2:]))
+    letter = band_letter(model.meta.instrument.band)
+    channels = detector_channels(model.meta.instrument.detector)
+    key = (letter, channels, tuple(model.data.shape[-2:]))
     cached = _CACHE.get(wcs)
     if cached is not None and cached[0] == key:
         return cached[1]
     n_rows, n_columns = model.data.shape[-2:]
     rows, columns = np.mgrid[:n_rows, :n_columns]
     labels = np.asarray(transform.label_mapper(columns, rows)).astype(int)
-    channels = [int(c) for c in DETECTOR_CHANNELS[key[1]]]
     result = []
     for channel in channels:
         if not np.any(labels // 100 == channel):

@@ -11,7 +11,6 @@ aperture-correction reference file in jwst's MIRI LRS format.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from stdatamodels.jwst.datamodels import dqflags
 
 from mirispec_steps.simulate.lrs_geometry import LrsGeometry, build_lrs_wcs
 from mirispec_steps.simulate.psf import LrsPsf
+from mirispec_steps.simulate.shared import assign_wcs_offline, shared_data_folder
 
 __all__ = [
     "LrsTruth",
@@ -108,15 +108,7 @@ class SimulatedLrs:
 
 def real_lrs_reference_dir() -> Path | None:
     """The shared folder of real LRS reference files, if present (for tests and demos)."""
-    candidates = [
-        os.environ.get("MIRISPEC_SHARED_DATA"),
-        Path.cwd() / ".." / "shared" / "data",
-        Path(__file__).resolve().parents[2] / ".." / "shared" / "data",
-    ]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "lrs" / "jwst_miri_specwcs_0005.fits").exists():
-            return (Path(candidate) / "lrs").resolve()
-    return None
+    return shared_data_folder("lrs", "jwst_miri_specwcs_0005.fits")
 
 
 def _base_metadata(model, exp_type: str, subarray: tuple, nod: str | None) -> None:
@@ -161,34 +153,11 @@ def _base_metadata(model, exp_type: str, subarray: tuple, nod: str | None) -> No
 
 def _assign_real_wcs(model, reference_dir: Path) -> None:
     """Give a full-frame fixed-slit model the real LRS WCS (jwst's AssignWcsStep, offline)."""
-    from jwst.assign_wcs import AssignWcsStep
-
-    from mirispec_steps.simulate.offline_crds import offline_crds
-
-    overrides = {
-        "override_distortion": str(reference_dir / "jwst_miri_imager_distortion_flt1.asdf"),
-        "override_specwcs": str(reference_dir / "jwst_miri_specwcs_0005.fits"),
+    files = {
+        "distortion": reference_dir / "jwst_miri_imager_distortion_flt1.asdf",
+        "specwcs": reference_dir / "jwst_miri_specwcs_0005.fits",
     }
-    for reftype in (
-        "camera",
-        "chromcorr",
-        "collimator",
-        "disperser",
-        "fore",
-        "fpa",
-        "msa",
-        "ote",
-        "ifupost",
-        "ifufore",
-        "ifuslicer",
-        "regions",
-        "wavelengthrange",
-        "filteroffset",
-    ):
-        overrides[f"override_{reftype}"] = "N/A"
-    with offline_crds(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = AssignWcsStep.call(model, **overrides)
+    result = assign_wcs_offline(model, files)
     model.meta.wcs = result.meta.wcs
     model.meta.dither.dithered_ra = result.meta.dither.dithered_ra
     model.meta.dither.dithered_dec = result.meta.dither.dithered_dec

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gwcs.coordinate_frames as cf
 import numpy as np
-from astropy import coordinates as coord
-from astropy import units as u
 from astropy.modeling import bind_bounding_box, models
 from gwcs.wcs import WCS
+
+from mirispec_steps.simulate.shared import spectral_frames
 
 __all__ = ["LrsGeometry", "build_lrs_wcs"]
 
@@ -84,34 +83,6 @@ class LrsGeometry:
             (self.x_ref - self.half_width - 0.5, self.x_ref + self.half_width + 0.5),
             self.row_range,
         )
-
-
-def _frames():
-    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
-    alpha_beta = cf.Frame2D(
-        name="alpha_beta_spatial",
-        axes_order=(0, 1),
-        unit=(u.arcsec, u.arcsec),
-        axes_names=("alpha", "beta"),
-    )
-    spec_local = cf.SpectralFrame(
-        name="alpha_beta_spectral", axes_order=(2,), unit=(u.micron,), axes_names=("lambda",)
-    )
-    focal = cf.CompositeFrame([alpha_beta, spec_local], name="alpha_beta")
-    spec = cf.SpectralFrame(name="spec", axes_order=(2,), unit=(u.micron,), axes_names=("lambda",))
-    v2v3_spatial = cf.Frame2D(
-        name="v2v3_spatial", axes_order=(0, 1), unit=(u.arcsec, u.arcsec), axes_names=("v2", "v3")
-    )
-    v2v3 = cf.CompositeFrame([v2v3_spatial, spec], name="v2v3")
-    icrs = cf.CelestialFrame(
-        name="icrs",
-        reference_frame=coord.ICRS(),
-        axes_order=(0, 1),
-        unit=(u.deg, u.deg),
-        axes_names=("RA", "DEC"),
-    )
-    world = cf.CompositeFrame(name="world", frames=[icrs, spec])
-    return detector, focal, v2v3, world
 
 
 def build_lrs_wcs(model, geometry: LrsGeometry) -> WCS:
@@ -184,6 +155,7 @@ def build_lrs_wcs(model, geometry: LrsGeometry) -> WCS:
     abl_to_v2v3l = ideal & models.Identity(1)
     sky = pointing.v23tosky(model) & models.Identity(1)
 
-    detector, focal, v2v3, world = _frames()
+    frames = spectral_frames("spec", ("v2v3",))
+    detector, focal, v2v3, world = frames.values()
     wcs = WCS([(detector, det_to_abl), (focal, abl_to_v2v3l), (v2v3, sky), (world, None)])
     return wcs

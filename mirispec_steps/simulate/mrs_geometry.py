@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
-import gwcs.coordinate_frames as cf
 import numpy as np
-from astropy import coordinates as coord
-from astropy import units as u
 from astropy.modeling import bind_bounding_box, models
 from gwcs import selector
 from gwcs.wcs import WCS
 from stdatamodels.jwst.transforms.models import MIRI_AB2Slice
+
+from mirispec_steps.adapters.mrs import BAND_NAMES, band_letter, detector_channels
+from mirispec_steps.simulate.shared import (
+    assign_wcs_offline,
+    shared_data_folder,
+    spectral_frames,
+)
 
 __all__ = [
     "BAND_WAVELENGTHS",
@@ -37,8 +42,6 @@ __all__ = [
     "CHANNEL_LAYOUT",
     "ChannelLayout",
     "build_mrs_wcs",
-    "detector_channels",
-    "band_letter",
 ]
 
 #: Band wavelength ranges (micron) of the flight instrument, by channel and band letter.
@@ -56,8 +59,6 @@ BAND_WAVELENGTHS = {
     "4B": (20.69, 24.48),
     "4C": (23.22, 28.10),
 }
-BAND_LETTERS = {"SHORT": "A", "MEDIUM": "B", "LONG": "C"}
-DETECTOR_CHANNELS = {"MIRIFUSHORT": "12", "MIRIFULONG": "34"}
 N_ROWS, N_COLUMNS = 1024, 1032
 #: Row about which slice traces curve.
 Y_CENTRE = 511.5
@@ -133,24 +134,6 @@ CHANNEL_V2V3 = {
     3: (-502.99, -318.41),
     4: (-502.78, -319.96),
 }
-
-
-def band_letter(band: str) -> str:
-    """``SHORT``/``MEDIUM``/``LONG`` (or ``A``/``B``/``C``) to ``A``/``B``/``C``."""
-    value = str(band).upper()
-    if value in BAND_LETTERS:
-        return BAND_LETTERS[value]
-    if value in ("A", "B", "C"):
-        return value
-    raise ValueError(f"unknown MRS band {band!r} (expected SHORT, MEDIUM or LONG)")
-
-
-def detector_channels(detector: str) -> tuple[int, int]:
-    """The two channels on an MRS detector."""
-    value = str(detector).upper()
-    if value not in DETECTOR_CHANNELS:
-        raise ValueError(f"unknown MRS detector {detector!r} (expected MIRIFUSHORT or MIRIFULONG)")
-    return tuple(int(c) for c in DETECTOR_CHANNELS[value])
 
 
 def _wavelength_coefficients(channel: int, letter: str) -> tuple[float, float]:
@@ -314,38 +297,7 @@ def build_mrs_wcs(model) -> WCS:
 
     detector_name = str(model.meta.instrument.detector).upper()
     letter = band_letter(model.meta.instrument.band)
-    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
-    alpha_beta = cf.Frame2D(
-        name="alpha_beta_spatial",
-        axes_order=(0, 1),
-        unit=(u.arcsec, u.arcsec),
-        axes_names=("alpha", "beta"),
-    )
-    spec_local = cf.SpectralFrame(
-        name="alpha_beta_spectral", axes_order=(2,), unit=(u.micron,), axes_names=("lambda",)
-    )
-    miri_focal = cf.CompositeFrame([alpha_beta, spec_local], name="alpha_beta")
-    spec = cf.SpectralFrame(
-        name="spectral", axes_order=(2,), unit=(u.micron,), axes_names=("lambda",)
-    )
-
-    def focal(name):
-        spatial = cf.Frame2D(
-            name=f"{name}_spatial",
-            axes_order=(0, 1),
-            unit=(u.arcsec, u.arcsec),
-            axes_names=("v2", "v3"),
-        )
-        return cf.CompositeFrame([spatial, spec], name=name)
-
-    icrs = cf.CelestialFrame(
-        name="icrs",
-        reference_frame=coord.ICRS(),
-        axes_order=(0, 1),
-        unit=(u.deg, u.deg),
-        axes_names=("RA", "DEC"),
-    )
-    world = cf.CompositeFrame([icrs, spec], name="world")
+    frames = spectral_frames("spectral", ("v2v3", "v2v3vacorr"))
     det2abl = _detector_to_abl(detector_name, letter)
     bind_bounding_box(det2abl, transform_bbox_from_shape((N_ROWS, N_COLUMNS), order="F"), order="F")
     wcsinfo = model.meta.wcsinfo
@@ -357,30 +309,13 @@ def build_mrs_wcs(model) -> WCS:
     ) & models.Identity(1)
     tel2sky = pointing.v23tosky(model) & models.Identity(1)
     pipeline = [
-        (detector, det2abl),
-        (miri_focal, _abl_to_v2v3l(detector_name, letter)),
-        (focal("v2v3"), va_corr),
-        (focal("v2v3vacorr"), tel2sky),
-        (world, None),
+        (frames["detector"], det2abl),
+        (frames["alpha_beta"], _abl_to_v2v3l(detector_name, letter)),
+        (frames["v2v3"], va_corr),
+        (frames["v2v3vacorr"], tel2sky),
+        (frames["world"], None),
     ]
     return WCS(pipeline)
-
-
-#: assign_wcs reference types that MRS does not use.
-_UNUSED_REFTYPES = (
-    "camera",
-    "chromcorr",
-    "collimator",
-    "disperser",
-    "filteroffset",
-    "fore",
-    "fpa",
-    "ifufore",
-    "ifupost",
-    "ifuslicer",
-    "msa",
-    "ote",
-)
 
 
 def assign_real_mrs_wcs(model, reference_dir):
@@ -401,16 +336,9 @@ def assign_real_mrs_wcs(model, reference_dir):
     IFUImageModel
         A copy of ``model`` with the WCS assigned.
     """
-    from pathlib import Path
-
-    from jwst.assign_wcs import AssignWcsStep
-
-    from mirispec_steps.simulate.offline_crds import offline_crds
-
     folder = Path(reference_dir)
-    channels = DETECTOR_CHANNELS[str(model.meta.instrument.detector).upper()]
-    letter = band_letter(model.meta.instrument.band)
-    stem = f"mrs{channels}{letter}"
+    channels = "".join(str(c) for c in detector_channels(model.meta.instrument.detector))
+    stem = f"mrs{channels}{band_letter(model.meta.instrument.band)}"
     regions = sorted(folder.glob(f"*{stem}_regions*.asdf"))
     files = {
         "distortion": folder / f"jwst_miri_{stem}_distortion_flt9.asdf",
@@ -418,33 +346,12 @@ def assign_real_mrs_wcs(model, reference_dir):
         "regions": regions[0] if regions else folder / f"jwst_miri_{stem}_regions.asdf",
         "wavelengthrange": folder / "jwst_miri_mrs_wavelengthrange_flt9.asdf",
     }
-    missing = [str(path) for path in files.values() if not path.exists()]
-    if missing:
-        raise FileNotFoundError(f"MRS reference files not found: {', '.join(missing)}")
-    overrides = {f"override_{name}": str(path) for name, path in files.items()}
-    overrides.update({f"override_{name}": "N/A" for name in _UNUSED_REFTYPES})
-    with offline_crds():
-        result = AssignWcsStep.call(model.copy(), **overrides)
-    if result.meta.cal_step.assign_wcs != "COMPLETE":
-        raise RuntimeError("jwst's AssignWcsStep did not assign the MRS WCS")
-    return result
+    return assign_wcs_offline(model, files)
 
 
-def real_mrs_reference_dir():
+def real_mrs_reference_dir() -> Path | None:
     """The shared folder of real MRS geometry files, if present (for tests and demos)."""
-    import os
-    from pathlib import Path
-
-    candidates = [
-        os.environ.get("MIRISPEC_SHARED_DATA"),
-        Path.cwd() / ".." / "shared" / "data",
-        Path(__file__).resolve().parents[2] / ".." / "shared" / "data",
-    ]
-    for candidate in candidates:
-        folder = Path(candidate) / "mrs" if candidate else None
-        if folder and (folder / "jwst_miri_mrs_wavelengthrange_flt9.asdf").exists():
-            return folder.resolve()
-    return None
+    return shared_data_folder("mrs", "jwst_miri_mrs_wavelengthrange_flt9.asdf")
 
 
 def blank_mrs_model(detector: str = "MIRIFUSHORT", band: str = "SHORT", pointing=(10.0, 20.0)):
@@ -468,7 +375,7 @@ def blank_mrs_model(detector: str = "MIRIFUSHORT", band: str = "SHORT", pointing
     from stdatamodels.jwst import datamodels
 
     channels = "".join(str(c) for c in detector_channels(detector))
-    band_name = {v: k for k, v in BAND_LETTERS.items()}[band_letter(band)]
+    band_name = BAND_NAMES[band_letter(band)]
     model = datamodels.IFUImageModel((N_ROWS, N_COLUMNS))
     meta = model.meta
     meta.instrument.name = "MIRI"
