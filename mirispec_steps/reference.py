@@ -18,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from mirispec_steps.core.psf_profile import PsfTable
+from mirispec_steps.core.resolution import BandResolution, ResolvingPower
 from mirispec_steps.errors import ReferenceFileError
 
-__all__ = ["ApertureParameters", "load_extract1d", "select_aperture", "ApcorrTable", "load_apcorr"]
+__all__ = [
+    "ApertureParameters",
+    "load_extract1d",
+    "select_aperture",
+    "ApcorrTable",
+    "load_apcorr",
+    "load_lrs_psf",
+    "load_mrs_resolution",
+]
 
 _NUMBER = (int, float)
 _APERTURE_KEYS = {
@@ -369,3 +378,62 @@ def _read_lrs_psf(path: str, slit_name: str, size: int, mtime_ns: int) -> PsfTab
             "positive, finite PSF rows"
         )
     return PsfTable(data / norm[:, None], wave, float(subpix), float(center_col), name)
+
+
+MRS_BANDS = tuple(f"{channel}{letter}" for channel in "1234" for letter in "ABC")
+
+
+def load_mrs_resolution(path: str | Path) -> ResolvingPower:
+    """
+    Read an MRS resolving-power file (package reftype ``mrsresol``, JSON).
+
+    The file holds, under ``bands``, one entry per band ``1A`` ... ``4C``
+    with ``wavelength_range`` ``[low, high]`` (micron),
+    ``reference_wavelength`` ``lambda0`` and ``coefficients``
+    ``[c0, c1, c2]`` of ``R = c0 + c1 (lambda - lambda0) + c2 (lambda - lambda0)^2``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+
+    Returns
+    -------
+    ResolvingPower
+        Validated coefficients for the bands in the file.
+
+    Raises
+    ------
+    ReferenceFileError
+        Unreadable file, unknown band, missing key, or a resolving power
+        that is not positive across its band.
+    """
+    name = Path(path).name
+    try:
+        with open(path) as stream:
+            content = json.load(stream)
+    except (OSError, ValueError) as exc:
+        raise ReferenceFileError(f"mrsresol reference file {name} cannot be read: {exc}") from None
+    bands = content.get("bands") if isinstance(content, dict) else None
+    if not isinstance(bands, dict) or not bands:
+        raise ReferenceFileError(f"mrsresol reference file {name}: no 'bands' mapping")
+    result = {}
+    for band, entry in bands.items():
+        where = f"mrsresol reference file {name}, band {band!r}"
+        if band not in MRS_BANDS:
+            raise ReferenceFileError(f"{where}: not an MRS band ({', '.join(MRS_BANDS)})")
+        try:
+            low, high = (float(v) for v in entry["wavelength_range"])
+            reference = float(entry["reference_wavelength"])
+            coefficients = tuple(float(v) for v in entry["coefficients"])
+        except KeyError as exc:
+            raise ReferenceFileError(f"{where}: missing key {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ReferenceFileError(f"{where}: malformed value ({exc})") from None
+        if not (0 < low < high) or not coefficients:
+            raise ReferenceFileError(f"{where}: 'wavelength_range' must be 0 < low < high")
+        band_resolution = BandResolution((low, high), reference, coefficients)
+        if np.any(~(band_resolution(np.linspace(low, high, 50)) > 0)):
+            raise ReferenceFileError(f"{where}: 'coefficients' give R <= 0 inside the band")
+        result[band] = band_resolution
+    return ResolvingPower(result, name)

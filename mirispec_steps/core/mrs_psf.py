@@ -1,0 +1,178 @@
+"""The package's analytic MIRI MRS point-spread function, integrated over pixel footprints.
+
+The PSF in the (alpha, beta) plane is the sum of two axis-aligned elliptical
+Gaussians with a common centre: a core whose along-slice FWHM grows linearly
+with wavelength (``fwhm = slope * lambda + offset``; Law et al. 2023 measured
+0.033 arcsec/micron and 0.106 arcsec) and which is slightly broader across
+slices (``axis_ratio`` < 1), plus a faint broad component for the wings.
+Being separable, it integrates exactly over the rectangular footprint of an
+MRS pixel (its along-slice edges times the slice's beta edges) with error
+functions: no sub-sampling and no quadrature error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+__all__ = ["MrsPsf", "gaussian_footprint_fraction"]
+
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+
+def _interval_fraction(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Standard-normal probability between ``low`` and ``high`` (accurate in both tails)."""
+    upper_tail = low > 0
+    # For intervals right of the centre, 1 - ndtr loses digits: mirror them to the left.
+    return np.where(upper_tail, ndtr(-low) - ndtr(-high), ndtr(high) - ndtr(low))
+
+
+def gaussian_footprint_fraction(
+    alpha_low: np.ndarray,
+    alpha_high: np.ndarray,
+    beta_low: np.ndarray,
+    beta_high: np.ndarray,
+    alpha_centre: float | np.ndarray,
+    beta_centre: float | np.ndarray,
+    sigma_alpha: float | np.ndarray,
+    sigma_beta: float | np.ndarray,
+) -> np.ndarray:
+    """
+    Fraction of a unit axis-aligned 2-D Gaussian falling in each rectangle.
+
+    Parameters
+    ----------
+    alpha_low, alpha_high, beta_low, beta_high : ndarray
+        Rectangle edges (arcsec).
+    alpha_centre, beta_centre : float or ndarray
+        Gaussian centre.
+    sigma_alpha, sigma_beta : float or ndarray
+        Standard deviations along alpha and beta.
+
+    Returns
+    -------
+    ndarray
+        The enclosed fraction of each rectangle, in [0, 1].
+
+    Examples
+    --------
+    >>> float(gaussian_footprint_fraction(-1e3, 1e3, -1e3, 1e3, 0.0, 0.0, 0.3, 0.3))
+    1.0
+    """
+    along = _interval_fraction(
+        (np.asarray(alpha_low) - alpha_centre) / sigma_alpha,
+        (np.asarray(alpha_high) - alpha_centre) / sigma_alpha,
+    )
+    across = _interval_fraction(
+        (np.asarray(beta_low) - beta_centre) / sigma_beta,
+        (np.asarray(beta_high) - beta_centre) / sigma_beta,
+    )
+    return along * across
+
+
+@dataclass(frozen=True)
+class MrsPsf:
+    """
+    Analytic MRS PSF: an elliptical Gaussian core plus broad Gaussian wings.
+
+    Attributes
+    ----------
+    fwhm_slope : float
+        Along-slice core FWHM growth (arcsec per micron).
+    fwhm_offset : float
+        Along-slice core FWHM at zero wavelength (arcsec).
+    axis_ratio : float
+        Along-slice over across-slice core FWHM (the PSF is broader across
+        slices, where the slicer samples it coarsely).
+    wing_fraction : float
+        Share of the light in the wing component.
+    wing_scale : float
+        Wing FWHM in units of the core FWHM.
+
+    Notes
+    -----
+    With ``w = wing_fraction`` the normalised surface density is
+    ``(1 - w) G(fwhm) + w G(wing_scale * fwhm)``, so the light falling
+    on any set of pixel footprints is a sum of error-function products
+    (:func:`gaussian_footprint_fraction`), exact to floating point.
+
+    Examples
+    --------
+    >>> psf = MrsPsf()
+    >>> round(float(psf.fwhm(10.0)), 3)
+    0.436
+    """
+
+    fwhm_slope: float = 0.033
+    fwhm_offset: float = 0.106
+    axis_ratio: float = 0.9
+    wing_fraction: float = 0.1
+    wing_scale: float = 3.0
+
+    def fwhm(self, wavelength: np.ndarray | float) -> np.ndarray:
+        """Along-slice core FWHM (arcsec) at ``wavelength`` (micron)."""
+        return self.fwhm_slope * np.asarray(wavelength, dtype=float) + self.fwhm_offset
+
+    def core_sigmas(self, wavelength: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Core standard deviations along alpha and beta (arcsec)."""
+        sigma_alpha = self.fwhm(wavelength) * FWHM_TO_SIGMA
+        return sigma_alpha, sigma_alpha / self.axis_ratio
+
+    def footprint_fraction(
+        self,
+        alpha_low: np.ndarray,
+        alpha_high: np.ndarray,
+        beta_low: np.ndarray,
+        beta_high: np.ndarray,
+        alpha_centre: float | np.ndarray,
+        beta_centre: float | np.ndarray,
+        wavelength: np.ndarray,
+    ) -> np.ndarray:
+        """
+        Share of a point source's light falling on each pixel footprint.
+
+        Parameters
+        ----------
+        alpha_low, alpha_high, beta_low, beta_high : ndarray
+            Footprint edges (arcsec).
+        alpha_centre, beta_centre : float or ndarray
+            Source position (arcsec).
+        wavelength : ndarray
+            Wavelength of each footprint (micron).
+
+        Returns
+        -------
+        ndarray
+            Enclosed fraction per footprint.
+        """
+        sigma_alpha, sigma_beta = self.core_sigmas(wavelength)
+        edges = (alpha_low, alpha_high, beta_low, beta_high, alpha_centre, beta_centre)
+        core = gaussian_footprint_fraction(*edges, sigma_alpha, sigma_beta)
+        if self.wing_fraction <= 0:
+            return core
+        wings = gaussian_footprint_fraction(
+            *edges, self.wing_scale * sigma_alpha, self.wing_scale * sigma_beta
+        )
+        return (1.0 - self.wing_fraction) * core + self.wing_fraction * wings
+
+    def density(
+        self,
+        alpha: np.ndarray,
+        beta: np.ndarray,
+        alpha_centre: float | np.ndarray,
+        beta_centre: float | np.ndarray,
+        wavelength: np.ndarray,
+    ) -> np.ndarray:
+        """Normalised surface density (per arcsec^2) at points (alpha, beta)."""
+        sigma_alpha, sigma_beta = self.core_sigmas(wavelength)
+        total = 0.0
+        components = ((1.0 - self.wing_fraction, 1.0), (self.wing_fraction, self.wing_scale))
+        for weight, scale in components:
+            if weight <= 0:
+                continue
+            sa, sb = scale * sigma_alpha, scale * sigma_beta
+            exponent = ((alpha - alpha_centre) / sa) ** 2 + ((beta - beta_centre) / sb) ** 2
+            total = total + weight * np.exp(-0.5 * exponent) / (2.0 * np.pi * sa * sb)
+        return total

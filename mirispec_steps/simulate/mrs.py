@@ -1,0 +1,642 @@
+"""Synthetic MIRI MRS slope images with known truth, and their matching reference files.
+
+The forward model, pixel by pixel over every slice of both channels of a
+detector (geometry from the exposure's WCS, built-in or flight):
+
+1. Surface brightness (MJy/sr) of the scene averaged over the pixel's
+   footprint in (alpha, beta): a point source ``F(lambda) * PSF`` (the PSF
+   integrated exactly over the footprint, :class:`~mirispec_steps.core.mrs_psf.MrsPsf`)
+   plus optional extended emission, plus a uniform background. Emission
+   lines have the instrumental profile of the band's resolving power
+   (:mod:`~mirispec_steps.core.resolution`) and are averaged over each
+   pixel's wavelength span.
+2. Slope (DN/s) = surface brightness x pixel solid angle x response x
+   pixel-to-pixel gain x fringes x (optional) time-dependent throughput loss.
+3. Noise: Poisson on the collected electrons and Gaussian read noise, with
+   matching ``VAR_POISSON`` and ``VAR_RNOISE``; dead and hot pixels flagged in
+   DQ; optional unflagged cosmic rays.
+
+The ``photom`` reference written alongside holds exactly the inverse of
+step 2's conversion (``1 / (solid angle x response x gain)``) with the
+pixel solid angles in ``PIXSIZ`` and ``PIXAR_*`` keywords; the ``fringe``
+reference holds the fringe pattern. Calibrating the noise-free slope image
+with them gives back the scene's surface brightness to float precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mirispec_steps.adapters.mrs import ChannelGeometry, mrs_geometry
+from mirispec_steps.core.mrs_psf import MrsPsf, gaussian_footprint_fraction
+from mirispec_steps.core.resolution import ResolvingPower
+from mirispec_steps.simulate.mrs_geometry import (
+    assign_real_mrs_wcs,
+    blank_mrs_model,
+    build_mrs_wcs,
+)
+
+__all__ = [
+    "DEFAULT_LINES",
+    "EmissionLine",
+    "ExtendedEmission",
+    "MrsTruth",
+    "SimulatedMrs",
+    "default_mrs_background",
+    "default_mrs_continuum",
+    "default_resolving_power",
+    "simulate_mrs",
+]
+
+#: (MJy/sr) per (Jy/arcsec^2).
+JY_ARCSEC2_TO_MJY_SR = 1.0e-6 / (np.pi / 648000.0) ** 2
+#: Steradians per square arcsecond.
+ARCSEC2_TO_SR = (np.pi / 648000.0) ** 2
+
+DO_NOT_USE, DEAD, HOT = 1, 1024, 2048
+
+
+@dataclass(frozen=True)
+class EmissionLine:
+    """
+    An unresolved emission line.
+
+    Attributes
+    ----------
+    wavelength : float
+        Rest = observed wavelength (micron).
+    flux : float
+        Integrated flux density ``integral F_nu d lambda`` (Jy micron).
+    name : str
+        Label.
+    """
+
+    wavelength: float
+    flux: float
+    name: str = ""
+
+
+#: One bright line in most bands (wavelengths of common ISM lines).
+DEFAULT_LINES = (
+    EmissionLine(5.3402, 2.0e-4, "[FeII]"),
+    EmissionLine(6.9853, 2.0e-4, "[ArII]"),
+    EmissionLine(8.9914, 3.0e-4, "[ArIII]"),
+    EmissionLine(10.5105, 4.0e-4, "[SIV]"),
+    EmissionLine(12.8136, 6.0e-4, "[NeII]"),
+    EmissionLine(15.5551, 6.0e-4, "[NeIII]"),
+    EmissionLine(17.0348, 4.0e-4, "H2 S(1)"),
+    EmissionLine(18.7130, 8.0e-4, "[SIII]"),
+    EmissionLine(25.8903, 1.0e-3, "[OIV]"),
+)
+
+
+def default_mrs_continuum(wavelength: np.ndarray) -> np.ndarray:
+    """Source continuum (Jy): a rising dust-like spectrum, 20 mJy at 10 micron."""
+    wavelength = np.asarray(wavelength, dtype=float)
+    return 0.02 * (wavelength / 10.0) ** 1.5 * (1.0 + 0.05 * np.sin(wavelength))
+
+
+def default_mrs_background(wavelength: np.ndarray) -> np.ndarray:
+    """Sky plus telescope background (MJy/sr): zodiacal light rising into the thermal."""
+    wavelength = np.asarray(wavelength, dtype=float)
+    return 0.5 * (wavelength / 5.0) ** 2.5 + 40.0 * np.exp(-(((28.0 - wavelength) / 6.0) ** 2))
+
+
+def default_resolving_power() -> ResolvingPower:
+    """The packaged resolving-power coefficients (Labiano et al. 2021)."""
+    from mirispec_steps.reference import load_mrs_resolution
+    from mirispec_steps.stepbase import packaged_reference
+
+    return load_mrs_resolution(packaged_reference("mirispec_miri_mrs_resolution.json"))
+
+
+@dataclass(frozen=True)
+class ExtendedEmission:
+    """
+    A smooth extended component: an axis-aligned 2-D Gaussian in (alpha, beta).
+
+    Attributes
+    ----------
+    peak : float
+        Peak surface brightness (MJy/sr) at 10 micron.
+    alpha, beta : float
+        Centre (arcsec).
+    sigma_alpha, sigma_beta : float
+        Widths (arcsec).
+    spectral_index : float
+        ``peak * (lambda / 10 micron) ** spectral_index``.
+    """
+
+    peak: float = 20.0
+    alpha: float = 0.0
+    beta: float = 0.0
+    sigma_alpha: float = 2.0
+    sigma_beta: float = 2.0
+    spectral_index: float = 1.0
+
+    def footprint_mean(self, geometry: ChannelGeometry) -> np.ndarray:
+        """Surface brightness averaged over each pixel footprint (MJy/sr)."""
+        fraction = gaussian_footprint_fraction(
+            geometry.alpha_low,
+            geometry.alpha_high,
+            geometry.beta_low,
+            geometry.beta_high,
+            self.alpha,
+            self.beta,
+            self.sigma_alpha,
+            self.sigma_beta,
+        )
+        level = self.peak * (geometry.wavelength / 10.0) ** self.spectral_index
+        return (
+            level
+            * fraction
+            * 2.0
+            * np.pi
+            * self.sigma_alpha
+            * self.sigma_beta
+            / (geometry.pixel_area)
+        )
+
+
+@dataclass
+class MrsTruth:
+    """
+    What went into a simulated MRS exposure.
+
+    Attributes
+    ----------
+    alpha, beta : float
+        Point-source position (arcsec).
+    continuum : callable
+        Source continuum ``F(lambda)`` (Jy).
+    lines : tuple of EmissionLine
+        Emission lines.
+    psf : MrsPsf
+        The PSF.
+    resolving_power : ResolvingPower
+        Line widths come from it.
+    band_names : list of str
+        Bands on the detector (e.g. ``["1A", "2A"]``).
+    surface_brightness : ndarray
+        ``(1024, 1032)`` noise-free, background-free scene (MJy/sr) on slice
+        pixels, NaN elsewhere: what a perfect calibration returns.
+    background : ndarray
+        Background surface brightness (MJy/sr), NaN off slices.
+    source_surface_brightness : ndarray
+        The point source's part of ``surface_brightness``.
+    rate : ndarray
+        Noise-free slope image of the science exposure (DN/s).
+    background_rate : ndarray
+        Noise-free slope image of the background exposure (DN/s).
+    fringe, sensitivity, pixel_area : ndarray
+        Fringe pattern, photom conversion ((MJy/sr)/(DN/s)) and pixel solid
+        angle (arcsec^2) used, NaN off slices for the last two.
+    time_loss : ndarray
+        Throughput loss factor applied (1 without a time-dependent loss).
+    bad_pixels : ndarray
+        Boolean map of the dead and hot pixels (flagged DO_NOT_USE).
+    cosmic_rays : ndarray
+        ``(n, 2)`` (row, column) of the unflagged cosmic-ray hits.
+    extras : dict
+        Anything else worth keeping (exposure time, gain, read noise...).
+    """
+
+    alpha: float
+    beta: float
+    continuum: Callable[[np.ndarray], np.ndarray]
+    lines: tuple
+    psf: MrsPsf
+    resolving_power: ResolvingPower
+    band_names: list
+    surface_brightness: np.ndarray
+    background: np.ndarray
+    source_surface_brightness: np.ndarray
+    rate: np.ndarray
+    background_rate: np.ndarray
+    fringe: np.ndarray
+    sensitivity: np.ndarray
+    pixel_area: np.ndarray
+    time_loss: np.ndarray
+    bad_pixels: np.ndarray
+    cosmic_rays: np.ndarray
+    extras: dict = field(default_factory=dict)
+
+    def flux(self, wavelength: np.ndarray, band: str) -> np.ndarray:
+        """
+        Source flux density (Jy) at the band's resolution: continuum plus lines.
+
+        Parameters
+        ----------
+        wavelength : ndarray
+            Wavelengths (micron).
+        band : str
+            ``1A`` ... ``4C``: sets the line widths.
+
+        Returns
+        -------
+        ndarray
+            ``F(lambda)`` seen by the instrument.
+        """
+        wavelength = np.asarray(wavelength, dtype=float)
+        total = np.asarray(self.continuum(wavelength), dtype=float).copy()
+        for line in self.lines:
+            sigma = self.resolving_power.fwhm(band, line.wavelength) / 2.3548200450309493
+            profile = np.exp(-0.5 * ((wavelength - line.wavelength) / sigma) ** 2)
+            total += line.flux * profile / (np.sqrt(2.0 * np.pi) * sigma)
+        return total
+
+
+@dataclass
+class SimulatedMrs:
+    """
+    A simulated MRS exposure, its background exposure and matching references.
+
+    Attributes
+    ----------
+    rate : IFUImageModel
+        Science slope image (DN/s).
+    background : IFUImageModel
+        Background exposure (DN/s): same band, no source, its own noise.
+    photom : MirMrsPhotomModel
+        ``photom`` reference that calibrates ``rate`` exactly.
+    fringe : FringeModel
+        ``fringe`` reference holding the simulated fringes.
+    truth : MrsTruth
+        The input scene and every factor applied.
+    """
+
+    rate: object
+    background: object
+    photom: object
+    fringe: object
+    truth: MrsTruth
+
+    def write(self, folder: str | Path, stem: str | None = None) -> dict:
+        """
+        Save the exposures and references as FITS files.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Output folder (created if needed).
+        stem : str or None
+            File-name stem; default from detector and band, e.g.
+            ``mrs_mirifushort_short``.
+
+        Returns
+        -------
+        dict
+            Paths by role: ``rate``, ``background``, ``photom``, ``fringe``.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        instrument = self.rate.meta.instrument
+        stem = stem or f"mrs_{instrument.detector}_{instrument.band}".lower()
+        paths = {
+            "rate": folder / f"{stem}_rate.fits",
+            "background": folder / f"{stem}_bkg_rate.fits",
+            "photom": folder / f"{stem}_photom.fits",
+            "fringe": folder / f"{stem}_fringe.fits",
+        }
+        for role, path in paths.items():
+            getattr(self, role).save(path)
+        return paths
+
+
+def _pixel_line_flux(geometry: ChannelGeometry, lines, resolving_power, band: str) -> np.ndarray:
+    """Line flux density (Jy) averaged over each pixel's wavelength span."""
+    from scipy.special import ndtr
+
+    total = np.zeros(geometry.wavelength.size)
+    span = geometry.wavelength_high - geometry.wavelength_low
+    low_band, high_band = geometry.wavelength_range
+    for line in lines:
+        sigma = resolving_power.fwhm(band, line.wavelength) / 2.3548200450309493
+        if not low_band - 10 * sigma < line.wavelength < high_band + 10 * sigma:
+            continue
+        near = np.abs(geometry.wavelength - line.wavelength) < 10 * sigma + span
+        low = (geometry.wavelength_low[near] - line.wavelength) / sigma
+        high = (geometry.wavelength_high[near] - line.wavelength) / sigma
+        total[near] += line.flux * (ndtr(high) - ndtr(low)) / span[near]
+    return total
+
+
+def _response(geometry: ChannelGeometry) -> np.ndarray:
+    """Smooth spectrophotometric response (DN/s per MJy/sr per arcsec^2)."""
+    low, high = geometry.wavelength_range
+    phase = (geometry.wavelength - low) / (high - low)
+    scale = {1: 0.8, 2: 0.6, 3: 0.35, 4: 0.15}[geometry.channel]
+    return scale * (1.0 + 0.25 * np.sin(np.pi * phase) - 0.1 * phase)
+
+
+def _fringes(geometry: ChannelGeometry, amplitude: float) -> np.ndarray:
+    """Detector fringes: a Fabry-Perot pattern in wavenumber, its phase drifting with column."""
+    if amplitude == 0:
+        return np.ones(geometry.wavelength.size)
+    # Optical thickness (micron) giving periods of ~0.1 um at 7 um and ~1.5 um at 27 um.
+    thickness = 250.0
+    phase = 4.0 * np.pi * thickness / geometry.wavelength + 0.02 * geometry.x
+    return 1.0 + amplitude * np.cos(phase)
+
+
+def _time_coefficients(time_loss: float) -> dict:
+    """Power-law throughput-loss tables (jwst's MRS photom format) for all four channels."""
+    from mirispec_steps.simulate.mrs_geometry import BAND_WAVELENGTHS
+
+    tables = {}
+    dtype = [
+        ("binwave", "f4"),
+        ("alpha", "f4"),
+        ("year1value", "f4"),
+        ("tsoft", "f4"),
+        ("t0", "f4"),
+    ]
+    for channel in (1, 2, 3, 4):
+        low = BAND_WAVELENGTHS[f"{channel}A"][0] - 0.2
+        high = BAND_WAVELENGTHS[f"{channel}C"][1] + 0.2
+        binwave = np.linspace(low, high, 25)
+        # Loss after one year grows with wavelength: 1 - time_loss at the long end.
+        year1 = 1.0 - time_loss * ((binwave - 4.5) / 24.0) ** 2
+        table = np.zeros(binwave.size, dtype=dtype)
+        table["binwave"] = binwave
+        table["alpha"] = -0.6
+        table["year1value"] = year1
+        table["tsoft"] = 100.0
+        table["t0"] = 59500.0
+        tables[channel] = table
+    return tables
+
+
+def _time_loss_factor(table, wavelength: np.ndarray, mid_time: float) -> np.ndarray:
+    """Throughput factor at ``mid_time`` (jwst's bounded power law, linear in wavelength)."""
+    binwave = table["binwave"].astype(float)
+    norm = (365.0 + table["tsoft"].astype(float)) ** table["alpha"] / table["year1value"]
+    grid = (mid_time - table["t0"].astype(float) + table["tsoft"]) ** table["alpha"] / norm
+    grid = np.minimum(grid, 1.0)
+    inside = np.interp(wavelength, binwave, grid)
+    below = grid[0] + (wavelength - binwave[0]) * (grid[1] - grid[0]) / (binwave[1] - binwave[0])
+    above = grid[-1] + (wavelength - binwave[-1]) * (grid[-1] - grid[-2]) / (
+        binwave[-1] - binwave[-2]
+    )
+    outside = np.where(wavelength < binwave[0], below, above)
+    return np.where((wavelength < binwave[0]) | (wavelength > binwave[-1]), outside, inside)
+
+
+def _reference_metadata(reference, model, reftype: str, description: str) -> None:
+    meta = reference.meta
+    meta.reftype = reftype
+    meta.description = description
+    meta.author = "mirispec_steps.simulate"
+    meta.pedigree = "DUMMY"
+    meta.useafter = "2022-01-01T00:00:00"
+    meta.instrument.name = "MIRI"
+    meta.instrument.detector = model.meta.instrument.detector
+    meta.instrument.channel = model.meta.instrument.channel
+    meta.instrument.band = model.meta.instrument.band
+    exposure = getattr(meta, "exposure", None)
+    if exposure is not None:
+        exposure.type = "MIR_MRS"
+
+
+def simulate_mrs(
+    detector: str = "MIRIFUSHORT",
+    band: str = "SHORT",
+    *,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    continuum: Callable[[np.ndarray], np.ndarray] = default_mrs_continuum,
+    lines: tuple = DEFAULT_LINES,
+    extended: ExtendedEmission | None = None,
+    psf: MrsPsf | None = None,
+    resolving_power: ResolvingPower | None = None,
+    background: Callable[[np.ndarray], np.ndarray] | None = default_mrs_background,
+    fringe_amplitude: float = 0.1,
+    gain_variation: float = 0.03,
+    time_loss: float = 0.0,
+    exposure_time: float = 1000.0,
+    electrons_per_dn: float = 3.1,
+    read_noise: float = 0.01,
+    noise: bool = True,
+    bad_pixel_fraction: float = 1.0e-3,
+    cosmic_rays: int = 0,
+    reference_dir: str | Path | None = None,
+    with_wcs: bool = True,
+    seed: int | None = None,
+) -> SimulatedMrs:
+    """
+    Simulate an MRS slope image of a point source, its background exposure and references.
+
+    Parameters
+    ----------
+    detector : str
+        ``MIRIFUSHORT`` (channels 1 and 2) or ``MIRIFULONG`` (3 and 4).
+    band : str
+        ``SHORT``, ``MEDIUM`` or ``LONG``.
+    alpha, beta : float
+        Point-source position in the MRS field (arcsec); both channels.
+    continuum : callable
+        Source continuum ``F(lambda)`` (Jy); use ``lambda w: 0 * w`` for none.
+    lines : tuple of EmissionLine
+        Emission lines (integrated fluxes in Jy micron).
+    extended : ExtendedEmission or None
+        Optional extended emission (added to the truth, not subtracted).
+    psf : MrsPsf or None
+        The PSF; default :class:`MrsPsf`.
+    resolving_power : ResolvingPower or None
+        Line widths; default the packaged Labiano et al. (2021) coefficients.
+    background : callable or None
+        Uniform background ``B(lambda)`` (MJy/sr) in both exposures.
+    fringe_amplitude : float
+        Fringe modulation depth (0 for none).
+    gain_variation : float
+        RMS of the pixel-to-pixel response variation.
+    time_loss : float
+        Throughput lost at 28 micron one year after launch; when > 0 the
+        photom reference carries jwst's power-law time-dependence tables and
+        the slopes include the loss at the exposure's mid time.
+    exposure_time : float
+        Effective integration time (s) for the Poisson noise.
+    electrons_per_dn : float
+        Gain.
+    read_noise : float
+        Read-noise standard deviation of a slope (DN/s).
+    noise : bool
+        Draw noise; if False, the slopes are the noise-free values (the
+        variances still describe the expected noise).
+    bad_pixel_fraction : float
+        Fraction of dead (NaN) and hot pixels, flagged DO_NOT_USE in DQ,
+        the same in both exposures.
+    cosmic_rays : int
+        Unflagged cosmic-ray hits in the science exposure (positions in
+        ``truth.cosmic_rays``).
+    reference_dir : str, Path or None
+        Folder of real MRS geometry files (``shared/data/mrs``): use the
+        flight WCS through jwst's AssignWcsStep instead of the built-in one.
+    with_wcs : bool
+        Keep the WCS on the output models (archive rate files have none).
+    seed : int or None
+        Random seed.
+
+    Returns
+    -------
+    SimulatedMrs
+        Models, references and truth.
+    """
+    from stdatamodels.jwst import datamodels
+
+    rng = np.random.default_rng(seed)
+    psf = psf or MrsPsf()
+    resolving_power = resolving_power or default_resolving_power()
+    model = blank_mrs_model(detector, band)
+    if reference_dir is not None:
+        model = assign_real_mrs_wcs(model, reference_dir)
+    else:
+        model.meta.wcs = build_mrs_wcs(model)
+    shape = model.data.shape
+
+    def blank(fill=np.nan):
+        return np.full(shape, fill, dtype=float)
+
+    scene, source_part, sky = blank(), blank(), blank()
+    conversion, fringe, area = blank(), np.ones(shape), blank()
+    time_factor = np.ones(shape)
+    time_tables = _time_coefficients(time_loss) if time_loss > 0 else None
+    mid_time = float(model.meta.exposure.mid_time)
+    band_names = []
+    for geometry in mrs_geometry(model):
+        band_name = geometry.name
+        band_names.append(band_name)
+        pixels = (geometry.y, geometry.x)
+        fraction = psf.footprint_fraction(
+            geometry.alpha_low,
+            geometry.alpha_high,
+            geometry.beta_low,
+            geometry.beta_high,
+            alpha,
+            beta,
+            geometry.wavelength,
+        )
+        flux = np.asarray(continuum(geometry.wavelength), dtype=float) + _pixel_line_flux(
+            geometry, lines, resolving_power, band_name
+        )
+        point = flux * fraction / geometry.pixel_area * JY_ARCSEC2_TO_MJY_SR
+        total = point.copy()
+        if extended is not None:
+            total += extended.footprint_mean(geometry)
+        source_part[pixels] = point
+        scene[pixels] = total
+        sky[pixels] = 0.0 if background is None else background(geometry.wavelength)
+        pixel_gain = 1.0 + gain_variation * rng.standard_normal(geometry.wavelength.size)
+        conversion[pixels] = geometry.pixel_area * _response(geometry) * pixel_gain
+        area[pixels] = geometry.pixel_area
+        fringe[pixels] = _fringes(geometry, fringe_amplitude)
+        if time_tables is not None:
+            time_factor[pixels] = _time_loss_factor(
+                time_tables[geometry.channel], geometry.wavelength, mid_time
+            )
+
+    on_slices = np.isfinite(conversion)
+    science_rate = np.where(on_slices, (scene + sky) * conversion * fringe * time_factor, 0.0)
+    background_rate = np.where(on_slices, sky * conversion * fringe * time_factor, 0.0)
+
+    bad = rng.random(shape) < bad_pixel_fraction
+    hot = bad & (rng.random(shape) < 0.3)
+    dead = bad & ~hot
+    hits = np.empty((0, 2), dtype=int)
+    if cosmic_rays > 0:
+        rows, columns = np.nonzero(on_slices & ~bad)
+        chosen = rng.choice(rows.size, size=cosmic_rays, replace=False)
+        hits = np.column_stack([rows[chosen], columns[chosen]])
+
+    def expose(rate: np.ndarray, with_hits: bool):
+        electrons_per_rate = electrons_per_dn * exposure_time
+        expected = np.clip(rate, 0.0, None)
+        if noise:
+            counts = rng.poisson(expected * electrons_per_rate)
+            measured = counts / electrons_per_rate + read_noise * rng.standard_normal(shape)
+            var_poisson = np.clip(measured, 0.0, None) / electrons_per_rate
+        else:
+            measured = rate.copy()
+            var_poisson = expected / electrons_per_rate
+        if with_hits and hits.size:
+            peak = np.nanmax(rate)
+            measured[hits[:, 0], hits[:, 1]] += 5.0 * peak + 100.0 * read_noise
+        var_rnoise = np.full(shape, read_noise**2)
+        measured[hot] += 50.0 + 10.0 * np.nanmax(rate)
+        measured[dead] = np.nan
+        dq = np.zeros(shape, dtype=np.uint32)
+        dq[dead] = DO_NOT_USE | DEAD
+        dq[hot] = DO_NOT_USE | HOT
+        exposure = model.copy()
+        exposure.data = measured.astype(np.float32)
+        exposure.dq = dq
+        exposure.var_poisson = var_poisson.astype(np.float32)
+        exposure.var_rnoise = var_rnoise.astype(np.float32)
+        exposure.err = np.sqrt(var_poisson + var_rnoise).astype(np.float32)
+        exposure.err[dead] = np.nan
+        for variance in (exposure.var_poisson, exposure.var_rnoise):
+            variance[dead] = np.nan
+        exposure.meta.exposure.exposure_time = exposure_time
+        exposure.meta.exposure.effective_exposure_time = exposure_time
+        if not with_wcs:
+            exposure.meta.wcs = None
+        return exposure
+
+    rate_model = expose(science_rate, with_hits=True)
+    rate_model.meta.target.source_type = "POINT"
+    rate_model.meta.filename = "simulated_rate.fits"
+    background_model = expose(background_rate, with_hits=False)
+    background_model.meta.observation.bkgdtarg = True
+    background_model.meta.filename = "simulated_bkg_rate.fits"
+
+    photom = datamodels.MirMrsPhotomModel()
+    _reference_metadata(photom, model, "PHOTOM", "Simulated MRS photom (mirispec_steps)")
+    sensitivity = 1.0 / conversion
+    photom.data = sensitivity.astype(np.float32)
+    photom.err = (0.01 * sensitivity).astype(np.float32)
+    photom.dq = np.where(on_slices, 0, DO_NOT_USE).astype(np.uint32)
+    photom.pixsiz = area.astype(np.float32)
+    nominal_area = float(np.nanmean(area[area > 0]))
+    photom.meta.photometry.pixelarea_arcsecsq = nominal_area
+    photom.meta.photometry.pixelarea_steradians = nominal_area * ARCSEC2_TO_SR
+    photom.meta.photometry.conversion_megajanskys = 1.0
+    if time_tables is not None:
+        for channel, table in time_tables.items():
+            setattr(photom, f"timecoeff_powerlaw_ch{channel}", table)
+
+    fringe_model = datamodels.FringeModel(data=fringe.astype(np.float32))
+    _reference_metadata(fringe_model, model, "FRINGE", "Simulated MRS fringe flat (mirispec_steps)")
+    fringe_model.err = np.zeros(shape, dtype=np.float32)
+    fringe_model.dq = np.zeros(shape, dtype=np.uint32)
+
+    truth = MrsTruth(
+        alpha=alpha,
+        beta=beta,
+        continuum=continuum,
+        lines=tuple(lines),
+        psf=psf,
+        resolving_power=resolving_power,
+        band_names=band_names,
+        surface_brightness=scene,
+        background=sky,
+        source_surface_brightness=source_part,
+        rate=science_rate,
+        background_rate=background_rate,
+        fringe=fringe,
+        sensitivity=sensitivity,
+        pixel_area=area,
+        time_loss=time_factor,
+        bad_pixels=bad,
+        cosmic_rays=hits,
+        extras={
+            "exposure_time": exposure_time,
+            "electrons_per_dn": electrons_per_dn,
+            "read_noise": read_noise,
+            "extended": extended,
+        },
+    )
+    return SimulatedMrs(rate_model, background_model, photom, fringe_model, truth)
