@@ -23,4 +23,5 @@ def get_steps():
             "lrs_optimal_extract",
             False,
         ),
+        ("mirispec_steps.mrs_calibrate_step.MrsCalibrateStep", "mrs_calibrate", False),
     ]

@@ -29,6 +29,7 @@ __all__ = [
     "abl_to_pixel",
     "channel_geometry",
     "check_mrs_input",
+    "copy_sharing_wcs",
     "load_mrs_maps",
     "mrs_geometry",
     "write_mrs_maps",
@@ -135,6 +136,28 @@ class ChannelGeometry:
     def wavelength_range(self) -> tuple[float, float]:
         """Shortest and longest pixel-centre wavelength."""
         return float(np.min(self.wavelength)), float(np.max(self.wavelength))
+
+
+def copy_sharing_wcs(model):
+    """
+    A deep copy of a model whose WCS object is shared with the original, not copied.
+
+    Copying an MRS WCS (dozens of slice transforms) costs more than the
+    whole calibration, and nothing in the package modifies a WCS; sharing
+    it also lets the geometry cache serve the copy.
+
+    Parameters
+    ----------
+    model : JwstDataModel
+        Model to copy.
+
+    Returns
+    -------
+    JwstDataModel
+        The copy.
+    """
+    wcs = getattr(model.meta, "wcs", None)
+    return model.copy(memo={} if wcs is None else {id(wcs): wcs})
 
 
 def check_mrs_input(model) -> None:

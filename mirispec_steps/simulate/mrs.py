@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mirispec_steps.adapters.mrs import ChannelGeometry, mrs_geometry
+from mirispec_steps.adapters.mrs import ChannelGeometry, copy_sharing_wcs, mrs_geometry
 from mirispec_steps.core.mrs_psf import MrsPsf, gaussian_footprint_fraction
 from mirispec_steps.core.resolution import ResolvingPower
 from mirispec_steps.simulate.mrs_geometry import (
@@ -275,6 +275,28 @@ class SimulatedMrs:
     fringe: object
     truth: MrsTruth
 
+    def redraw(self, seed: int | None = None) -> SimulatedMrs:
+        """
+        The same scene and references with new noise in both exposures.
+
+        Parameters
+        ----------
+        seed : int or None
+            Random seed of the new draw.
+
+        Returns
+        -------
+        SimulatedMrs
+            New exposures; references and truth shared with this one.
+        """
+        rng = np.random.default_rng(seed)
+        detector_noise = self.truth.extras["noise"]
+        rate = detector_noise.expose(self.rate, self.truth.rate, rng, with_hits=True)
+        background = detector_noise.expose(
+            self.background, self.truth.background_rate, rng, with_hits=False
+        )
+        return SimulatedMrs(rate, background, self.photom, self.fringe, self.truth)
+
     def write(self, folder: str | Path, stem: str | None = None) -> dict:
         """
         Save the exposures and references as FITS files.
@@ -400,6 +422,86 @@ def _reference_metadata(reference, model, reftype: str, description: str) -> Non
     exposure = getattr(meta, "exposure", None)
     if exposure is not None:
         exposure.type = "MIR_MRS"
+
+
+def _label_exposures(rate_model, background_model) -> None:
+    rate_model.meta.target.source_type = "POINT"
+    rate_model.meta.filename = "simulated_rate.fits"
+    background_model.meta.observation.bkgdtarg = True
+    background_model.meta.filename = "simulated_bkg_rate.fits"
+
+
+@dataclass
+class DetectorNoise:
+    """
+    How slopes become measured slope images: noise, bad pixels, cosmic rays.
+
+    Attributes
+    ----------
+    exposure_time : float
+        Effective integration time (s).
+    electrons_per_dn : float
+        Gain.
+    read_noise : float
+        Read-noise standard deviation of a slope (DN/s).
+    noise : bool
+        Draw noise (False: noise-free slopes, expected variances).
+    hot, dead : ndarray
+        Boolean maps of hot and dead pixels (flagged DO_NOT_USE).
+    hits : ndarray
+        ``(n, 2)`` cosmic-ray pixels of the science exposure.
+    with_wcs : bool
+        Keep the WCS on the exposures.
+    """
+
+    exposure_time: float
+    electrons_per_dn: float
+    read_noise: float
+    noise: bool
+    hot: np.ndarray
+    dead: np.ndarray
+    hits: np.ndarray
+    with_wcs: bool
+
+    def expose(self, template, rate: np.ndarray, rng, with_hits: bool):
+        """
+        A measured slope image (``IFUImageModel``) of the noise-free ``rate``.
+
+        The template's WCS object is shared, not copied (it is read-only
+        here, and the geometry cache then serves every exposure).
+        """
+        shape = rate.shape
+        electrons_per_rate = self.electrons_per_dn * self.exposure_time
+        expected = np.clip(rate, 0.0, None)
+        if self.noise:
+            counts = rng.poisson(expected * electrons_per_rate)
+            measured = counts / electrons_per_rate + self.read_noise * rng.standard_normal(shape)
+            var_poisson = np.clip(measured, 0.0, None) / electrons_per_rate
+        else:
+            measured = rate.copy()
+            var_poisson = expected / electrons_per_rate
+        if with_hits and self.hits.size:
+            peak = np.nanmax(rate)
+            measured[self.hits[:, 0], self.hits[:, 1]] += 5.0 * peak + 100.0 * self.read_noise
+        var_rnoise = np.full(shape, self.read_noise**2)
+        measured[self.hot] += 50.0 + 10.0 * np.nanmax(rate)
+        measured[self.dead] = np.nan
+        dq = np.zeros(shape, dtype=np.uint32)
+        dq[self.dead] = DO_NOT_USE | DEAD
+        dq[self.hot] = DO_NOT_USE | HOT
+        exposure = copy_sharing_wcs(template)
+        if not self.with_wcs:
+            exposure.meta.wcs = None
+        exposure.data = measured.astype(np.float32)
+        exposure.dq = dq
+        exposure.var_poisson = var_poisson.astype(np.float32)
+        exposure.var_rnoise = var_rnoise.astype(np.float32)
+        exposure.err = np.sqrt(var_poisson + var_rnoise).astype(np.float32)
+        for values in (exposure.err, exposure.var_poisson, exposure.var_rnoise):
+            values[self.dead] = np.nan
+        exposure.meta.exposure.exposure_time = self.exposure_time
+        exposure.meta.exposure.effective_exposure_time = self.exposure_time
+        return exposure
 
 
 def simulate_mrs(
@@ -552,46 +654,12 @@ def simulate_mrs(
         chosen = rng.choice(rows.size, size=cosmic_rays, replace=False)
         hits = np.column_stack([rows[chosen], columns[chosen]])
 
-    def expose(rate: np.ndarray, with_hits: bool):
-        electrons_per_rate = electrons_per_dn * exposure_time
-        expected = np.clip(rate, 0.0, None)
-        if noise:
-            counts = rng.poisson(expected * electrons_per_rate)
-            measured = counts / electrons_per_rate + read_noise * rng.standard_normal(shape)
-            var_poisson = np.clip(measured, 0.0, None) / electrons_per_rate
-        else:
-            measured = rate.copy()
-            var_poisson = expected / electrons_per_rate
-        if with_hits and hits.size:
-            peak = np.nanmax(rate)
-            measured[hits[:, 0], hits[:, 1]] += 5.0 * peak + 100.0 * read_noise
-        var_rnoise = np.full(shape, read_noise**2)
-        measured[hot] += 50.0 + 10.0 * np.nanmax(rate)
-        measured[dead] = np.nan
-        dq = np.zeros(shape, dtype=np.uint32)
-        dq[dead] = DO_NOT_USE | DEAD
-        dq[hot] = DO_NOT_USE | HOT
-        exposure = model.copy()
-        exposure.data = measured.astype(np.float32)
-        exposure.dq = dq
-        exposure.var_poisson = var_poisson.astype(np.float32)
-        exposure.var_rnoise = var_rnoise.astype(np.float32)
-        exposure.err = np.sqrt(var_poisson + var_rnoise).astype(np.float32)
-        exposure.err[dead] = np.nan
-        for variance in (exposure.var_poisson, exposure.var_rnoise):
-            variance[dead] = np.nan
-        exposure.meta.exposure.exposure_time = exposure_time
-        exposure.meta.exposure.effective_exposure_time = exposure_time
-        if not with_wcs:
-            exposure.meta.wcs = None
-        return exposure
-
-    rate_model = expose(science_rate, with_hits=True)
-    rate_model.meta.target.source_type = "POINT"
-    rate_model.meta.filename = "simulated_rate.fits"
-    background_model = expose(background_rate, with_hits=False)
-    background_model.meta.observation.bkgdtarg = True
-    background_model.meta.filename = "simulated_bkg_rate.fits"
+    detector_noise = DetectorNoise(
+        exposure_time, electrons_per_dn, read_noise, noise, hot, dead, hits, with_wcs
+    )
+    rate_model = detector_noise.expose(model, science_rate, rng, with_hits=True)
+    background_model = detector_noise.expose(model, background_rate, rng, with_hits=False)
+    _label_exposures(rate_model, background_model)
 
     photom = datamodels.MirMrsPhotomModel()
     _reference_metadata(photom, model, "PHOTOM", "Simulated MRS photom (mirispec_steps)")
@@ -632,11 +700,6 @@ def simulate_mrs(
         time_loss=time_factor,
         bad_pixels=bad,
         cosmic_rays=hits,
-        extras={
-            "exposure_time": exposure_time,
-            "electrons_per_dn": electrons_per_dn,
-            "read_noise": read_noise,
-            "extended": extended,
-        },
+        extras={"noise": detector_noise, "extended": extended},
     )
     return SimulatedMrs(rate_model, background_model, photom, fringe_model, truth)

@@ -1,0 +1,473 @@
+"""MRS slope image (DN/s) to surface brightness (MJy/sr): the model layer of MrsCalibrateStep.
+
+Order of operations, each in variance space (:mod:`mirispec_steps.core.calibrate`):
+
+1. subtract the mean of the background exposures (``var += sum(var_i) / n**2``);
+2. divide by the ``fringe`` flat;
+3. multiply by the ``photom`` conversion ((MJy/sr)/(DN/s), pixel solid angle
+   included, as in jwst's MRS photom files);
+4. divide by the time-dependent throughput correction when the ``photom``
+   file carries jwst's power-law tables (needs each pixel's wavelength:
+   from the WCS, or from an ``mrsmaps`` file).
+
+Steps 2 and 3 are jwst's ``fringe`` and ``photom`` arithmetic; pixels whose
+reference value is NaN or zero become DO_NOT_USE (jwst turns a NaN fringe
+into 1 and a zero photom value into a zero pixel).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from stdatamodels.jwst import datamodels
+
+from mirispec_steps.adapters.mrs import band_letter, copy_sharing_wcs, mrs_geometry
+from mirispec_steps.core.calibrate import VarianceImage, combine_backgrounds, scale_image
+from mirispec_steps.errors import InputDataError, ReferenceFileError
+
+__all__ = [
+    "CalibrationReferences",
+    "calibrate_mrs",
+    "is_calibrated",
+    "load_backgrounds",
+    "load_calibration_references",
+    "time_correction",
+]
+
+log = logging.getLogger(__name__)
+
+DO_NOT_USE = 1
+CALIBRATED_UNITS = ("MJY/SR", "MJY", "JY", "MJY SR-1")
+
+
+@dataclass
+class CalibrationReferences:
+    """
+    The ``fringe`` and ``photom`` reference content the calibration needs.
+
+    Attributes
+    ----------
+    fringe : ndarray
+        Fringe flat (the slopes are divided by it).
+    fringe_err : ndarray
+        Its uncertainty.
+    sensitivity : ndarray
+        Photom conversion ((MJy/sr)/(DN/s)).
+    sensitivity_err : ndarray
+        Its uncertainty.
+    photom_dq : ndarray
+        Photom DQ, OR-ed into the science DQ (as jwst does).
+    time_tables : dict
+        Power-law time-dependence tables by channel (empty when absent).
+    pixel_area_sr, pixel_area_arcsec2 : float or None
+        ``PIXAR_SR`` and ``PIXAR_A2`` of the photom file.
+    conversion_megajanskys : float or None
+        The file's ``PHOTMJSR``.
+    fringe_applied : bool
+        False when no fringe reference was given (``N/A``).
+    """
+
+    fringe: np.ndarray
+    fringe_err: np.ndarray
+    sensitivity: np.ndarray
+    sensitivity_err: np.ndarray
+    photom_dq: np.ndarray
+    time_tables: dict
+    pixel_area_sr: float | None
+    pixel_area_arcsec2: float | None
+    conversion_megajanskys: float | None
+    fringe_applied: bool = True
+
+
+def is_calibrated(model) -> bool:
+    """True when the image is already in surface-brightness units or photom-calibrated."""
+    unit = str(model.meta.bunit_data or "").strip().upper()
+    photom_status = getattr(model.meta.cal_step, "photom", None)
+    own_status = getattr(model.meta.cal_step, "mrs_calibrate", None)
+    return unit in CALIBRATED_UNITS or "COMPLETE" in (photom_status, own_status)
+
+
+def _check_reference_matches(reference, model, reftype: str, name: str) -> None:
+    """Refuse a reference made for another detector/band or image shape."""
+    shape = tuple(model.data.shape[-2:])
+    if tuple(reference.data.shape) != shape:
+        raise ReferenceFileError(
+            f"{reftype} reference file {name}: SCI shape {tuple(reference.data.shape)} "
+            f"does not match the exposure's {shape}"
+        )
+    instrument = reference.meta.instrument
+    detector = getattr(instrument, "detector", None)
+    if detector and str(detector).upper() != str(model.meta.instrument.detector).upper():
+        raise ReferenceFileError(
+            f"{reftype} reference file {name} is for {detector}, "
+            f"the exposure is {model.meta.instrument.detector}"
+        )
+    band = getattr(instrument, "band", None)
+    if band and str(band).upper() not in ("ANY", "N/A"):
+        if band_letter(band) != band_letter(model.meta.instrument.band):
+            raise ReferenceFileError(
+                f"{reftype} reference file {name} is for band {band}, "
+                f"the exposure is {model.meta.instrument.band}"
+            )
+
+
+def load_calibration_references(model, fringe_path: str, photom_path: str):
+    """
+    Read and check the ``fringe`` and ``photom`` references for an exposure.
+
+    Parameters
+    ----------
+    model : IFUImageModel
+        The exposure (detector, band and shape must match).
+    fringe_path, photom_path : str
+        Reference files (``N/A`` for fringe skips the fringe flat).
+
+    Returns
+    -------
+    CalibrationReferences
+        Arrays as float64 copies.
+
+    Raises
+    ------
+    ReferenceFileError
+        Unreadable file, or one made for another detector, band or shape.
+    """
+    shape = model.data.shape[-2:]
+    if fringe_path in (None, "N/A"):
+        fringe, fringe_err = np.ones(shape), np.zeros(shape)
+    else:
+        name = Path(fringe_path).name
+        try:
+            with datamodels.FringeModel(fringe_path) as fringe_model:
+                _check_reference_matches(fringe_model, model, "fringe", name)
+                fringe = np.array(fringe_model.data, dtype=float)
+                fringe_err = _optional_array(fringe_model, "err", shape)
+        except ReferenceFileError:
+            raise
+        except Exception as exc:
+            raise ReferenceFileError(
+                f"fringe reference file {name} cannot be read: {exc}"
+            ) from None
+    name = Path(photom_path).name
+    try:
+        with datamodels.MirMrsPhotomModel(photom_path) as photom:
+            _check_reference_matches(photom, model, "photom", name)
+            sensitivity = np.array(photom.data, dtype=float)
+            sensitivity_err = _optional_array(photom, "err", shape)
+            photom_dq = np.array(photom.dq, dtype=np.uint32) if photom.dq is not None else None
+            if photom_dq is None or photom_dq.shape != tuple(shape):
+                photom_dq = np.zeros(shape, dtype=np.uint32)
+            tables = {}
+            for channel in (1, 2, 3, 4):
+                attribute = f"timecoeff_powerlaw_ch{channel}"
+                try:
+                    table = photom.getarray_noinit(attribute)
+                except AttributeError:
+                    continue
+                tables[channel] = {
+                    column: np.asarray(table[column], dtype=float)
+                    for column in ("binwave", "alpha", "year1value", "tsoft", "t0")
+                }
+            area_sr = photom.meta.photometry.pixelarea_steradians
+            area_a2 = photom.meta.photometry.pixelarea_arcsecsq
+            conversion = photom.meta.photometry.conversion_megajanskys
+    except ReferenceFileError:
+        raise
+    except Exception as exc:
+        raise ReferenceFileError(f"photom reference file {name} cannot be read: {exc}") from None
+    return CalibrationReferences(
+        fringe,
+        fringe_err,
+        sensitivity,
+        sensitivity_err,
+        photom_dq,
+        tables,
+        area_sr,
+        area_a2,
+        conversion,
+        fringe_applied=fringe_path not in (None, "N/A"),
+    )
+
+
+def _optional_array(model, attribute: str, shape) -> np.ndarray:
+    """An optional reference array, zeros when absent or of another shape."""
+    if not model.hasattr(attribute):
+        return np.zeros(shape)
+    values = np.asarray(getattr(model, attribute), dtype=float)
+    return values if values.shape == tuple(shape) else np.zeros(shape)
+
+
+def _asn_members(path: Path) -> list[Path]:
+    """Background members of an association file (all members if none is typed background)."""
+    try:
+        with open(path) as stream:
+            association = json.load(stream)
+        members = [m for product in association["products"] for m in product["members"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(f"background association {path.name} cannot be read: {exc}") from None
+    typed = [m for m in members if str(m.get("exptype", "")).lower() == "background"]
+    chosen = typed or members
+    if not chosen:
+        raise InputDataError(f"background association {path.name} lists no members")
+    return [path.parent / m["expname"] for m in chosen]
+
+
+def _expand_background_list(background) -> list:
+    """Files and models from the ``background`` parameter (file, list, association)."""
+    if background is None:
+        return []
+    entries = background if isinstance(background, (list, tuple)) else [background]
+    expanded = []
+    for entry in entries:
+        if isinstance(entry, str) and not entry.strip():
+            continue
+        if isinstance(entry, (str, Path)) and str(entry).lower().endswith(".json"):
+            expanded.extend(_asn_members(Path(entry)))
+        else:
+            expanded.append(entry)
+    return expanded
+
+
+def load_backgrounds(background, model, sigma: float) -> VarianceImage | None:
+    """
+    The combined background exposure (DN/s) for a science exposure.
+
+    Parameters
+    ----------
+    background : str, Path, DataModel, list of them, or None
+        Background exposure(s), or an association file whose ``background``
+        members (or all members) are the exposures.
+    model : IFUImageModel
+        The science exposure they must match.
+    sigma : float
+        Outlier rejection across three or more exposures (0: off).
+
+    Returns
+    -------
+    VarianceImage or None
+        The combined background, None when no background was given.
+
+    Raises
+    ------
+    InputDataError
+        A background that cannot be read, is not MRS, is for another
+        detector or band, has another shape, or is already calibrated.
+    """
+    entries = _expand_background_list(background)
+    if not entries:
+        return None
+    images = []
+    for entry in entries:
+        label = entry.meta.filename if isinstance(entry, datamodels.JwstDataModel) else entry
+        try:
+            opened = entry if not isinstance(entry, (str, Path)) else datamodels.open(entry)
+        except Exception as exc:
+            raise InputDataError(f"background {label} cannot be read: {exc}") from None
+        try:
+            images.append(_background_image(opened, model, Path(str(label)).name))
+        finally:
+            if opened is not entry:
+                opened.close()
+    log.info(f"Subtracting the mean of {len(images)} background exposure(s)")
+    return combine_backgrounds(images, sigma)
+
+
+def _background_image(background, model, label: str) -> VarianceImage:
+    meta, wanted = background.meta, model.meta
+    if str(meta.exposure.type).upper() != "MIR_MRS":
+        raise InputDataError(f"background {label} is {meta.exposure.type}, not MIR_MRS")
+    if str(meta.instrument.detector).upper() != str(wanted.instrument.detector).upper():
+        raise InputDataError(
+            f"background {label} is from {meta.instrument.detector}, "
+            f"the science exposure from {wanted.instrument.detector}"
+        )
+    if band_letter(meta.instrument.band) != band_letter(wanted.instrument.band):
+        raise InputDataError(
+            f"background {label} is band {meta.instrument.band}, "
+            f"the science exposure band {wanted.instrument.band}"
+        )
+    if background.data.shape != model.data.shape:
+        raise InputDataError(
+            f"background {label} has shape {background.data.shape}, "
+            f"the science exposure {model.data.shape}"
+        )
+    if is_calibrated(background):
+        raise InputDataError(f"background {label} is already calibrated (MJy/sr); give slopes")
+    return _variance_image(background)
+
+
+def _variance_image(model) -> VarianceImage:
+    """Float64 copies of a model's data and variance components, and its usable pixels."""
+    data = np.array(model.data, dtype=float)
+    shape = data.shape
+    components = []
+    for name in ("var_poisson", "var_rnoise", "var_flat"):
+        values = getattr(model, name, None) if model.hasattr(name) else None
+        values = np.zeros(shape) if values is None or np.size(values) == 0 else values
+        components.append(np.array(values, dtype=float))
+    dq = np.asarray(model.dq)
+    valid = np.isfinite(data) & ((dq & DO_NOT_USE) == 0)
+    for values in components:
+        valid &= np.isfinite(values)
+    return VarianceImage(data, *components, valid)
+
+
+def time_correction(geometries, tables: dict, mid_time: float, shape) -> np.ndarray:
+    """
+    jwst's MRS time-dependent throughput correction (divide the data by it).
+
+    Parameters
+    ----------
+    geometries : list of ChannelGeometry
+        Pixel wavelengths of each channel on the detector.
+    tables : dict
+        Power-law tables by channel (``binwave``, ``alpha``, ``year1value``,
+        ``tsoft``, ``t0``).
+    mid_time : float
+        Exposure mid time (MJD).
+    shape : tuple
+        Image shape.
+
+    Returns
+    -------
+    ndarray
+        The correction, 1 off the slices.
+
+    Notes
+    -----
+    Per wavelength bin, ``c = ((t - t0 + tsoft) / (365 + tsoft)) ** alpha *
+    year1value``, capped at 1, then interpolated linearly in wavelength
+    (extrapolated linearly outside the bins), as jwst's ``photom`` does.
+    """
+    correction = np.ones(shape)
+    for geometry in geometries:
+        table = tables.get(geometry.channel)
+        if table is None:
+            raise ReferenceFileError(
+                f"the photom file has no time-dependence table for channel {geometry.channel}"
+            )
+        norm = (365.0 + table["tsoft"]) ** table["alpha"] / table["year1value"]
+        grid = np.minimum((mid_time - table["t0"] + table["tsoft"]) ** table["alpha"] / norm, 1.0)
+        binwave = table["binwave"]
+        wavelength = geometry.wavelength
+        values = np.interp(wavelength, binwave, grid)
+        below, above = wavelength < binwave[0], wavelength > binwave[-1]
+        values[below] = grid[0] + (wavelength[below] - binwave[0]) * (grid[1] - grid[0]) / (
+            binwave[1] - binwave[0]
+        )
+        values[above] = grid[-1] + (wavelength[above] - binwave[-1]) * (grid[-1] - grid[-2]) / (
+            binwave[-1] - binwave[-2]
+        )
+        values[~np.isfinite(values) | (values == 0)] = 1.0
+        correction[geometry.y, geometry.x] = values
+    return correction
+
+
+def calibrate_mrs(
+    model,
+    references: CalibrationReferences,
+    background: VarianceImage | None = None,
+    apply_time_correction: bool = True,
+    maps: str | None = None,
+    reference_uncertainty: bool = False,
+):
+    """
+    Calibrate an MRS slope image to surface brightness.
+
+    Parameters
+    ----------
+    model : IFUImageModel
+        Slope image (DN/s); not modified.
+    references : CalibrationReferences
+        Fringe and photom content.
+    background : VarianceImage or None
+        Combined background slopes to subtract.
+    apply_time_correction : bool
+        Apply the photom file's time-dependent correction when it has one.
+    maps : str or None
+        ``mrsmaps`` file for pixel wavelengths when the model has no WCS.
+    reference_uncertainty : bool
+        Add the fringe and photom uncertainties to ``VAR_FLAT``
+        (``S**2 * ((sigma_f / f)**2 + (sigma_p / p)**2)``; jwst does not).
+
+    Returns
+    -------
+    IFUImageModel
+        A new model in MJy/sr with propagated variances and DQ.
+
+    Raises
+    ------
+    InputDataError
+        The time correction is needed but no pixel wavelengths are known.
+    """
+    image = _variance_image(model)
+    dq = np.array(model.dq, dtype=np.uint32)
+    if background is not None:
+        image = image.subtract(background)
+    fringe = references.fringe
+    image = scale_image(image, 1.0 / np.where(fringe == 0, np.nan, fringe))
+    image = scale_image(image, references.sensitivity)
+    correction = None
+    if references.time_tables and apply_time_correction:
+        if getattr(model.meta, "wcs", None) is None and maps is None:
+            raise InputDataError(
+                "the photom file carries a time-dependent correction, which needs each pixel's "
+                "wavelength: assign a WCS (jwst's assign_wcs), pass --override_mrsmaps, or set "
+                "--apply_time_correction=False"
+            )
+        geometries = mrs_geometry(model, maps=maps)
+        correction = time_correction(
+            geometries, references.time_tables, float(model.meta.exposure.mid_time), dq.shape
+        )
+        image = scale_image(image, 1.0 / correction)
+        log.info("Applied the MRS time-dependent throughput correction")
+    elif references.time_tables:
+        log.info("MRS time-dependent correction available but not applied")
+    if reference_uncertainty:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relative = (references.fringe_err / fringe) ** 2 + (
+                references.sensitivity_err / references.sensitivity
+            ) ** 2
+        image.var_flat = image.var_flat + image.data**2 * np.where(
+            np.isfinite(relative), relative, 0.0
+        )
+
+    dq |= references.photom_dq
+    invalid = ~image.valid | ~np.isfinite(image.data) | ((dq & DO_NOT_USE) != 0)
+    dq[invalid] |= DO_NOT_USE
+    result = copy_sharing_wcs(model)
+    err = image.err
+    for name, values in (
+        ("data", image.data),
+        ("err", err),
+        ("var_poisson", image.var_poisson),
+        ("var_rnoise", image.var_rnoise),
+        ("var_flat", image.var_flat),
+    ):
+        values = np.where(invalid, np.nan, values).astype(np.float32)
+        setattr(result, name, values)
+    result.dq = dq
+    meta = result.meta
+    meta.bunit_data = "MJy/sr"
+    meta.bunit_err = "MJy/sr"
+    meta.photometry.pixelarea_steradians = _optional_float(references.pixel_area_sr)
+    meta.photometry.pixelarea_arcsecsq = _optional_float(references.pixel_area_arcsec2)
+    if references.conversion_megajanskys is not None:
+        meta.photometry.conversion_megajanskys = float(references.conversion_megajanskys)
+    meta.cal_step.fringe = "COMPLETE" if references.fringe_applied else "SKIPPED"
+    meta.cal_step.photom = "COMPLETE"
+    if background is not None:
+        meta.cal_step.bkg_subtract = "COMPLETE"
+    log.info(
+        f"Calibrated to MJy/sr: {int(np.count_nonzero(~invalid))} usable pixels, "
+        f"{int(np.count_nonzero(invalid))} DO_NOT_USE"
+    )
+    return result
+
+
+def _optional_float(value):
+    return None if value is None else float(value)
