@@ -29,7 +29,7 @@ from stdatamodels.jwst.datamodels import JwstDataModel
 from stpipe import _log, crds_client
 
 from mirispec_steps import __version__
-from mirispec_steps.errors import CrdsUnavailableError, InputDataError
+from mirispec_steps.errors import CrdsUnavailableError, InputDataError, ReferenceFileError
 
 __all__ = ["MirispecStep", "packaged_reference", "OWN_SUFFIXES", "LOGGER_NAME"]
 
@@ -141,6 +141,35 @@ class MirispecStep(JwstStep):
         """
         return cls._empty_config()
 
+    def get_pars(self, full_spec=True):
+        """
+        The step parameters, with in-memory datamodels given as their names.
+
+        Parameters such as ``background`` accept datamodels from Python;
+        stpipe logs and saves parameters as YAML, which cannot hold a model.
+
+        Parameters
+        ----------
+        full_spec : bool
+            Include every parameter of the spec (as stpipe's ``get_pars``).
+
+        Returns
+        -------
+        dict
+            Parameter names and values.
+        """
+        from stpipe.datamodel import AbstractDataModel
+
+        def printable(value):
+            if isinstance(value, AbstractDataModel):
+                name = getattr(value.meta, "filename", None) or "in memory"
+                return f"<{type(value).__name__} {name}>"
+            if isinstance(value, (list, tuple)):
+                return [printable(item) for item in value]
+            return value
+
+        return {key: printable(value) for key, value in super().get_pars(full_spec).items()}
+
     def run(self, *args):
         """
         Run the step, keeping our log lines visible inside foreign pipelines.
@@ -194,6 +223,10 @@ class MirispecStep(JwstStep):
         """
         override = self.get_ref_override(reference_file_type)
         if override is not None:
+            if isinstance(override, str) and override != "N/A" and not Path(override).exists():
+                raise ReferenceFileError(
+                    f"override_{reference_file_type}: reference file {override} does not exist"
+                )
             return super().get_reference_file(input_file, reference_file_type)
         if reference_file_type in self.packaged_defaults:
             path = packaged_reference(self.packaged_defaults[reference_file_type])

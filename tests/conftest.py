@@ -96,3 +96,32 @@ def truth_at(table, truth):
     order = np.argsort(truth.wavelength)
     flux = truth.flux if truth.flux.ndim == 1 else truth.flux[0]
     return np.interp(table["WAVELENGTH"], truth.wavelength[order], flux[order])
+
+
+def _simulate_mrs_files(folder, **kwargs):
+    from mirispec_steps.simulate.mrs import simulate_mrs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        simulated = simulate_mrs(**kwargs)
+    return simulated, {role: str(path) for role, path in simulated.write(folder).items()}
+
+
+@pytest.fixture(scope="session")
+def mrs_noiseless(tmp_path_factory):
+    """Noise-free MRS 1A/2A exposure with a time-dependent loss; (SimulatedMrs, file paths)."""
+    return _simulate_mrs_files(
+        tmp_path_factory.mktemp("mrs_noiseless"),
+        seed=1,
+        noise=False,
+        time_loss=0.2,
+        bad_pixel_fraction=0.0,
+        alpha=0.3,
+        beta=-0.2,
+    )
+
+
+@pytest.fixture(scope="session")
+def mrs_noisy(tmp_path_factory):
+    """Noisy MRS 1A/2A exposure with bad pixels and a time-dependent loss."""
+    return _simulate_mrs_files(tmp_path_factory.mktemp("mrs_noisy"), seed=2, time_loss=0.2)

@@ -114,9 +114,10 @@ def combine_backgrounds(images: list[VarianceImage], sigma: float = 3.0) -> Vari
     images : list of VarianceImage
         The background exposures (same shape).
     sigma : float
-        With three or more exposures, a value further than ``sigma`` times
-        its own uncertainty from the median of the others is rejected
-        (a cosmic ray or a glitch in one exposure); 0 disables it.
+        With three or more exposures, a value further than ``sigma``
+        standard deviations (its own variance plus that of the reference)
+        from the median of the others is rejected (a cosmic ray or a glitch
+        in one exposure); 0 disables it.
 
     Returns
     -------
@@ -127,9 +128,10 @@ def combine_backgrounds(images: list[VarianceImage], sigma: float = 3.0) -> Vari
 
     Notes
     -----
-    The median used for rejection leaves out the value tested, so a
-    single outlier cannot pull its own reference: for exposure ``i`` the
-    reference is the median of the other exposures' values.
+    The reference is the median of all exposures' values, so with three
+    or more a single outlier cannot move it far; the tolerance adds the
+    tested value's variance and that of the median (``pi / 2`` times the
+    variance of a mean).
     """
     data = np.stack([image.data for image in images])
     accepted = np.stack([image.valid & np.isfinite(image.data) for image in images])
@@ -140,14 +142,18 @@ def combine_backgrounds(images: list[VarianceImage], sigma: float = 3.0) -> Vari
     if sigma > 0 and len(images) >= 3:
         masked = np.where(accepted, data, np.nan)
         total = variances["var_poisson"] + variances["var_rnoise"] + variances["var_flat"]
-        spread = np.sqrt(np.where(accepted, total, np.nan))
+        total = np.where(accepted, total, np.nan)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            # Pixels flagged in every exposure have no reference.
+            warnings.filterwarnings("ignore", message="All-NaN slice|Mean of empty slice")
+            reference = np.nanmedian(masked, axis=0)
+            count = np.maximum(np.sum(accepted, axis=0), 1)
+            # Variance of a median of n values: about pi / 2 times that of their mean.
+            reference_variance = 0.5 * np.pi * np.nanmean(total, axis=0) / count
         for index in range(len(images)):
-            others = np.delete(masked, index, axis=0)
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                # Pixels flagged in every other exposure have no reference.
-                warnings.filterwarnings("ignore", message="All-NaN slice")
-                reference = np.nanmedian(others, axis=0)
-                outlier = np.abs(masked[index] - reference) > sigma * spread[index]
+            with np.errstate(invalid="ignore"):
+                spread = np.sqrt(total[index] + reference_variance)
+                outlier = np.abs(masked[index] - reference) > sigma * spread
             accepted[index] &= ~outlier
     count = accepted.sum(axis=0)
     valid = count > 0

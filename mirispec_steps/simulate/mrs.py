@@ -25,6 +25,7 @@ with them gives back the scene's surface brightness to float precision.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,7 +276,7 @@ class SimulatedMrs:
     fringe: object
     truth: MrsTruth
 
-    def redraw(self, seed: int | None = None) -> SimulatedMrs:
+    def redraw(self, seed: int | None = None, noise: bool | None = None) -> SimulatedMrs:
         """
         The same scene and references with new noise in both exposures.
 
@@ -283,6 +284,8 @@ class SimulatedMrs:
         ----------
         seed : int or None
             Random seed of the new draw.
+        noise : bool or None
+            Draw noise (None: as in the original simulation).
 
         Returns
         -------
@@ -291,6 +294,8 @@ class SimulatedMrs:
         """
         rng = np.random.default_rng(seed)
         detector_noise = self.truth.extras["noise"]
+        if noise is not None:
+            detector_noise = dataclasses.replace(detector_noise, noise=noise)
         rate = detector_noise.expose(self.rate, self.truth.rate, rng, with_hits=True)
         background = detector_noise.expose(
             self.background, self.truth.background_rate, rng, with_hits=False
