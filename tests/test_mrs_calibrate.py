@@ -318,3 +318,10 @@ def test_errors_are_one_family(mrs_noisy):
     simulated, files = mrs_noisy
     with pytest.raises(MirispecError):
         calibrate(simulated.rate, files, override_photom="/nonexistent/photom.fits")
+
+
+def test_entry_point_and_alias():
+    from stpipe.entry_points import get_steps
+
+    aliases = {step.class_alias: step.class_name for step in get_steps()}
+    assert aliases["mrs_calibrate"] == "mirispec_steps.mrs_calibrate_step.MrsCalibrateStep"
