@@ -7,12 +7,21 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["LrsBoxExtractStep", "LrsOptimalExtractStep", "MrsCalibrateStep", "__version__"]
+__all__ = [
+    "LrsBoxExtractStep",
+    "LrsOptimalExtractStep",
+    "MrsCalibrateStep",
+    "MrsCentroidStep",
+    "read_centroid",
+    "__version__",
+]
 
 _STEPS = {
     "LrsBoxExtractStep": "mirispec_steps.lrs_box_extract_step",
     "LrsOptimalExtractStep": "mirispec_steps.lrs_optimal_extract_step",
     "MrsCalibrateStep": "mirispec_steps.mrs_calibrate_step",
+    "MrsCentroidStep": "mirispec_steps.mrs_centroid_step",
+    "read_centroid": "mirispec_steps.mrs_centroid",
 }
 
 

@@ -24,4 +24,5 @@ def get_steps():
             False,
         ),
         ("mirispec_steps.mrs_calibrate_step.MrsCalibrateStep", "mrs_calibrate", False),
+        ("mirispec_steps.mrs_centroid_step.MrsCentroidStep", "mrs_centroid", False),
     ]

@@ -87,3 +87,55 @@ def plot_spectra(spectra: dict, path, truth=None, title="MIRI LRS spectrum (miri
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_centroid(table, path, title="MRS source position (mirispec_steps)"):
+    """
+    Centroid versus wavelength with the smooth track, one row of panels per channel.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        From :func:`mirispec_steps.read_centroid`.
+    path : str or Path
+        PNG file to write.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    bands = list(dict.fromkeys(np.asarray(table["band"]).tolist()))
+    figure, axes = plt.subplots(len(bands), 2, figsize=(11, 3.2 * len(bands)), squeeze=False)
+    colours = {"ok": "tab:blue", "low_signal": "tab:orange", "outlier": "tab:red", "fixed": "k"}
+    for row, band in zip(axes, bands, strict=True):
+        rows = table[table["band"] == band]
+        wavelength = np.asarray(rows["wavelength"])
+        status = np.asarray(rows["status"]).astype(str)
+        for axis, name in zip(row, ("alpha", "beta"), strict=True):
+            for label, colour in colours.items():
+                chosen = status == label
+                if np.any(chosen):
+                    axis.errorbar(
+                        wavelength[chosen],
+                        np.asarray(rows[name])[chosen],
+                        yerr=np.asarray(rows[f"{name}_err"])[chosen],
+                        fmt=".",
+                        ms=3,
+                        color=colour,
+                        alpha=0.6,
+                        label=f"{label} ({np.count_nonzero(chosen)})",
+                    )
+            failed = np.count_nonzero(status == "failed")
+            axis.plot(wavelength, np.asarray(rows[f"{name}_smooth"]), "g-", lw=1.5, label="track")
+            axis.set_xlabel("wavelength (micron)")
+            axis.set_ylabel(f"{name} (arcsec), band {band}")
+            axis.set_title(f"{band} {name}" + (f"; {failed} failed bins" if failed else ""))
+            axis.legend(fontsize=7, loc="best")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return str(path)

@@ -44,6 +44,7 @@ OWN_SUFFIXES = ("mrscal", "mrscen", "x1d", "x1dints", "scene_model", "residual",
 PACKAGED_DEFAULTS = {
     "extract1d": "mirispec_miri_lrs_extract1d.json",
     "psf": "mirispec_miri_lrs_psf.fits",
+    "mrsresol": "mirispec_miri_mrs_resolution.json",
 }
 
 #: Seconds to wait for a CRDS answer before giving up with a clear error.

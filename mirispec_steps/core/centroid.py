@@ -1,0 +1,643 @@
+"""Point-source position per spectral bin in the MRS field, by staged Gaussian fits.
+
+For every spectral bin (all bins of a channel at once):
+
+1. the slice holding the most signal (each pixel capped at the bin's
+   fifth-brightest value, so that one cosmic ray cannot pick the slice);
+2. a 1-D Gaussian plus constant along that slice in alpha, and a 1-D
+   Gaussian plus constant across slices in beta through each slice's pixel
+   nearest the along-slice centre;
+3. a 2-D Gaussian plus constant (elliptical, optionally rotated) fitted to
+   all of the bin's valid pixels in (alpha, beta), started from stage 2,
+   inverse-variance weighted, refitted once after rejecting outlying pixels.
+
+The Gaussians are integrated over each pixel's footprint (error functions
+over the along-slice edges and the slice width), so the slice sampling does
+not bias the position. Every bin gets a status; a polynomial track
+``alpha(lambda)``, ``beta(lambda)`` is fitted to the good bins with
+iterative clipping, and bins far from it are marked outliers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+from mirispec_steps.core.batched_fit import batched_least_squares, numerical_jacobian
+from mirispec_steps.core.spectral_grid import SpectralGrid, bin_members
+
+__all__ = [
+    "STATUS_FAILED",
+    "STATUS_LOW_SIGNAL",
+    "STATUS_OK",
+    "STATUS_OUTLIER",
+    "CentroidPixels",
+    "CentroidSettings",
+    "ChannelCentroid",
+    "fit_centroids",
+    "smooth_track",
+]
+
+STATUS_OK = "ok"
+STATUS_LOW_SIGNAL = "low_signal"
+STATUS_FAILED = "failed"
+STATUS_OUTLIER = "outlier"
+
+SQRT_2PI = np.sqrt(2.0 * np.pi)
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+
+@dataclass
+class CentroidPixels:
+    """
+    One channel's pixels, as the centroid fits need them.
+
+    Attributes
+    ----------
+    alpha_low, alpha_high : ndarray
+        ``(N,)`` along-slice pixel edges (arcsec).
+    beta : ndarray
+        ``(N,)`` beta of the pixel's slice centre (arcsec).
+    slice_number : ndarray
+        ``(N,)`` slice, 1 to ``n_slices``.
+    wavelength : ndarray
+        ``(N,)`` micron.
+    data, variance : ndarray
+        ``(N,)`` surface brightness and its variance.
+    valid : ndarray
+        ``(N,)`` usable pixels (finite, variance > 0, not DO_NOT_USE).
+    slice_beta : ndarray
+        ``(n_slices,)`` slice centres.
+    slice_width : float
+        Slice width (arcsec).
+    """
+
+    alpha_low: np.ndarray
+    alpha_high: np.ndarray
+    beta: np.ndarray
+    slice_number: np.ndarray
+    wavelength: np.ndarray
+    data: np.ndarray
+    variance: np.ndarray
+    valid: np.ndarray
+    slice_beta: np.ndarray
+    slice_width: float
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """Pixel centres along the slice."""
+        return 0.5 * (self.alpha_low + self.alpha_high)
+
+
+@dataclass
+class CentroidSettings:
+    """
+    Choices of the staged fit.
+
+    Attributes
+    ----------
+    fwhm_slope, fwhm_offset : float
+        Expected PSF FWHM ``slope * lambda + offset`` (arcsec): start
+        values and the sanity range of fitted widths.
+    rotation : bool
+        Fit a rotated ellipse in stage 3.
+    min_snr : float
+        Bins whose amplitude has a lower signal-to-noise are ``low_signal``.
+    reject_sigma : float
+        Pixels beyond this many (robustly scaled) sigma of the stage-3 fit,
+        plus ``model_tolerance`` times the fitted source signal at the
+        pixel, are rejected before the refit.
+    model_tolerance : float
+        Fraction of the fitted source signal allowed as model error.
+    track_order : int
+        Polynomial order of the smooth track in wavelength.
+    clip_sigma : float
+        Bins further than this from the track (in their errors, robustly
+        scaled) are outliers.
+    """
+
+    fwhm_slope: float = 0.033
+    fwhm_offset: float = 0.106
+    rotation: bool = False
+    min_snr: float = 3.0
+    reject_sigma: float = 5.0
+    model_tolerance: float = 0.5
+    track_order: int = 2
+    clip_sigma: float = 4.0
+
+    def expected_sigma(self, wavelength: np.ndarray) -> np.ndarray:
+        """Expected PSF sigma (arcsec)."""
+        return (self.fwhm_slope * np.asarray(wavelength) + self.fwhm_offset) * FWHM_TO_SIGMA
+
+
+@dataclass
+class ChannelCentroid:
+    """
+    The centroid solution of one channel: per-bin fits, track and final position.
+
+    Attributes
+    ----------
+    wavelength, bin_width : ndarray
+        ``(K,)`` bin centres and widths (micron).
+    amplitude : ndarray
+        Fitted peak surface brightness of the Gaussian.
+    alpha, beta : ndarray
+        Fitted position (arcsec).
+    sigma_alpha, sigma_beta : ndarray
+        Fitted Gaussian widths (arcsec).
+    alpha_err, beta_err : ndarray
+        1-sigma position uncertainties.
+    theta : ndarray
+        Ellipse rotation (radians, 0 without rotation).
+    background : ndarray
+        Fitted constant.
+    n_pixels : ndarray
+        Pixels used in stage 3.
+    status : ndarray
+        ``ok``, ``low_signal``, ``failed`` or ``outlier``.
+    alpha_smooth, beta_smooth : ndarray
+        Smooth track at each bin.
+    alpha_final, beta_final : float
+        Weighted mean position of the good bins.
+    alpha_final_err, beta_final_err : float
+        Its uncertainty (scaled up by the scatter about the mean).
+    """
+
+    wavelength: np.ndarray
+    bin_width: np.ndarray
+    amplitude: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    sigma_alpha: np.ndarray
+    sigma_beta: np.ndarray
+    alpha_err: np.ndarray
+    beta_err: np.ndarray
+    theta: np.ndarray
+    background: np.ndarray
+    n_pixels: np.ndarray
+    status: np.ndarray
+    alpha_smooth: np.ndarray
+    beta_smooth: np.ndarray
+    alpha_final: float
+    beta_final: float
+    alpha_final_err: float
+    beta_final_err: float
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Bins with a good fit."""
+        return self.status == STATUS_OK
+
+
+def _interval(low, high, centre, sigma):
+    """Gaussian probability between ``low`` and ``high`` (stable in both tails)."""
+    lower = (low - centre) / sigma
+    upper = (high - centre) / sigma
+    # Right of the centre, 1 - ndtr loses digits: mirror those intervals to the left.
+    mirror = lower > 0
+    return ndtr(np.where(mirror, -lower, upper)) - ndtr(np.where(mirror, -upper, lower))
+
+
+def _box_gaussian(low, high, centre, log_sigma, jacobian):
+    """
+    Mean of ``exp(-(x - centre)^2 / 2 sigma^2)`` over ``[low, high]``, and its derivatives.
+
+    Returns the value, or the value and its derivatives with respect to
+    ``centre`` and ``log sigma``.
+    """
+    sigma = np.exp(log_sigma)
+    width = high - low
+    factor = SQRT_2PI * sigma / width
+    value = factor * _interval(low, high, centre, sigma)
+    if not jacobian:
+        return value
+    upper, lower = (high - centre) / sigma, (low - centre) / sigma
+    density_upper = np.exp(-0.5 * upper * upper) / SQRT_2PI
+    density_lower = np.exp(-0.5 * lower * lower) / SQRT_2PI
+    d_centre = -SQRT_2PI * (density_upper - density_lower) / width
+    d_log_sigma = value - factor * (upper * density_upper - lower * density_lower)
+    return value, d_centre, d_log_sigma
+
+
+def _gaussian_1d(low, high):
+    """``evaluate`` for a footprint-averaged 1-D Gaussian plus constant ``(A, mu, log s, C)``."""
+
+    def evaluate(params, rows, jacobian=False):
+        amplitude, centre, log_sigma, constant = (params[:, i : i + 1] for i in range(4))
+        result = _box_gaussian(low[rows], high[rows], centre, log_sigma, jacobian)
+        if not jacobian:
+            return amplitude * result + constant
+        value, d_centre, d_log_sigma = result
+        derivatives = np.stack(
+            [value, amplitude * d_centre, amplitude * d_log_sigma, np.ones_like(value)], axis=-1
+        )
+        return amplitude * value + constant, derivatives
+
+    return evaluate
+
+
+def _gaussian_2d(alpha_low, alpha_high, slice_index, slice_beta, slice_width):
+    """``evaluate`` for an axis-aligned footprint-averaged 2-D Gaussian plus constant.
+
+    Parameters ``(A, alpha0, beta0, log sigma_alpha, log sigma_beta, C)``. The
+    across-slice factor depends only on the slice, so it is computed per
+    slice and gathered (``slice_index`` is the 0-based slice of each point).
+    """
+    half = 0.5 * slice_width
+    beta_low, beta_high = slice_beta[None, :] - half, slice_beta[None, :] + half
+
+    def evaluate(params, rows, jacobian=False):
+        amplitude, a0, b0, log_sa, log_sb, constant = (params[:, i : i + 1] for i in range(6))
+        along = _box_gaussian(alpha_low[rows], alpha_high[rows], a0, log_sa, jacobian)
+        per_slice = _box_gaussian(beta_low, beta_high, b0, log_sb, jacobian)
+        points = slice_index[rows]
+        if not jacobian:
+            return amplitude * along * np.take_along_axis(per_slice, points, axis=1) + constant
+        va, da, dsa = along
+        vb, db, dsb = (np.take_along_axis(part, points, axis=1) for part in per_slice)
+        product = va * vb
+        derivatives = np.stack(
+            [
+                product,
+                amplitude * da * vb,
+                amplitude * va * db,
+                amplitude * dsa * vb,
+                amplitude * va * dsb,
+                np.ones_like(product),
+            ],
+            axis=-1,
+        )
+        return amplitude * product + constant, derivatives
+
+    return evaluate
+
+
+def _gaussian_2d_rotated(params, alpha, alpha_width, beta, slice_width):
+    """Rotated 2-D Gaussian plus constant, pixel footprint as added box variance.
+
+    Parameters ``(A, alpha0, beta0, log sigma_alpha, log sigma_beta, theta, C)``;
+    the arrays are those of the rows being evaluated.
+    """
+    amplitude, a0, b0, log_sa, log_sb, theta, constant = (params[:, i : i + 1] for i in range(7))
+    sa2, sb2 = np.exp(2 * log_sa), np.exp(2 * log_sb)
+    cos, sin = np.cos(theta), np.sin(theta)
+    c_aa = sa2 * cos**2 + sb2 * sin**2 + alpha_width**2 / 12.0
+    c_bb = sa2 * sin**2 + sb2 * cos**2 + slice_width**2 / 12.0
+    c_ab = (sa2 - sb2) * cos * sin
+    determinant = c_aa * c_bb - c_ab**2
+    da, db = alpha - a0, beta - b0
+    exponent = (c_bb * da**2 - 2 * c_ab * da * db + c_aa * db**2) / determinant
+    peak = amplitude * np.sqrt(sa2 * sb2 / determinant)
+    return peak * np.exp(-0.5 * exponent) + constant
+
+
+def _robust_scale(values, mask, axis=1):
+    """1.4826 x median absolute deviation of ``values`` where ``mask`` (NaN-safe)."""
+    masked = np.where(mask, values, np.nan)
+    with np.errstate(invalid="ignore"), _quiet():
+        median = np.nanmedian(masked, axis=axis, keepdims=True)
+        return 1.4826 * np.nanmedian(np.abs(masked - median), axis=axis)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence NumPy's all-NaN and empty-slice warnings (bins without data)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def fit_centroids(
+    pixels: CentroidPixels, grid: SpectralGrid, settings: CentroidSettings | None = None
+) -> ChannelCentroid:
+    """
+    Fit the source position in every bin of a channel and the smooth track.
+
+    Parameters
+    ----------
+    pixels : CentroidPixels
+        The channel's pixels.
+    grid : SpectralGrid
+        Spectral bins.
+    settings : CentroidSettings or None
+        Fit choices (defaults if None).
+
+    Returns
+    -------
+    ChannelCentroid
+        Per-bin results, statuses, track and final position.
+    """
+    settings = settings or CentroidSettings()
+    members = bin_members(pixels.wavelength, grid)
+    index, inside = members.index, members.inside
+    valid = inside & pixels.valid[index]
+    data = np.where(valid, pixels.data[index], 0.0)
+    with np.errstate(divide="ignore"):
+        weight = np.where(valid, 1.0 / pixels.variance[index], 0.0)
+    alpha_low, alpha_high = pixels.alpha_low[index], pixels.alpha_high[index]
+    alpha = 0.5 * (alpha_low + alpha_high)
+    beta = pixels.beta[index]
+    slices = pixels.slice_number[index]
+    n_slices = pixels.slice_beta.size
+    sigma0 = settings.expected_sigma(grid.wavelength)
+    n_bins = len(grid)
+
+    # Stage 1: slice with most signal, each pixel capped at the bin's 5th-brightest value.
+    ranked = np.where(valid, data, -np.inf)
+    fifth = min(5, ranked.shape[1])
+    cap = -np.partition(-ranked, fifth - 1, axis=1)[:, fifth - 1 : fifth]
+    capped = np.where(valid, np.minimum(data, np.where(np.isfinite(cap), cap, 0.0)), 0.0)
+    rows = np.broadcast_to(np.arange(n_bins)[:, None], index.shape)
+    per_slice = np.zeros((n_bins, n_slices))
+    np.add.at(per_slice, (rows[valid], slices[valid] - 1), capped[valid])
+    best_slice = np.argmax(per_slice, axis=1) + 1
+    has_data = valid.sum(axis=1) >= 8
+
+    # Stage 2a: along the best slice, in alpha.
+    scale = max(float(np.max(np.abs(data))), 1e-12)
+    on_best = valid & (slices == best_slice[:, None])
+    slice_values = np.where(on_best, capped, np.nan)
+    with _quiet():
+        floor = np.nan_to_num(np.nanpercentile(slice_values, 10, axis=1))
+        peak_at = np.nanargmax(np.where(on_best, capped, -np.inf), axis=1)
+    start = np.column_stack(
+        [
+            np.maximum(np.nanmax(np.where(on_best, capped, -np.inf), axis=1) - floor, 1e-30),
+            alpha[np.arange(n_bins), peak_at],
+            np.log(sigma0),
+            floor,
+        ]
+    )
+    start = np.where(np.isfinite(start), start, 0.0)
+    # Compact the best slice's pixels to the left so that stage 2a works on few columns.
+    order = np.argsort(~on_best, axis=1, kind="stable")
+    width_best = max(int(on_best.sum(axis=1).max()), 1)
+    compact = order[:, :width_best]
+
+    def take(values):
+        return np.take_along_axis(values, compact, axis=1)
+
+    along = batched_least_squares(
+        _gaussian_1d(take(alpha_low), take(alpha_high)),
+        start,
+        take(data),
+        take(np.where(on_best, weight, 0.0)),
+        max_iterations=15,
+    )
+    alpha_start = np.where(
+        np.isfinite(along.params[:, 1]) & (np.abs(along.params[:, 1] - start[:, 1]) < 3 * sigma0),
+        along.params[:, 1],
+        start[:, 1],
+    )
+
+    # Stage 2b: across slices, through each slice's pixel nearest alpha_start.
+    distance = np.where(valid, np.abs(alpha - alpha_start[:, None]), np.inf)
+    across_values = np.zeros((n_bins, n_slices))
+    across_weight = np.zeros((n_bins, n_slices))
+    for number in range(1, n_slices + 1):
+        in_slice = np.where(slices == number, distance, np.inf)
+        nearest = np.argmin(in_slice, axis=1)
+        found = np.isfinite(in_slice[np.arange(n_bins), nearest])
+        across_values[:, number - 1] = np.where(found, data[np.arange(n_bins), nearest], 0.0)
+        across_weight[:, number - 1] = np.where(found, weight[np.arange(n_bins), nearest], 0.0)
+    slice_low = np.broadcast_to(pixels.slice_beta - 0.5 * pixels.slice_width, (n_bins, n_slices))
+    slice_high = slice_low + pixels.slice_width
+    masked_across = np.where(across_weight > 0, across_values, np.nan)
+    with _quiet():
+        across_floor = np.nan_to_num(np.nanmin(masked_across, axis=1))
+        across_peak = np.nanargmax(np.where(across_weight > 0, across_values, -np.inf), axis=1)
+    across_start = np.column_stack(
+        [
+            np.maximum(across_values[np.arange(n_bins), across_peak] - across_floor, 1e-30),
+            pixels.slice_beta[across_peak],
+            np.log(np.maximum(sigma0, 0.5 * pixels.slice_width)),
+            across_floor,
+        ]
+    )
+    across = batched_least_squares(
+        _gaussian_1d(slice_low, slice_high),
+        across_start,
+        across_values,
+        across_weight,
+        max_iterations=15,
+    )
+    beta_start = np.where(
+        np.isfinite(across.params[:, 1])
+        & (np.abs(across.params[:, 1] - across_start[:, 1]) < 2 * pixels.slice_width),
+        across.params[:, 1],
+        across_start[:, 1],
+    )
+
+    # Stage 3: 2-D Gaussian on all valid pixels, then once more without outlying pixels.
+    amplitude0 = np.maximum(np.nan_to_num(across.params[:, 0]), np.nan_to_num(along.params[:, 0]))
+    amplitude0 = np.where(amplitude0 > 0, amplitude0, start[:, 0])
+    log_sa0 = np.where(np.isfinite(along.params[:, 2]), along.params[:, 2], np.log(sigma0))
+    log_sa0 = np.clip(log_sa0, np.log(0.5 * sigma0), np.log(2 * sigma0))
+    log_sb0 = np.clip(
+        np.where(np.isfinite(across.params[:, 2]), across.params[:, 2], np.log(sigma0)),
+        np.log(0.5 * sigma0),
+        np.log(2 * sigma0),
+    )
+    with _quiet():
+        constant0 = np.nan_to_num(np.nanmedian(np.where(valid, data, np.nan), axis=1))
+    columns = [amplitude0, alpha_start, beta_start, log_sa0, log_sb0]
+    if settings.rotation:
+        columns.append(np.zeros(n_bins))
+        alpha_width = alpha_high - alpha_low
+
+        def rotated(p, rows):
+            return _gaussian_2d_rotated(
+                p, alpha[rows], alpha_width[rows], beta[rows], pixels.slice_width
+            )
+
+        steps = np.array([1e-6 * scale, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5, 1e-6 * scale])
+        evaluate = numerical_jacobian(rotated, steps)
+    else:
+        evaluate = _gaussian_2d(
+            alpha_low, alpha_high, slices - 1, pixels.slice_beta, pixels.slice_width
+        )
+    columns.append(constant0)
+    initial = np.column_stack(columns)
+    fit_weight = weight
+    fit = batched_least_squares(evaluate, initial, data, fit_weight, max_iterations=50)
+    if settings.reject_sigma > 0:
+        fitted = evaluate(fit.params, np.arange(n_bins))
+        sigma = np.sqrt(np.where(valid, 1.0 / np.where(weight > 0, weight, 1.0), 0.0))
+        normalised = (data - fitted) * np.sqrt(fit_weight)
+        spread = np.nan_to_num(np.maximum(_robust_scale(normalised, valid), 1.0), nan=1.0)
+        # A Gaussian misses the real PSF's core and wings by a fraction of the signal:
+        # that much is model error, not an outlier (a cosmic ray is far above it).
+        source_part = np.abs(fitted - fit.params[:, -1:])
+        tolerance = (
+            settings.reject_sigma * spread[:, None] * sigma + settings.model_tolerance * source_part
+        )
+        keep = valid & (np.abs(data - fitted) <= tolerance)
+        rejected_any = np.any(valid & ~keep, axis=1)
+        if np.any(rejected_any):
+            fit_weight = np.where(keep, weight, 0.0)
+            subset = np.flatnonzero(rejected_any)
+
+            def evaluate_subset(p, rows, jacobian=False):
+                return evaluate(p, subset[rows], jacobian)
+
+            refit = batched_least_squares(
+                evaluate_subset,
+                fit.params[subset],
+                data[subset],
+                fit_weight[subset],
+                max_iterations=50,
+            )
+            for name in ("params", "covariance", "chi2", "dof", "converged"):
+                getattr(fit, name)[rejected_any] = getattr(refit, name)
+    return _finish(fit, grid, pixels, settings, has_data, fit_weight, sigma0)
+
+
+def _finish(fit, grid, pixels, settings, has_data, fit_weight, sigma0) -> ChannelCentroid:
+    params = fit.params
+    rotated = settings.rotation
+    constant = params[:, -1]
+    reduced = np.where(fit.dof > 0, fit.chi2 / np.maximum(fit.dof, 1), np.nan)
+    inflation = np.sqrt(np.maximum(np.nan_to_num(reduced, nan=1.0), 1.0))
+    errors = fit.errors * inflation[:, None]
+    amplitude = params[:, 0]
+    alpha, beta = params[:, 1], params[:, 2]
+    sigma_alpha, sigma_beta = np.exp(params[:, 3]), np.exp(params[:, 4])
+    theta = params[:, 5] if rotated else np.zeros(len(grid))
+    alpha_err, beta_err = errors[:, 1], errors[:, 2]
+    amplitude_err = errors[:, 0]
+
+    alpha_extent = max(np.max(np.abs(pixels.alpha_low)), np.max(np.abs(pixels.alpha_high)))
+    beta_low = pixels.slice_beta[0] - pixels.slice_width
+    beta_high = pixels.slice_beta[-1] + pixels.slice_width
+    finite = np.all(np.isfinite(params), axis=1) & np.isfinite(alpha_err) & np.isfinite(beta_err)
+    sane = (
+        finite
+        & fit.converged
+        & (amplitude > 0)
+        & (np.abs(alpha) <= alpha_extent)
+        & (beta >= beta_low)
+        & (beta <= beta_high)
+        & (sigma_alpha > 0.3 * sigma0)
+        & (sigma_alpha < 3.0 * sigma0)
+        & (sigma_beta > 0.3 * sigma0)
+        & (sigma_beta < 3.0 * sigma0)
+        & (alpha_err > 0)
+        & (beta_err > 0)
+        & has_data
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = amplitude / amplitude_err
+    status = np.full(len(grid), STATUS_FAILED, dtype="<U10")
+    status[sane] = STATUS_OK
+    status[sane & ~(snr >= settings.min_snr)] = STATUS_LOW_SIGNAL
+
+    alpha_smooth, alpha_outlier = smooth_track(
+        grid.wavelength, alpha, alpha_err, status == STATUS_OK, settings
+    )
+    beta_smooth, beta_outlier = smooth_track(
+        grid.wavelength, beta, beta_err, status == STATUS_OK, settings
+    )
+    status[(status == STATUS_OK) & (alpha_outlier | beta_outlier)] = STATUS_OUTLIER
+    good = status == STATUS_OK
+    alpha_final, alpha_final_err = _weighted_mean(alpha, alpha_err, good)
+    beta_final, beta_final_err = _weighted_mean(beta, beta_err, good)
+    nan_where_failed = np.where(status == STATUS_FAILED, np.nan, 1.0)
+    return ChannelCentroid(
+        wavelength=grid.wavelength,
+        bin_width=grid.width,
+        amplitude=amplitude * nan_where_failed,
+        alpha=alpha * nan_where_failed,
+        beta=beta * nan_where_failed,
+        sigma_alpha=sigma_alpha * nan_where_failed,
+        sigma_beta=sigma_beta * nan_where_failed,
+        alpha_err=alpha_err * nan_where_failed,
+        beta_err=beta_err * nan_where_failed,
+        theta=theta * nan_where_failed,
+        background=constant * nan_where_failed,
+        n_pixels=np.sum(fit_weight > 0, axis=1),
+        status=status,
+        alpha_smooth=alpha_smooth,
+        beta_smooth=beta_smooth,
+        alpha_final=alpha_final,
+        beta_final=beta_final,
+        alpha_final_err=alpha_final_err,
+        beta_final_err=beta_final_err,
+    )
+
+
+def _weighted_mean(values, errors, good) -> tuple[float, float]:
+    if not np.any(good):
+        return float("nan"), float("nan")
+    weight = 1.0 / errors[good] ** 2
+    mean = float(np.sum(weight * values[good]) / np.sum(weight))
+    error = float(1.0 / np.sqrt(np.sum(weight)))
+    if np.count_nonzero(good) > 1:
+        reduced = np.sum(weight * (values[good] - mean) ** 2) / (np.count_nonzero(good) - 1)
+        error *= float(np.sqrt(max(reduced, 1.0)))
+    return mean, error
+
+
+def smooth_track(
+    wavelength: np.ndarray,
+    position: np.ndarray,
+    error: np.ndarray,
+    usable: np.ndarray,
+    settings: CentroidSettings | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Outlier-resistant polynomial ``position(lambda)`` through the usable bins.
+
+    Parameters
+    ----------
+    wavelength, position, error : ndarray
+        ``(K,)`` per-bin values.
+    usable : ndarray
+        ``(K,)`` bins allowed in the fit.
+    settings : CentroidSettings or None
+        ``track_order`` and ``clip_sigma``.
+
+    Returns
+    -------
+    track : ndarray
+        ``(K,)`` the polynomial at every bin (NaN if no bin is usable).
+    outlier : ndarray
+        ``(K,)`` usable bins rejected by the clipping.
+
+    Notes
+    -----
+    Weighted least squares with weights ``1 / error^2``; residuals are
+    normalised by the errors and by their robust scatter (if larger than
+    1), and bins beyond ``clip_sigma`` are dropped, until nothing changes
+    (at most 10 passes). The order drops when too few bins remain.
+    """
+    settings = settings or CentroidSettings()
+    inliers = usable & np.isfinite(position) & np.isfinite(error) & (error > 0)
+    outlier = np.zeros(wavelength.size, dtype=bool)
+    if np.count_nonzero(inliers) == 0:
+        return np.full(wavelength.size, np.nan), outlier
+    centre = 0.5 * (wavelength.min() + wavelength.max())
+    half = max(0.5 * (wavelength.max() - wavelength.min()), 1e-12)
+    x = (wavelength - centre) / half
+    track = np.full(wavelength.size, np.nan)
+    for _ in range(10):
+        count = np.count_nonzero(inliers)
+        order = int(min(settings.track_order, max(count - 2, 0)))
+        weight = 1.0 / error[inliers]
+        coefficients = np.polynomial.polynomial.polyfit(
+            x[inliers], position[inliers], order, w=weight
+        )
+        track = np.polynomial.polynomial.polyval(x, coefficients)
+        normalised = (position - track) / error
+        scatter = max(1.4826 * np.median(np.abs(normalised[inliers])), 1.0)
+        keep = (
+            usable & np.isfinite(normalised) & (np.abs(normalised) <= settings.clip_sigma * scatter)
+        )
+        if count <= order + 2 or np.array_equal(keep, inliers):
+            break
+        inliers = keep
+    outlier = usable & ~inliers & np.isfinite(position)
+    return track, outlier
