@@ -16,6 +16,7 @@ import numpy as np
 from astropy.table import Table
 
 from mirispec_steps.adapters.mrs import ChannelGeometry, mrs_geometry
+from mirispec_steps.core.calibrate import spectral_spikes
 from mirispec_steps.core.centroid import (
     STATUS_OK,
     CentroidPixels,
@@ -37,6 +38,7 @@ __all__ = [
     "read_centroid",
     "solution_tree",
     "stored_solution",
+    "usable_pixels",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,39 @@ TABLE_COLUMNS = {
 FINAL_KEYS = ("alpha_final", "beta_final", "alpha_final_err", "beta_final_err")
 
 
-def channel_pixels(model, geometry: ChannelGeometry) -> CentroidPixels:
+def usable_pixels(model, reject_spikes: bool = True) -> np.ndarray:
+    """
+    The image's usable pixels: finite, variance > 0, not DO_NOT_USE, and no spike.
+
+    Parameters
+    ----------
+    model : IFUImageModel
+        Calibrated exposure.
+    reject_spikes : bool
+        Also drop single-pixel spikes found against the adjacent rows
+        (:func:`~mirispec_steps.core.calibrate.spectral_spikes`): unflagged
+        cosmic rays.
+
+    Returns
+    -------
+    ndarray
+        Boolean image.
+    """
+    data = np.asarray(model.data, dtype=float)
+    variance = np.asarray(model.err, dtype=float) ** 2
+    valid = np.isfinite(data) & np.isfinite(variance) & (variance > 0)
+    valid &= (np.asarray(model.dq) & DO_NOT_USE) == 0
+    if reject_spikes:
+        spikes = spectral_spikes(data, variance, valid)
+        if np.any(spikes):
+            log.info(f"{int(np.count_nonzero(spikes))} single-pixel spikes left out")
+        valid &= ~spikes
+    return valid
+
+
+def channel_pixels(
+    model, geometry: ChannelGeometry, usable: np.ndarray | None = None
+) -> CentroidPixels:
     """
     A channel's surface brightness, variance and usable-pixel mask.
 
@@ -77,6 +111,8 @@ def channel_pixels(model, geometry: ChannelGeometry) -> CentroidPixels:
         Calibrated exposure.
     geometry : ChannelGeometry
         The channel's pixels.
+    usable : ndarray or None
+        Usable-pixel image (:func:`usable_pixels`); computed if None.
 
     Returns
     -------
@@ -87,8 +123,9 @@ def channel_pixels(model, geometry: ChannelGeometry) -> CentroidPixels:
     pixels = geometry.y, geometry.x
     data = np.asarray(model.data[pixels], dtype=float)
     variance = np.asarray(model.err[pixels], dtype=float) ** 2
-    dq = np.asarray(model.dq[pixels])
-    valid = np.isfinite(data) & np.isfinite(variance) & (variance > 0) & ((dq & DO_NOT_USE) == 0)
+    if usable is None:
+        usable = usable_pixels(model)
+    valid = usable[pixels]
     return CentroidPixels(
         alpha_low=geometry.alpha_low,
         alpha_high=geometry.alpha_high,
@@ -130,6 +167,16 @@ def _fixed_solution(grid, position) -> ChannelCentroid:
     )
 
 
+def _common_wavelength_range(geometry: ChannelGeometry, valid: np.ndarray) -> tuple[float, float]:
+    """Wavelengths that every slice covers (bins at the band ends hold all slices)."""
+    lows, highs = [], []
+    for number in np.unique(geometry.slice_number[valid]):
+        wavelength = geometry.wavelength[valid & (geometry.slice_number == number)]
+        lows.append(wavelength.min())
+        highs.append(wavelength.max())
+    return float(np.max(lows)), float(np.min(highs))
+
+
 def centroid_channels(
     model,
     resolution: ResolvingPower,
@@ -137,6 +184,7 @@ def centroid_channels(
     oversampling: float = 1.0,
     fixed_position=None,
     maps=None,
+    reject_spikes: bool = True,
 ) -> dict[int, tuple[ChannelGeometry, ChannelCentroid]]:
     """
     Centroid solution of every channel on the exposure's detector.
@@ -155,6 +203,8 @@ def centroid_channels(
         ``(alpha, beta)`` in arcsec: no fitting, every bin at this position.
     maps : str or None
         ``mrsmaps`` file for data without a WCS.
+    reject_spikes : bool
+        Leave out single-pixel spikes (see :func:`usable_pixels`).
 
     Returns
     -------
@@ -167,14 +217,15 @@ def centroid_channels(
         A channel with no usable pixel, or (fitting) no bin with a source.
     """
     results = {}
+    usable = usable_pixels(model, reject_spikes)
     for geometry in mrs_geometry(model, maps=maps):
         band = geometry.name
         if band not in resolution.bands:
             raise InputDataError(f"the resolving-power file {resolution.source} lacks band {band}")
-        pixels = channel_pixels(model, geometry)
+        pixels = channel_pixels(model, geometry, usable)
         if not np.any(pixels.valid):
             raise InputDataError(f"channel {band} has no usable pixel (all NaN or DO_NOT_USE)")
-        low, high = (float(v) for v in np.percentile(geometry.wavelength[pixels.valid], [0, 100]))
+        low, high = _common_wavelength_range(geometry, pixels.valid)
         grid = spectral_grid(low, high, resolution[band], oversampling)
         if fixed_position is not None:
             solution = _fixed_solution(grid, fixed_position)

@@ -51,6 +51,7 @@ class MrsCentroidStep(MirispecStep):
     reject_sigma = float(default=5.0, min=0)  # reject pixels beyond N sigma of the 2-D fit (0: off)
     track_order = integer(default=2, min=0, max=6)  # polynomial order of the smooth track
     clip_sigma = float(default=4.0, min=1)  # bins beyond N sigma of the track are outliers
+    reject_spikes = boolean(default=True)  # leave out single-pixel spikes (unflagged cosmic rays)
     fixed_position = float_list(min=2, max=2, default=None)  # (alpha, beta) arcsec: skip fitting
     save_centroid_table = boolean(default=False)  # write the per-bin table (ECSV)
     save_plots = boolean(default=False)  # write a PNG of centroid versus wavelength
@@ -115,6 +116,7 @@ class MrsCentroidStep(MirispecStep):
             oversampling=self.oversampling,
             fixed_position=self.fixed_position,
             maps=maps,
+            reject_spikes=self.reject_spikes,
         )
         result = copy_sharing_wcs(model)
         tree = solution_tree(results)

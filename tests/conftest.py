@@ -125,3 +125,19 @@ def mrs_noiseless(tmp_path_factory):
 def mrs_noisy(tmp_path_factory):
     """Noisy MRS 1A/2A exposure with bad pixels and a time-dependent loss."""
     return _simulate_mrs_files(tmp_path_factory.mktemp("mrs_noisy"), seed=2, time_loss=0.2)
+
+
+def calibrated_mrs(folder, **kwargs):
+    """Simulate an MRS exposure and calibrate it (model layer): (SimulatedMrs, calibrated model)."""
+    from mirispec_steps.mrs_calibrate import (
+        calibrate_mrs,
+        load_backgrounds,
+        load_calibration_references,
+    )
+
+    simulated, files = _simulate_mrs_files(folder, **kwargs)
+    references = load_calibration_references(simulated.rate, files["fringe"], files["photom"])
+    background = load_backgrounds(simulated.background, simulated.rate, 3.0)
+    calibrated = calibrate_mrs(simulated.rate, references, background)
+    calibrated.meta.filename = "sim_mrscal.fits"
+    return simulated, calibrated

@@ -384,7 +384,7 @@ def fit_centroids(
     along = batched_least_squares(
         _gaussian_1d(take(alpha_low), take(alpha_high)),
         start,
-        take(data),
+        take(capped),
         take(np.where(on_best, weight, 0.0)),
         max_iterations=15,
     )
@@ -402,7 +402,7 @@ def fit_centroids(
         in_slice = np.where(slices == number, distance, np.inf)
         nearest = np.argmin(in_slice, axis=1)
         found = np.isfinite(in_slice[np.arange(n_bins), nearest])
-        across_values[:, number - 1] = np.where(found, data[np.arange(n_bins), nearest], 0.0)
+        across_values[:, number - 1] = np.where(found, capped[np.arange(n_bins), nearest], 0.0)
         across_weight[:, number - 1] = np.where(found, weight[np.arange(n_bins), nearest], 0.0)
     slice_low = np.broadcast_to(pixels.slice_beta - 0.5 * pixels.slice_width, (n_bins, n_slices))
     slice_high = slice_low + pixels.slice_width
@@ -464,35 +464,34 @@ def fit_centroids(
     initial = np.column_stack(columns)
     fit_weight = weight
     fit = batched_least_squares(evaluate, initial, data, fit_weight, max_iterations=50)
-    if settings.reject_sigma > 0:
+    sigma = np.sqrt(np.where(valid, 1.0 / np.where(weight > 0, weight, 1.0), 0.0))
+    # Two rejection passes: a strong cosmic ray distorts the first fit, so each refit
+    # starts again from the stage-2 values with the pixels rejected so far left out.
+    for _ in range(2 if settings.reject_sigma > 0 else 0):
         fitted = evaluate(fit.params, np.arange(n_bins))
-        sigma = np.sqrt(np.where(valid, 1.0 / np.where(weight > 0, weight, 1.0), 0.0))
         normalised = (data - fitted) * np.sqrt(fit_weight)
-        spread = np.nan_to_num(np.maximum(_robust_scale(normalised, valid), 1.0), nan=1.0)
+        spread = np.nan_to_num(np.maximum(_robust_scale(normalised, fit_weight > 0), 1.0), nan=1.0)
         # A Gaussian misses the real PSF's core and wings by a fraction of the signal:
         # that much is model error, not an outlier (a cosmic ray is far above it).
         source_part = np.abs(fitted - fit.params[:, -1:])
         tolerance = (
             settings.reject_sigma * spread[:, None] * sigma + settings.model_tolerance * source_part
         )
-        keep = valid & (np.abs(data - fitted) <= tolerance)
-        rejected_any = np.any(valid & ~keep, axis=1)
-        if np.any(rejected_any):
-            fit_weight = np.where(keep, weight, 0.0)
-            subset = np.flatnonzero(rejected_any)
+        keep = (fit_weight > 0) & (np.abs(data - fitted) <= tolerance)
+        rejected_any = np.any((fit_weight > 0) & ~keep, axis=1)
+        if not np.any(rejected_any):
+            break
+        fit_weight = np.where(keep, weight, 0.0)
+        subset = np.flatnonzero(rejected_any)
 
-            def evaluate_subset(p, rows, jacobian=False):
-                return evaluate(p, subset[rows], jacobian)
+        def evaluate_subset(p, rows, jacobian=False, subset=subset):
+            return evaluate(p, subset[rows], jacobian)
 
-            refit = batched_least_squares(
-                evaluate_subset,
-                fit.params[subset],
-                data[subset],
-                fit_weight[subset],
-                max_iterations=50,
-            )
-            for name in ("params", "covariance", "chi2", "dof", "converged"):
-                getattr(fit, name)[rejected_any] = getattr(refit, name)
+        refit = batched_least_squares(
+            evaluate_subset, initial[subset], data[subset], fit_weight[subset], max_iterations=50
+        )
+        for name in ("params", "covariance", "chi2", "dof", "converged"):
+            getattr(fit, name)[rejected_any] = getattr(refit, name)
     return _finish(fit, grid, pixels, settings, has_data, fit_weight, sigma0)
 
 

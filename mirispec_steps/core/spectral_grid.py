@@ -68,8 +68,8 @@ def spectral_grid(
         raise ValueError("oversampling must be > 0")
     centres, widths = [], []
     centre = low
-    for _ in range(3):  # first centre half its own width above ``low``
-        centre = low + 0.5 * low / float(resolving_power(centre))
+    for _ in range(5):  # first centre half its own width above ``low``
+        centre = low + 0.5 * centre / float(resolving_power(centre))
     width = centre / float(resolving_power(centre))
     # A few hundred bins per band: the loop costs well under a millisecond.
     while centre + 0.5 * width <= high:
