@@ -34,7 +34,7 @@ class BatchedFit:
     dof : ndarray
         ``(K,)`` points with weight minus parameters.
     converged : ndarray
-        ``(K,)`` relative chi-square change below the tolerance.
+        ``(K,)`` the last accepted step lowered the chi-square by less than the tolerance.
     """
 
     params: np.ndarray
@@ -89,7 +89,7 @@ def batched_least_squares(
     data: np.ndarray,
     weight: np.ndarray,
     max_iterations: int = 30,
-    tolerance: float = 1e-6,
+    tolerance: float = 1e-2,
 ) -> BatchedFit:
     """
     Minimise ``sum(weight * (data - model(p))**2)`` for every row independently.
@@ -110,7 +110,8 @@ def batched_least_squares(
     max_iterations : int
         Iteration limit.
     tolerance : float
-        Convergence when the relative chi-square decrease is below it.
+        Convergence when an accepted step lowers the chi-square by less
+        than this (0.01 moves any parameter by about a tenth of its error).
 
     Returns
     -------
@@ -143,6 +144,9 @@ def _levenberg_marquardt(evaluate, initial, data, weight, max_iterations, tolera
 
     chi2, _ = chi_square(evaluate(params, all_rows), all_rows)
     converged |= ~np.isfinite(chi2)
+    # J^T W J of each row's last iteration: its inverse is the covariance (the last
+    # accepted step is far below the errors, so J need not be recomputed there).
+    last_normal = np.full((n_rows, n_params, n_params), np.nan)
     for _ in range(max_iterations):
         rows = np.flatnonzero(~converged)
         if rows.size == 0:
@@ -151,6 +155,7 @@ def _levenberg_marquardt(evaluate, initial, data, weight, max_iterations, tolera
         _, residual = chi_square(values, rows)
         weighted = jacobian * weight[rows][:, :, None]
         normal = np.matmul(weighted.transpose(0, 2, 1), jacobian)
+        last_normal[rows] = normal
         gradient = np.matmul(weighted.transpose(0, 2, 1), residual[:, :, None])[:, :, 0]
         scale = np.diagonal(normal, axis1=1, axis2=2).copy()
         scale[scale <= 0] = 1.0
@@ -164,19 +169,22 @@ def _levenberg_marquardt(evaluate, initial, data, weight, max_iterations, tolera
         trial = params[rows] + update
         trial_chi2, _ = chi_square(evaluate(trial, rows), rows)
         better = np.isfinite(trial_chi2) & (trial_chi2 <= chi2[rows])
-        relative = np.where(better, (chi2[rows] - trial_chi2) / np.maximum(chi2[rows], 1e-300), 0.0)
+        decrease = np.where(better, chi2[rows] - trial_chi2, 0.0)
         accepted = rows[better]
         params[accepted] = trial[better]
         chi2[accepted] = trial_chi2[better]
-        converged[accepted[relative[better] < tolerance]] = True
+        converged[accepted[decrease[better] < tolerance]] = True
         # A row whose step fails even with heavy damping sits at its minimum.
         stalled = rows[~better]
         converged[stalled[damping[stalled] > 1e6]] = True
         damping[accepted] /= 10.0
         damping[stalled] *= 10.0
-    _, jacobian = evaluate(params, all_rows, jacobian=True)
-    normal = np.matmul((jacobian * weight[:, :, None]).transpose(0, 2, 1), jacobian)
-    covariance = _invert_each(normal)
+    missing = np.flatnonzero(~np.all(np.isfinite(last_normal), axis=(1, 2)))
+    if missing.size:
+        _, jacobian = evaluate(params[missing], missing, jacobian=True)
+        weighted = jacobian * weight[missing][:, :, None]
+        last_normal[missing] = np.matmul(weighted.transpose(0, 2, 1), jacobian)
+    covariance = _invert_each(last_normal)
     dof = np.sum(weight > 0, axis=1) - n_params
     return BatchedFit(params, covariance, chi2, dof, converged)
 
