@@ -31,8 +31,8 @@ from mirispec_steps import MrsCalibrateStep  # noqa: E402
 from mirispec_steps.mrs_calibrate import (  # noqa: E402
     calibrate_mrs,
     load_backgrounds,
-    load_calibration_references,
 )
+from mirispec_steps.reference import load_calibration_references  # noqa: E402
 from mirispec_steps.simulate import offline_crds  # noqa: E402
 from mirispec_steps.simulate.mrs import simulate_mrs  # noqa: E402
 

@@ -32,9 +32,9 @@ from mirispec_steps.core.spectral_grid import spectral_grid  # noqa: E402
 from mirispec_steps.mrs_calibrate import (  # noqa: E402
     calibrate_mrs,
     load_backgrounds,
-    load_calibration_references,
 )
 from mirispec_steps.mrs_centroid import channel_pixels, usable_pixels  # noqa: E402
+from mirispec_steps.reference import load_calibration_references  # noqa: E402
 from mirispec_steps.simulate import offline_crds  # noqa: E402
 from mirispec_steps.simulate.mrs import default_resolving_power, simulate_mrs  # noqa: E402
 
@@ -53,6 +53,7 @@ def box_mean(low, high, centre, sigma):
 def plain_channel(pixels, grid):
     """The same three stages, one bin at a time, with curve_fit."""
     sigma0 = CentroidSettings().expected_sigma(grid.wavelength)
+    half = pixels.slice_width / 2
     results = []
     for k in range(len(grid)):
         members = np.flatnonzero(
@@ -82,7 +83,6 @@ def plain_channel(pixels, grid):
                 values.append(data[nearest])
                 errors.append(error[nearest])
                 betas.append(pixels.slice_beta[number - 1])
-            half = pixels.slice_width / 2
             betas = np.array(betas)
             p_across, _ = curve_fit(
                 lambda b, a, mu, s, c: a * box_mean(b - half, b + half, mu, s) + c,
@@ -156,9 +156,10 @@ def main():
         count = min(len(rows), len(positions))
         ok = (rows["status"][:count] == "ok") & np.isfinite(positions[:count, 0])
         difference = np.abs(np.asarray(rows["alpha"][:count])[ok] - positions[:count, 0][ok])
+        failed = np.count_nonzero(~np.isfinite(positions[:, 0]))
         print(
-            f"  channel {channel}: plain fits failed in {np.count_nonzero(~np.isfinite(positions[:, 0]))}"
-            f" bins; median |alpha_step - alpha_plain| = {np.median(difference):.2e} arcsec"
+            f"  channel {channel}: plain fits failed in {failed} bins; "
+            f"median |alpha_step - alpha_plain| = {np.median(difference):.2e} arcsec"
         )
 
 

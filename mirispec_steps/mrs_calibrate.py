@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,12 @@ from stdatamodels.jwst import datamodels
 from mirispec_steps.adapters.mrs import band_letter, copy_sharing_wcs, mrs_geometry
 from mirispec_steps.core.calibrate import VarianceImage, combine_backgrounds, scale_image
 from mirispec_steps.errors import InputDataError, ReferenceFileError
+from mirispec_steps.reference import CalibrationReferences
 
 __all__ = [
-    "CalibrationReferences",
     "calibrate_mrs",
     "is_calibrated",
     "load_backgrounds",
-    "load_calibration_references",
     "time_correction",
 ]
 
@@ -44,161 +42,12 @@ DO_NOT_USE = 1
 CALIBRATED_UNITS = ("MJY/SR", "MJY", "JY", "MJY SR-1")
 
 
-@dataclass
-class CalibrationReferences:
-    """
-    The ``fringe`` and ``photom`` reference content the calibration needs.
-
-    Attributes
-    ----------
-    fringe : ndarray
-        Fringe flat (the slopes are divided by it).
-    fringe_err : ndarray
-        Its uncertainty.
-    sensitivity : ndarray
-        Photom conversion ((MJy/sr)/(DN/s)).
-    sensitivity_err : ndarray
-        Its uncertainty.
-    photom_dq : ndarray
-        Photom DQ, OR-ed into the science DQ (as jwst does).
-    time_tables : dict
-        Power-law time-dependence tables by channel (empty when absent).
-    pixel_area_sr, pixel_area_arcsec2 : float or None
-        ``PIXAR_SR`` and ``PIXAR_A2`` of the photom file.
-    conversion_megajanskys : float or None
-        The file's ``PHOTMJSR``.
-    fringe_applied : bool
-        False when no fringe reference was given (``N/A``).
-    """
-
-    fringe: np.ndarray
-    fringe_err: np.ndarray
-    sensitivity: np.ndarray
-    sensitivity_err: np.ndarray
-    photom_dq: np.ndarray
-    time_tables: dict
-    pixel_area_sr: float | None
-    pixel_area_arcsec2: float | None
-    conversion_megajanskys: float | None
-    fringe_applied: bool = True
-
-
 def is_calibrated(model) -> bool:
     """True when the image is already in surface-brightness units or photom-calibrated."""
     unit = str(model.meta.bunit_data or "").strip().upper()
     photom_status = getattr(model.meta.cal_step, "photom", None)
     own_status = getattr(model.meta.cal_step, "mrs_calibrate", None)
     return unit in CALIBRATED_UNITS or "COMPLETE" in (photom_status, own_status)
-
-
-def _check_reference_matches(reference, model, reftype: str, name: str) -> None:
-    """Refuse a reference made for another detector/band or image shape."""
-    shape = tuple(model.data.shape[-2:])
-    if tuple(reference.data.shape) != shape:
-        raise ReferenceFileError(
-            f"{reftype} reference file {name}: SCI shape {tuple(reference.data.shape)} "
-            f"does not match the exposure's {shape}"
-        )
-    instrument = reference.meta.instrument
-    detector = getattr(instrument, "detector", None)
-    if detector and str(detector).upper() != str(model.meta.instrument.detector).upper():
-        raise ReferenceFileError(
-            f"{reftype} reference file {name} is for {detector}, "
-            f"the exposure is {model.meta.instrument.detector}"
-        )
-    band = getattr(instrument, "band", None)
-    if band and str(band).upper() not in ("ANY", "N/A"):
-        if band_letter(band) != band_letter(model.meta.instrument.band):
-            raise ReferenceFileError(
-                f"{reftype} reference file {name} is for band {band}, "
-                f"the exposure is {model.meta.instrument.band}"
-            )
-
-
-def load_calibration_references(model, fringe_path: str, photom_path: str):
-    """
-    Read and check the ``fringe`` and ``photom`` references for an exposure.
-
-    Parameters
-    ----------
-    model : IFUImageModel
-        The exposure (detector, band and shape must match).
-    fringe_path, photom_path : str
-        Reference files (``N/A`` for fringe skips the fringe flat).
-
-    Returns
-    -------
-    CalibrationReferences
-        Arrays as float64 copies.
-
-    Raises
-    ------
-    ReferenceFileError
-        Unreadable file, or one made for another detector, band or shape.
-    """
-    shape = model.data.shape[-2:]
-    if fringe_path in (None, "N/A"):
-        fringe, fringe_err = np.ones(shape), np.zeros(shape)
-    else:
-        name = Path(fringe_path).name
-        try:
-            with datamodels.FringeModel(fringe_path) as fringe_model:
-                _check_reference_matches(fringe_model, model, "fringe", name)
-                fringe = np.array(fringe_model.data, dtype=float)
-                fringe_err = _optional_array(fringe_model, "err", shape)
-        except ReferenceFileError:
-            raise
-        except Exception as exc:
-            raise ReferenceFileError(
-                f"fringe reference file {name} cannot be read: {exc}"
-            ) from None
-    name = Path(photom_path).name
-    try:
-        with datamodels.MirMrsPhotomModel(photom_path) as photom:
-            _check_reference_matches(photom, model, "photom", name)
-            sensitivity = np.array(photom.data, dtype=float)
-            sensitivity_err = _optional_array(photom, "err", shape)
-            photom_dq = np.array(photom.dq, dtype=np.uint32) if photom.dq is not None else None
-            if photom_dq is None or photom_dq.shape != tuple(shape):
-                photom_dq = np.zeros(shape, dtype=np.uint32)
-            tables = {}
-            for channel in (1, 2, 3, 4):
-                attribute = f"timecoeff_powerlaw_ch{channel}"
-                try:
-                    table = photom.getarray_noinit(attribute)
-                except AttributeError:
-                    continue
-                tables[channel] = {
-                    column: np.asarray(table[column], dtype=float)
-                    for column in ("binwave", "alpha", "year1value", "tsoft", "t0")
-                }
-            area_sr = photom.meta.photometry.pixelarea_steradians
-            area_a2 = photom.meta.photometry.pixelarea_arcsecsq
-            conversion = photom.meta.photometry.conversion_megajanskys
-    except ReferenceFileError:
-        raise
-    except Exception as exc:
-        raise ReferenceFileError(f"photom reference file {name} cannot be read: {exc}") from None
-    return CalibrationReferences(
-        fringe,
-        fringe_err,
-        sensitivity,
-        sensitivity_err,
-        photom_dq,
-        tables,
-        area_sr,
-        area_a2,
-        conversion,
-        fringe_applied=fringe_path not in (None, "N/A"),
-    )
-
-
-def _optional_array(model, attribute: str, shape) -> np.ndarray:
-    """An optional reference array, zeros when absent or of another shape."""
-    if not model.hasattr(attribute):
-        return np.zeros(shape)
-    values = np.asarray(getattr(model, attribute), dtype=float)
-    return values if values.shape == tuple(shape) else np.zeros(shape)
 
 
 def _asn_members(path: Path) -> list[Path]:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from stdatamodels.jwst import datamodels
-
-from mirispec_steps.adapters.mrs import check_mrs_input
+from mirispec_steps.adapters.mrs import check_mrs_image, is_mrs_exposure
 from mirispec_steps.errors import InputDataError
-from mirispec_steps.mrs_calibrate import (
-    calibrate_mrs,
-    is_calibrated,
-    load_backgrounds,
-    load_calibration_references,
-)
+from mirispec_steps.mrs_calibrate import calibrate_mrs, is_calibrated, load_backgrounds
+from mirispec_steps.reference import load_calibration_references
 from mirispec_steps.stepbase import MirispecStep
 
 __all__ = ["MrsCalibrateStep"]
@@ -64,15 +58,10 @@ class MrsCalibrateStep(MirispecStep):
         return self.process_each(input_data, self._calibrate_one)
 
     def _calibrate_one(self, model, index):
-        exp_type = str(model.meta.exposure.type).upper()
-        if model.meta.instrument.name != "MIRI" or exp_type != "MIR_MRS":
+        if not is_mrs_exposure(model):
+            exp_type = model.meta.exposure.type
             return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not MRS")
-        if not isinstance(model, datamodels.IFUImageModel) or model.data.ndim != 2:
-            raise InputDataError(
-                f"input is a {type(model).__name__} of shape {model.data.shape}; "
-                "MrsCalibrateStep takes an MRS rate image (IFUImageModel, 2-D)"
-            )
-        check_mrs_input(model)
+        check_mrs_image(model, "an MRS rate image in DN/s")
         if is_calibrated(model):
             raise InputDataError(
                 f"input is already calibrated (BUNIT {model.meta.bunit_data!r}, photom "

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 from mirispec_steps.adapters.mrs import ChannelGeometry, mrs_geometry
 from mirispec_steps.core.calibrate import spectral_spikes
@@ -295,8 +295,6 @@ def centroid_table(tree: dict) -> Table:
         }
         rows.append(Table(columns))
         final[str(entry["band"])] = {k: float(entry[k]) for k in FINAL_KEYS}
-    from astropy.table import vstack
-
     table = vstack(rows) if len(rows) > 1 else rows[0]
     for name, unit in TABLE_COLUMNS.items():
         if unit is not None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from stdatamodels.jwst import datamodels
-
-from mirispec_steps.adapters.mrs import check_mrs_input, copy_sharing_wcs
+from mirispec_steps.adapters.mrs import check_mrs_image, copy_sharing_wcs, is_mrs_exposure
 from mirispec_steps.core.centroid import CentroidSettings
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs_calibrate import is_calibrated
@@ -79,15 +77,10 @@ class MrsCentroidStep(MirispecStep):
         return self.process_each(input_data, self._centroid_one)
 
     def _centroid_one(self, model, index):
-        exp_type = str(model.meta.exposure.type).upper()
-        if model.meta.instrument.name != "MIRI" or exp_type != "MIR_MRS":
+        if not is_mrs_exposure(model):
+            exp_type = model.meta.exposure.type
             return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not MRS")
-        if not isinstance(model, datamodels.IFUImageModel) or model.data.ndim != 2:
-            raise InputDataError(
-                f"input is a {type(model).__name__} of shape {model.data.shape}; "
-                "MrsCentroidStep takes a calibrated MRS image (IFUImageModel, 2-D)"
-            )
-        check_mrs_input(model)
+        check_mrs_image(model, "a calibrated MRS image")
         if not is_calibrated(model):
             raise InputDataError(
                 f"input is not calibrated (BUNIT {model.meta.bunit_data!r}): run mrs_calibrate "

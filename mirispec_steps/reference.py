@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mirispec_steps.adapters.mrs import band_letter
 from mirispec_steps.core.psf_profile import PsfTable
 from mirispec_steps.core.resolution import BandResolution, ResolvingPower
 from mirispec_steps.errors import ReferenceFileError
@@ -29,6 +30,8 @@ __all__ = [
     "load_apcorr",
     "load_lrs_psf",
     "load_mrs_resolution",
+    "CalibrationReferences",
+    "load_calibration_references",
 ]
 
 _NUMBER = (int, float)
@@ -437,3 +440,156 @@ def load_mrs_resolution(path: str | Path) -> ResolvingPower:
             raise ReferenceFileError(f"{where}: 'coefficients' give R <= 0 inside the band")
         result[band] = band_resolution
     return ResolvingPower(result, name)
+
+
+@dataclass
+class CalibrationReferences:
+    """
+    The ``fringe`` and ``photom`` reference content the calibration needs.
+
+    Attributes
+    ----------
+    fringe : ndarray
+        Fringe flat (the slopes are divided by it).
+    fringe_err : ndarray
+        Its uncertainty.
+    sensitivity : ndarray
+        Photom conversion ((MJy/sr)/(DN/s)).
+    sensitivity_err : ndarray
+        Its uncertainty.
+    photom_dq : ndarray
+        Photom DQ, OR-ed into the science DQ (as jwst does).
+    time_tables : dict
+        Power-law time-dependence tables by channel (empty when absent).
+    pixel_area_sr, pixel_area_arcsec2 : float or None
+        ``PIXAR_SR`` and ``PIXAR_A2`` of the photom file.
+    conversion_megajanskys : float or None
+        The file's ``PHOTMJSR``.
+    fringe_applied : bool
+        False when no fringe reference was given (``N/A``).
+    """
+
+    fringe: np.ndarray
+    fringe_err: np.ndarray
+    sensitivity: np.ndarray
+    sensitivity_err: np.ndarray
+    photom_dq: np.ndarray
+    time_tables: dict
+    pixel_area_sr: float | None
+    pixel_area_arcsec2: float | None
+    conversion_megajanskys: float | None
+    fringe_applied: bool = True
+
+
+def _check_reference_matches(reference, model, reftype: str, name: str) -> None:
+    """Refuse a reference made for another detector/band or image shape."""
+    shape = tuple(model.data.shape[-2:])
+    if tuple(reference.data.shape) != shape:
+        raise ReferenceFileError(
+            f"{reftype} reference file {name}: SCI shape {tuple(reference.data.shape)} "
+            f"does not match the exposure's {shape}"
+        )
+    instrument = reference.meta.instrument
+    detector = getattr(instrument, "detector", None)
+    if detector and str(detector).upper() != str(model.meta.instrument.detector).upper():
+        raise ReferenceFileError(
+            f"{reftype} reference file {name} is for {detector}, "
+            f"the exposure is {model.meta.instrument.detector}"
+        )
+    band = getattr(instrument, "band", None)
+    if band and str(band).upper() not in ("ANY", "N/A"):
+        if band_letter(band) != band_letter(model.meta.instrument.band):
+            raise ReferenceFileError(
+                f"{reftype} reference file {name} is for band {band}, "
+                f"the exposure is {model.meta.instrument.band}"
+            )
+
+
+def _read_reference(model_class, path: str, reftype: str, exposure, read):
+    """Open a jwst reference model, check it matches the exposure, and ``read`` it."""
+    name = Path(path).name
+    try:
+        with model_class(path) as reference:
+            _check_reference_matches(reference, exposure, reftype, name)
+            return read(reference)
+    except ReferenceFileError:
+        raise
+    except Exception as exc:
+        raise ReferenceFileError(f"{reftype} reference file {name} cannot be read: {exc}") from None
+
+
+def _read_photom(photom) -> dict:
+    shape = photom.data.shape
+    photom_dq = np.array(photom.dq, dtype=np.uint32) if photom.dq is not None else None
+    if photom_dq is None or photom_dq.shape != tuple(shape):
+        photom_dq = np.zeros(shape, dtype=np.uint32)
+    tables = {}
+    for channel in (1, 2, 3, 4):
+        try:
+            table = photom.getarray_noinit(f"timecoeff_powerlaw_ch{channel}")
+        except AttributeError:
+            continue
+        tables[channel] = {
+            column: np.asarray(table[column], dtype=float)
+            for column in ("binwave", "alpha", "year1value", "tsoft", "t0")
+        }
+    return {
+        "sensitivity": np.array(photom.data, dtype=float),
+        "sensitivity_err": _optional_array(photom, "err", shape),
+        "photom_dq": photom_dq,
+        "time_tables": tables,
+        "pixel_area_sr": photom.meta.photometry.pixelarea_steradians,
+        "pixel_area_arcsec2": photom.meta.photometry.pixelarea_arcsecsq,
+        "conversion_megajanskys": photom.meta.photometry.conversion_megajanskys,
+    }
+
+
+def load_calibration_references(exposure, fringe_path: str, photom_path: str):
+    """
+    Read and check the MRS ``fringe`` and ``photom`` references for an exposure.
+
+    Parameters
+    ----------
+    exposure : IFUImageModel
+        The exposure (detector, band and shape must match).
+    fringe_path, photom_path : str
+        Reference files (``N/A`` for fringe skips the fringe flat).
+
+    Returns
+    -------
+    CalibrationReferences
+        Arrays as float64 copies.
+
+    Raises
+    ------
+    ReferenceFileError
+        Unreadable file, or one made for another detector, band or shape.
+    """
+    from stdatamodels.jwst import datamodels
+
+    shape = exposure.data.shape[-2:]
+    fringe_applied = fringe_path not in (None, "N/A")
+    if fringe_applied:
+        fringe, fringe_err = _read_reference(
+            datamodels.FringeModel,
+            fringe_path,
+            "fringe",
+            exposure,
+            lambda model: (np.array(model.data, dtype=float), _optional_array(model, "err", shape)),
+        )
+    else:
+        fringe, fringe_err = np.ones(shape), np.zeros(shape)
+    photom = _read_reference(
+        datamodels.MirMrsPhotomModel, photom_path, "photom", exposure, _read_photom
+    )
+    return CalibrationReferences(
+        fringe=fringe, fringe_err=fringe_err, fringe_applied=fringe_applied, **photom
+    )
+
+
+def _optional_array(model, attribute: str, shape) -> np.ndarray:
+    """An optional reference array, zeros when absent or of another shape."""
+    if not model.hasattr(attribute):
+        return np.zeros(shape)
+    values = np.asarray(getattr(model, attribute), dtype=float)
+    return values if values.shape == tuple(shape) else np.zeros(shape)

@@ -132,8 +132,8 @@ def calibrated_mrs(folder, **kwargs):
     from mirispec_steps.mrs_calibrate import (
         calibrate_mrs,
         load_backgrounds,
-        load_calibration_references,
     )
+    from mirispec_steps.reference import load_calibration_references
 
     simulated, files = _simulate_mrs_files(folder, **kwargs)
     references = load_calibration_references(simulated.rate, files["fringe"], files["photom"])

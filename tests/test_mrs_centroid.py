@@ -11,6 +11,7 @@ from conftest import calibrated_mrs
 from numpy.testing import assert_allclose
 
 from mirispec_steps import MrsCentroidStep, read_centroid
+from mirispec_steps.adapters.mrs import mrs_geometry
 from mirispec_steps.core.centroid import CentroidPixels, fit_centroids
 from mirispec_steps.core.mrs_psf import MrsPsf
 from mirispec_steps.core.spectral_grid import bin_members, spectral_grid
@@ -197,24 +198,23 @@ def test_faint_source(faint):
 
 @pytest.mark.parametrize(
     ("alpha", "beta", "label"),
-    [(1.35, 0.1, "near the field edge"), (0.2, -0.177 * 3, "on a slice boundary")],
+    # 1A: 21 slices of 0.177 arcsec centred on beta = 0, so slice edges lie at
+    # (k + 0.5) * 0.177; -3.5 * 0.177 is the edge between slices 7 and 8.
+    [(1.35, 0.1, "near the field edge"), (0.2, -3.5 * 0.177, "on a slice boundary")],
 )
 def test_edge_and_slice_boundary(tmp_path, alpha, beta, label):
-    # 1A slices: 21 of 0.177 arcsec centred on 0, so -0.531 is a boundary of slices 7 and 8
     simulated, calibrated = calibrated_mrs(
-        tmp_path,
-        seed=12,
-        alpha=alpha,
-        beta=beta - 0.0885 if "slice" in label else beta,
-        continuum=continuum(0.3),
-        lines=(),
+        tmp_path, seed=12, alpha=alpha, beta=beta, continuum=continuum(0.3), lines=()
     )
-    truth_beta = simulated.truth.beta
+    geometry = mrs_geometry(calibrated)[0]
+    if "slice" in label:
+        edges = geometry.slice_beta[:-1] + geometry.slice_width / 2
+        assert np.min(np.abs(edges - beta)) < 1e-6
     table = read_centroid(centroid(calibrated))
     rows = table[table["channel"] == 1]
     assert (rows["status"] == "ok").mean() >= 0.98, label
     assert np.max(np.abs(rows["alpha_smooth"] - alpha)) < 0.01, label
-    assert np.max(np.abs(rows["beta_smooth"] - truth_beta)) < 0.01, label
+    assert np.max(np.abs(rows["beta_smooth"] - beta)) < 0.01, label
 
 
 def test_bad_pixel_at_peak_and_cosmic_rays(tmp_path):

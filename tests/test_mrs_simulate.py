@@ -124,7 +124,8 @@ def test_point_source_flux_is_conserved(continuum_only):
             truth.continuum(grid) * _enclosed(truth.psf, geometry, truth.alpha, truth.beta, grid),
             grid,
         )
-        assert_allclose(total, expected, rtol=0.01)
+        # measured -0.13% (1A) and -0.19% (2A): pixels at the band ends straddle the edges
+        assert_allclose(total, expected, rtol=0.005)
 
 
 def test_line_flux_is_conserved():
@@ -138,7 +139,7 @@ def test_line_flux_is_conserved():
     )
     total, geometry = _light_in_band(simulated)[1]
     enclosed = _enclosed(simulated.truth.psf, geometry, 0.0, 0.0, line.wavelength)
-    assert_allclose(total, line.flux * enclosed, rtol=0.01)
+    assert_allclose(total, line.flux * enclosed, rtol=0.002)  # measured -0.05%
     assert _light_in_band(simulated)[2][0] == 0.0
     # the truth's instrumental-resolution spectrum integrates to the line flux too
     grid = np.linspace(5.30, 5.38, 4001)

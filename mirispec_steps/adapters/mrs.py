@@ -28,7 +28,9 @@ __all__ = [
     "detector_channels",
     "abl_to_pixel",
     "channel_geometry",
+    "check_mrs_image",
     "check_mrs_input",
+    "is_mrs_exposure",
     "copy_sharing_wcs",
     "load_mrs_maps",
     "mrs_geometry",
@@ -158,6 +160,38 @@ def copy_sharing_wcs(model):
     """
     wcs = getattr(model.meta, "wcs", None)
     return model.copy(memo={} if wcs is None else {id(wcs): wcs})
+
+
+def is_mrs_exposure(model) -> bool:
+    """True for a MIRI MRS exposure (``MIR_MRS``); other data is skipped by the MRS steps."""
+    exp_type = str(model.meta.exposure.type).upper()
+    return str(model.meta.instrument.name).upper() == "MIRI" and exp_type == "MIR_MRS"
+
+
+def check_mrs_image(model, expected: str) -> None:
+    """
+    Refuse anything but a 2-D MRS detector image with known detector and band.
+
+    Parameters
+    ----------
+    model : DataModel
+        The input of an MRS step.
+    expected : str
+        What the step takes, for the message (e.g. "an MRS rate image").
+
+    Raises
+    ------
+    InputDataError
+        Not an ``IFUImageModel`` with 2-D data, or an unknown detector/band.
+    """
+    from stdatamodels.jwst.datamodels import IFUImageModel
+
+    if not isinstance(model, IFUImageModel) or model.data.ndim != 2:
+        raise InputDataError(
+            f"input is a {type(model).__name__} of shape {model.data.shape}; "
+            f"expected {expected} (IFUImageModel, 2-D)"
+        )
+    check_mrs_input(model)
 
 
 def check_mrs_input(model) -> None:

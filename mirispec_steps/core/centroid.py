@@ -25,9 +25,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
 
 from mirispec_steps.core.batched_fit import batched_least_squares, numerical_jacobian
+from mirispec_steps.core.mrs_psf import gaussian_interval
 from mirispec_steps.core.spectral_grid import SpectralGrid, bin_members
 
 __all__ = [
@@ -195,17 +195,6 @@ class ChannelCentroid:
         return self.status == STATUS_OK
 
 
-def _interval(low, high, centre, sigma):
-    """Gaussian probability between ``low`` and ``high``.
-
-    Unlike the simulator's PSF, no tail mirroring: far from the centre both
-    terms approach 1 and their difference loses relative (not absolute)
-    precision, which no fit can notice, and the fits evaluate this for every
-    pixel of every bin many times.
-    """
-    return ndtr((high - centre) / sigma) - ndtr((low - centre) / sigma)
-
-
 def _box_gaussian(low, high, centre, log_sigma, jacobian):
     """
     Mean of ``exp(-(x - centre)^2 / 2 sigma^2)`` over ``[low, high]``, and its derivatives.
@@ -216,7 +205,8 @@ def _box_gaussian(low, high, centre, log_sigma, jacobian):
     sigma = np.exp(log_sigma)
     width = high - low
     factor = SQRT_2PI * sigma / width
-    value = factor * _interval(low, high, centre, sigma)
+    # No tail mirroring: evaluated for every pixel of every bin at each iteration.
+    value = factor * gaussian_interval(low, high, centre, sigma, exact_tails=False)
     if not jacobian:
         return value
     upper, lower = (high - centre) / sigma, (low - centre) / sigma

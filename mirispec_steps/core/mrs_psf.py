@@ -17,16 +17,44 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["MrsPsf", "gaussian_footprint_fraction"]
+__all__ = ["MrsPsf", "gaussian_footprint_fraction", "gaussian_interval"]
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
-def _interval_fraction(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Standard-normal probability between ``low`` and ``high`` (accurate in both tails)."""
-    upper_tail = low > 0
-    # For intervals right of the centre, 1 - ndtr loses digits: mirror them to the left.
-    return np.where(upper_tail, ndtr(-low) - ndtr(-high), ndtr(high) - ndtr(low))
+def gaussian_interval(
+    low: np.ndarray,
+    high: np.ndarray,
+    centre: float | np.ndarray,
+    sigma: float | np.ndarray,
+    exact_tails: bool = True,
+) -> np.ndarray:
+    """
+    Probability of a Gaussian ``N(centre, sigma)`` between ``low`` and ``high``.
+
+    Parameters
+    ----------
+    low, high : ndarray
+        Interval edges.
+    centre, sigma : float or ndarray
+        Gaussian centre and standard deviation.
+    exact_tails : bool
+        Keep full relative precision far right of the centre, where
+        ``1 - ndtr`` loses digits, by mirroring those intervals to the left.
+        Fits that evaluate this many times can switch it off: the loss is
+        in relative, not absolute, precision.
+
+    Returns
+    -------
+    ndarray
+        The probabilities.
+    """
+    lower = (np.asarray(low) - centre) / sigma
+    upper = (np.asarray(high) - centre) / sigma
+    if not exact_tails:
+        return ndtr(upper) - ndtr(lower)
+    mirror = lower > 0
+    return ndtr(np.where(mirror, -lower, upper)) - ndtr(np.where(mirror, -upper, lower))
 
 
 def gaussian_footprint_fraction(
@@ -61,14 +89,8 @@ def gaussian_footprint_fraction(
     >>> float(gaussian_footprint_fraction(-1e3, 1e3, -1e3, 1e3, 0.0, 0.0, 0.3, 0.3))
     1.0
     """
-    along = _interval_fraction(
-        (np.asarray(alpha_low) - alpha_centre) / sigma_alpha,
-        (np.asarray(alpha_high) - alpha_centre) / sigma_alpha,
-    )
-    across = _interval_fraction(
-        (np.asarray(beta_low) - beta_centre) / sigma_beta,
-        (np.asarray(beta_high) - beta_centre) / sigma_beta,
-    )
+    along = gaussian_interval(alpha_low, alpha_high, alpha_centre, sigma_alpha)
+    across = gaussian_interval(beta_low, beta_high, beta_centre, sigma_beta)
     return along * across
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mirispec_steps.adapters.mrs import ChannelGeometry, copy_sharing_wcs, mrs_geometry
-from mirispec_steps.core.mrs_psf import MrsPsf, gaussian_footprint_fraction
+from mirispec_steps.core.mrs_psf import MrsPsf, gaussian_footprint_fraction, gaussian_interval
 from mirispec_steps.core.resolution import ResolvingPower
 from mirispec_steps.simulate.mrs_geometry import (
     assign_real_mrs_wcs,
@@ -336,8 +336,6 @@ class SimulatedMrs:
 
 def _pixel_line_flux(geometry: ChannelGeometry, lines, resolving_power, band: str) -> np.ndarray:
     """Line flux density (Jy) averaged over each pixel's wavelength span."""
-    from scipy.special import ndtr
-
     total = np.zeros(geometry.wavelength.size)
     span = geometry.wavelength_high - geometry.wavelength_low
     low_band, high_band = geometry.wavelength_range
@@ -346,9 +344,10 @@ def _pixel_line_flux(geometry: ChannelGeometry, lines, resolving_power, band: st
         if not low_band - 10 * sigma < line.wavelength < high_band + 10 * sigma:
             continue
         near = np.abs(geometry.wavelength - line.wavelength) < 10 * sigma + span
-        low = (geometry.wavelength_low[near] - line.wavelength) / sigma
-        high = (geometry.wavelength_high[near] - line.wavelength) / sigma
-        total[near] += line.flux * (ndtr(high) - ndtr(low)) / span[near]
+        fraction = gaussian_interval(
+            geometry.wavelength_low[near], geometry.wavelength_high[near], line.wavelength, sigma
+        )
+        total[near] += line.flux * fraction / span[near]
     return total
 
 
