@@ -12,6 +12,7 @@ __all__ = [
     "LrsOptimalExtractStep",
     "MrsCalibrateStep",
     "MrsCentroidStep",
+    "MrsExtractStep",
     "read_centroid",
     "__version__",
 ]
@@ -21,6 +22,7 @@ _STEPS = {
     "LrsOptimalExtractStep": "mirispec_steps.lrs_optimal_extract_step",
     "MrsCalibrateStep": "mirispec_steps.mrs_calibrate_step",
     "MrsCentroidStep": "mirispec_steps.mrs_centroid_step",
+    "MrsExtractStep": "mirispec_steps.mrs_extract_step",
     "read_centroid": "mirispec_steps.mrs_centroid",
 }
 

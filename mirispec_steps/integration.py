@@ -25,4 +25,5 @@ def get_steps():
         ),
         ("mirispec_steps.mrs_calibrate_step.MrsCalibrateStep", "mrs_calibrate", False),
         ("mirispec_steps.mrs_centroid_step.MrsCentroidStep", "mrs_centroid", False),
+        ("mirispec_steps.mrs_extract_step.MrsExtractStep", "mrs_extract", False),
     ]

@@ -34,6 +34,7 @@ __all__ = [
     "TABLE_COLUMNS",
     "centroid_channels",
     "centroid_table",
+    "common_wavelength_range",
     "channel_pixels",
     "read_centroid",
     "solution_tree",
@@ -167,7 +168,7 @@ def _fixed_solution(grid, position) -> ChannelCentroid:
     )
 
 
-def _common_wavelength_range(geometry: ChannelGeometry, valid: np.ndarray) -> tuple[float, float]:
+def common_wavelength_range(geometry: ChannelGeometry, valid: np.ndarray) -> tuple[float, float]:
     """Wavelengths that every slice covers (bins at the band ends hold all slices)."""
     lows, highs = [], []
     for number in np.unique(geometry.slice_number[valid]):
@@ -225,7 +226,7 @@ def centroid_channels(
         pixels = channel_pixels(model, geometry, usable)
         if not np.any(pixels.valid):
             raise InputDataError(f"channel {band} has no usable pixel (all NaN or DO_NOT_USE)")
-        low, high = _common_wavelength_range(geometry, pixels.valid)
+        low, high = common_wavelength_range(geometry, pixels.valid)
         grid = spectral_grid(low, high, resolution[band], oversampling)
         if fixed_position is not None:
             solution = _fixed_solution(grid, fixed_position)

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_spectrum", "plot_spectra"]
+__all__ = ["plot_centroid", "plot_mrs_extraction", "plot_spectrum", "plot_spectra"]
 
 
 def plot_spectrum(x1d, path, truth=None, label="box extraction"):
@@ -134,6 +134,116 @@ def plot_centroid(table, path, title="MRS source position (mirispec_steps)"):
             axis.set_ylabel(f"{name} (arcsec), band {band}")
             axis.set_title(f"{band} {name}" + (f"; {failed} failed bins" if failed else ""))
             axis.legend(fontsize=7, loc="best")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return str(path)
+
+
+def plot_mrs_extraction(
+    model, results, settings, path, plot_wavelength=None, title="MRS spectrum (mirispec_steps)"
+):
+    """
+    MRS extraction diagnostics: per channel, the spectrum with errors and one bin on the detector.
+
+    Parameters
+    ----------
+    model : IFUImageModel
+        The calibrated exposure.
+    results : list of ChannelSpectrum
+        From :func:`mirispec_steps.mrs_extract.extract_channels`.
+    settings : ExtractionSettings
+        Method and aperture.
+    path : str or Path
+        PNG file to write.
+    plot_wavelength : float or None
+        Wavelength of the bin drawn on the detector (None: mid-band of each channel).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Notes
+    -----
+    The right panels show the detector rows around the chosen bin, with the
+    bin's pixels marked by their aperture weight (the exact overlap of the
+    pixel footprint with the aperture; for optimal extraction the aperture
+    of ``radius`` is drawn for reference) and the source position's pixels.
+    """
+    from mirispec_steps.core.ellipse_overlap import EllipticalAperture, ellipse_overlap
+    from mirispec_steps.core.spectral_grid import bin_members
+    from mirispec_steps.mrs_extract import ARCSEC2_TO_SR
+
+    figure, axes = plt.subplots(
+        len(results), 2, figsize=(12, 3.6 * len(results)), squeeze=False,
+        gridspec_kw={"width_ratios": [1.6, 1.0]},
+    )  # fmt: skip
+    for row, result in zip(axes, results, strict=True):
+        spectrum, grid, geometry = result.spectrum, result.grid, result.geometry
+        correction = (
+            spectrum.aperture_correction
+            if settings.method == "aperture" and settings.apply_apcorr
+            else 1.0
+        )
+        flux = spectrum.flux * correction * ARCSEC2_TO_SR * 1e6
+        error = spectrum.flux_error * np.abs(correction) * ARCSEC2_TO_SR * 1e6
+        axis = row[0]
+        axis.fill_between(grid.wavelength, flux - error, flux + error, color="0.75", lw=0)
+        axis.plot(grid.wavelength, flux, "k-", lw=0.8, label=f"{settings.method} FLUX +- 1 sigma")
+        axis.set_xlabel("wavelength (micron)")
+        axis.set_ylabel("flux density (Jy)")
+        finite = np.isfinite(flux)
+        snr = np.nanmedian(flux[finite] / error[finite]) if finite.any() else np.nan
+        axis.set_title(f"channel {geometry.name}: {len(grid)} bins, median SNR {snr:.0f}")
+        axis.legend(fontsize=8, loc="best")
+
+        target = np.mean(geometry.wavelength_range) if plot_wavelength is None else plot_wavelength
+        chosen = int(np.argmin(np.abs(grid.wavelength - target)))
+        members = bin_members(geometry.wavelength, grid)
+        pixels = members.index[chosen][members.inside[chosen]]
+        aperture = EllipticalAperture(
+            result.semi_major[chosen], settings.axis_ratio, settings.position_angle
+        )
+        weight = ellipse_overlap(
+            geometry.alpha_low[pixels],
+            geometry.alpha_high[pixels],
+            geometry.beta_low[pixels],
+            geometry.beta_high[pixels],
+            result.alpha[chosen],
+            result.beta[chosen],
+            aperture,
+        )
+        rows, columns = geometry.y[pixels], geometry.x[pixels]
+        top, bottom = int(rows.min()) - 6, int(rows.max()) + 7
+        left, right = int(geometry.x.min()), int(geometry.x.max()) + 1
+        image = np.asarray(model.data[max(top, 0) : bottom, left:right], dtype=float)
+        finite_image = image[np.isfinite(image)]
+        low, high = np.percentile(finite_image, (1, 99.7)) if finite_image.size else (0, 1)
+        axis = row[1]
+        axis.imshow(
+            image, origin="lower", aspect="auto", cmap="gray_r", vmin=low, vmax=high,
+            extent=(left - 0.5, right - 0.5, max(top, 0) - 0.5, bottom - 0.5),
+        )  # fmt: skip
+        axis.scatter(columns, rows, s=2, c="tab:blue", alpha=0.4, label="bin pixels")
+        inside = weight > 0
+        marks = axis.scatter(
+            columns[inside], rows[inside], s=14, c=weight[inside], cmap="autumn_r",
+            vmin=0, vmax=1, marker="s", label="aperture weight",
+        )  # fmt: skip
+        figure.colorbar(marks, ax=axis, label="aperture overlap", fraction=0.05)
+        axis.set_xlabel("detector column")
+        axis.set_ylabel("detector row")
+        axis.set_title(
+            f"{geometry.name} bin at {grid.wavelength[chosen]:.4f} um; "
+            f'aperture {result.semi_major[chosen]:.2f}" at '
+            f"({result.alpha[chosen]:.2f}, {result.beta[chosen]:.2f})",
+            fontsize=9,
+        )
+        axis.legend(fontsize=7, loc="upper right")
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=90)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mirispec_steps.adapters.mrs import band_letter
+from mirispec_steps.core.mrs_psf import CubePsf, MrsPsf
 from mirispec_steps.core.psf_profile import PsfTable
 from mirispec_steps.core.resolution import BandResolution, ResolvingPower
 from mirispec_steps.errors import ReferenceFileError
@@ -30,6 +31,9 @@ __all__ = [
     "load_apcorr",
     "load_lrs_psf",
     "load_mrs_resolution",
+    "MrsPsfReference",
+    "load_mrs_psf",
+    "write_mrs_psf",
     "CalibrationReferences",
     "load_calibration_references",
 ]
@@ -440,6 +444,220 @@ def load_mrs_resolution(path: str | Path) -> ResolvingPower:
             raise ReferenceFileError(f"{where}: 'coefficients' give R <= 0 inside the band")
         result[band] = band_resolution
     return ResolvingPower(result, name)
+
+
+#: Parameters of an analytic ``mrspsf`` band entry (see :class:`MrsPsf`).
+MRS_PSF_PARAMETERS = ("fwhm_slope", "fwhm_offset", "axis_ratio", "wing_fraction", "wing_scale")
+
+
+@dataclass
+class MrsPsfReference:
+    """
+    The MRS PSF model per band (package reftype ``mrspsf``).
+
+    Attributes
+    ----------
+    bands : dict
+        Band name (``1A`` ...) to ``(psf, (low, high))``: a
+        :class:`~mirispec_steps.core.mrs_psf.MrsPsf` or
+        :class:`~mirispec_steps.core.mrs_psf.CubePsf` and the wavelengths
+        (micron) it covers.
+    kind : str
+        ``analytic`` or ``cube``.
+    source : str
+        File name, for messages.
+    """
+
+    bands: dict
+    kind: str
+    source: str
+
+    def for_band(self, band: str, low: float, high: float):
+        """
+        The PSF of a band, checked to cover ``[low, high]``.
+
+        Parameters
+        ----------
+        band : str
+            ``1A`` ... ``4C``.
+        low, high : float
+            Wavelengths to be extracted (micron).
+
+        Returns
+        -------
+        MrsPsf or CubePsf
+            The band's PSF.
+
+        Raises
+        ------
+        ReferenceFileError
+            The band is missing or its wavelengths do not cover the range.
+        """
+        if band not in self.bands:
+            raise ReferenceFileError(
+                f"mrspsf reference file {self.source} has no PSF for band {band} "
+                f"(it holds {', '.join(sorted(self.bands)) or 'none'}); pass "
+                "--override_mrspsf=<file covering the band>"
+            )
+        psf, (first, last) = self.bands[band]
+        if low < first or high > last:
+            raise ReferenceFileError(
+                f"mrspsf reference file {self.source}, band {band}: the PSF covers "
+                f"{first:.4f}-{last:.4f} um, the data {low:.4f}-{high:.4f} um"
+            )
+        return psf
+
+
+def _regular_axis(where: str, key: str, values) -> np.ndarray:
+    axis = np.asarray(values, dtype=float)
+    if axis.ndim != 1 or axis.size < 2 or not np.all(np.isfinite(axis)):
+        raise ReferenceFileError(f"{where}: {key!r} must be a finite 1-D array of 2+ values")
+    steps = np.diff(axis)
+    if np.any(steps <= 0) or (key != "wavelength" and np.ptp(steps) > 1e-6 * abs(steps[0])):
+        kind = "increasing" if key == "wavelength" else "increasing and regularly spaced"
+        raise ReferenceFileError(f"{where}: {key!r} must be {kind}")
+    return axis
+
+
+def _mrs_psf_band(where: str, kind: str, entry) -> tuple:
+    if not isinstance(entry, dict):
+        raise ReferenceFileError(f"{where}: entry must be a mapping")
+    try:
+        if kind == "analytic":
+            low, high = (float(v) for v in entry["wavelength_range"])
+            values = {key: float(entry[key]) for key in MRS_PSF_PARAMETERS}
+            if not 0 < low < high:
+                raise ReferenceFileError(f"{where}: 'wavelength_range' must be 0 < low < high")
+            psf = MrsPsf(**values)
+            if np.any(psf.fwhm(np.array([low, high])) <= 0) or not (
+                values["axis_ratio"] > 0
+                and 0 <= values["wing_fraction"] < 1
+                and values["wing_scale"] > 0
+            ):
+                raise ReferenceFileError(
+                    f"{where}: needs FWHM > 0 across the band, axis_ratio > 0, "
+                    "0 <= wing_fraction < 1 and wing_scale > 0"
+                )
+            return psf, (low, high)
+        wavelength = _regular_axis(where, "wavelength", entry["wavelength"])
+        alpha = _regular_axis(where, "alpha", entry["alpha"])
+        beta = _regular_axis(where, "beta", entry["beta"])
+        data = np.asarray(entry["data"], dtype=float)
+    except KeyError as exc:
+        raise ReferenceFileError(f"{where}: missing key {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ReferenceFileError(f"{where}: malformed value ({exc})") from None
+    expected = (wavelength.size, beta.size, alpha.size)
+    if data.shape != expected:
+        raise ReferenceFileError(
+            f"{where}: 'data' has shape {data.shape}, expected (wavelength, beta, alpha) "
+            f"= {expected}"
+        )
+    if not np.all(np.isfinite(data)) or np.any(data < 0):
+        raise ReferenceFileError(f"{where}: 'data' must be finite and non-negative")
+    if np.any(data.sum(axis=(1, 2)) <= 0):
+        raise ReferenceFileError(f"{where}: a wavelength plane of 'data' holds no light")
+    return CubePsf(wavelength, alpha, beta, data), (float(wavelength[0]), float(wavelength[-1]))
+
+
+def load_mrs_psf(path: str | Path) -> MrsPsfReference:
+    """
+    Read an MRS PSF file (package reftype ``mrspsf``, ASDF).
+
+    The tree holds ``model`` (``analytic`` or ``cube``) and ``bands``, a
+    mapping from band (``1A`` ... ``4C``) to either the analytic
+    parameters (``wavelength_range``, ``fwhm_slope``, ``fwhm_offset``,
+    ``axis_ratio``, ``wing_fraction``, ``wing_scale``) or a cube
+    (``wavelength`` ``(W,)``, ``alpha`` ``(A,)``, ``beta`` ``(B,)`` regular
+    cell centres relative to the PSF centre in arcsec, ``data`` ``(W, B, A)``
+    surface density).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ASDF file.
+
+    Returns
+    -------
+    MrsPsfReference
+        Validated PSF per band.
+
+    Raises
+    ------
+    ReferenceFileError
+        Unreadable file, unknown model or band, missing key, or values
+        that cannot describe a PSF.
+    """
+    path = str(path)
+    stat = os.stat(path) if os.path.exists(path) else None
+    return _read_mrs_psf(path, stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_mrs_psf(path: str, size: int, mtime_ns: int) -> MrsPsfReference:
+    import asdf
+
+    name = Path(path).name
+    try:
+        with asdf.open(path, lazy_load=False, memmap=False) as handle:
+            tree = {key: handle.tree[key] for key in ("model", "bands") if key in handle.tree}
+            kind = tree.get("model")
+            bands = tree.get("bands")
+            if isinstance(bands, dict):
+                bands = {
+                    band: {key: np.array(value) for key, value in entry.items()}
+                    if isinstance(entry, dict)
+                    else entry
+                    for band, entry in bands.items()
+                }
+    except Exception as exc:  # asdf raises many types for a bad file
+        raise ReferenceFileError(f"mrspsf reference file {name} cannot be read: {exc}") from None
+    if kind not in ("analytic", "cube"):
+        raise ReferenceFileError(
+            f"mrspsf reference file {name}: 'model' must be 'analytic' or 'cube', got {kind!r}"
+        )
+    if not isinstance(bands, dict) or not bands:
+        raise ReferenceFileError(f"mrspsf reference file {name}: no 'bands' mapping")
+    result = {}
+    for band, entry in bands.items():
+        where = f"mrspsf reference file {name}, band {band!r}"
+        if band not in MRS_BANDS:
+            raise ReferenceFileError(f"{where}: not an MRS band ({', '.join(MRS_BANDS)})")
+        result[band] = _mrs_psf_band(where, kind, entry)
+    return MrsPsfReference(result, kind, name)
+
+
+def write_mrs_psf(path: str | Path, bands: dict, kind: str = "analytic", **meta) -> Path:
+    """
+    Write an ``mrspsf`` reference file.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target ASDF file.
+    bands : dict
+        Band to entry, as described in :func:`load_mrs_psf`.
+    kind : str
+        ``analytic`` or ``cube``.
+    **meta
+        Extra metadata (``description``, ``author``, ``pedigree`` ...).
+
+    Returns
+    -------
+    Path
+        The file written (validated by reading it back).
+    """
+    import asdf
+
+    path = Path(path)
+    tree = {
+        "meta": {"reftype": "MRSPSF", "instrument": "MIRI", **meta},
+        "model": kind,
+        "bands": bands,
+    }
+    asdf.AsdfFile(tree).write_to(path, all_array_compression="zlib")
+    load_mrs_psf(path)
+    return path
 
 
 @dataclass

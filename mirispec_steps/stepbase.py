@@ -45,6 +45,7 @@ PACKAGED_DEFAULTS = {
     "extract1d": "mirispec_miri_lrs_extract1d.json",
     "psf": "mirispec_miri_lrs_psf.fits",
     "mrsresol": "mirispec_miri_mrs_resolution.json",
+    "mrspsf": "mirispec_miri_mrs_psf.asdf",
 }
 
 #: Seconds to wait for a CRDS answer before giving up with a clear error.
@@ -234,6 +235,7 @@ class MirispecStep(JwstStep):
             self._reference_files_used.append((reference_file_type, Path(path).name))
             log.info(f"Using packaged default {reference_file_type} reference file {path}")
             return path
+        self._crds_used = True
         try:
             return _call_guarded(super().get_reference_file, input_file, reference_file_type)
         except Exception as exc:
@@ -327,7 +329,7 @@ class MirispecStep(JwstStep):
             node = getattr(result.meta.ref_file, reftype, None)
             if node is not None:
                 node.name = filename
-        if reference_files_used:
+        if reference_files_used and getattr(self, "_crds_used", False):
             result.meta.ref_file.crds.sw_version = crds_client.get_svn_version()
             try:
                 context = _call_guarded(crds_client.get_context_used, result.crds_observatory)

@@ -216,6 +216,7 @@ def make_spec_model(
     columns: SpectrumColumns,
     pixel_solid_angle: float | None,
     correction: np.ndarray | None = None,
+    spec_class=datamodels.SpecModel,
 ) -> datamodels.SpecModel:
     """
     One x1d spectrum in jwst's units: FLUX in Jy, SURF_BRIGHT in MJy/sr.
@@ -225,10 +226,14 @@ def make_spec_model(
     columns : SpectrumColumns
         Sums in MJy/sr x pixels (or DN/s when ``pixel_solid_angle`` is None),
         1-D arrays.
-    pixel_solid_angle : float or None
-        Steradians per pixel (None: not flux calibrated).
+    pixel_solid_angle : float, ndarray or None
+        Steradians per unit of NPIXELS, per spectrum or per element (None:
+        not flux calibrated).
     correction : ndarray or None
         Aperture correction.
+    spec_class : type
+        ``SpecModel``, or ``MRSSpecModel`` for MRS (its residual-fringe
+        columns are NaN, as jwst writes them when not fitted).
 
     Returns
     -------
@@ -236,11 +241,22 @@ def make_spec_model(
         The spectrum.
     """
     values = spectrum_values(columns, pixel_solid_angle, correction)
-    table = np.zeros(values["FLUX"].size, dtype=_spec_table_dtype())
+    dtype = _spec_table_dtype(spec_class)
+    table = np.zeros(values["FLUX"].size, dtype=dtype)
+    for name in dtype.names:
+        if name not in values:
+            table[name] = np.nan
     for name, value in values.items():
         table[name] = value
-    spec = _unvalidated(datamodels.SpecModel, spec_table=table)
-    for name, unit in column_units(pixel_solid_angle).items():
+    spec = _unvalidated(spec_class, spec_table=table)
+    units = column_units(pixel_solid_angle)
+    if "RF_FLUX" in dtype.names:
+        units.update(
+            rf_flux=units["flux"],
+            rf_surf_bright=units["surf_bright"],
+            rf_background=units["background"],
+        )
+    for name, unit in units.items():
         spec.spec_table.columns[name].unit = unit
     return spec
 
@@ -390,7 +406,7 @@ def describe_spectrum(spec, input_model, ra, dec, limits, dispaxis, slit_name=No
         spec.extraction_ystart, spec.extraction_ystop = lower + 1, upper + 1
 
 
-def make_x1d_model(input_model, spectra: list, time_series: bool):
+def make_x1d_model(input_model, spectra: list, time_series: bool, container=None):
     """
     Wrap spectra into jwst's x1d container.
 
@@ -403,6 +419,9 @@ def make_x1d_model(input_model, spectra: list, time_series: bool):
         ``TSOSpecModel`` per source (see :func:`make_tso_spec_model`).
     time_series : bool
         Build a ``TSOMultiSpecModel`` (x1dints), keeping INT_TIMES.
+    container : type or None
+        Container class for single spectra (default ``MultiSpecModel``;
+        ``MRSMultiSpecModel`` for MRS).
 
     Returns
     -------
@@ -415,7 +434,7 @@ def make_x1d_model(input_model, spectra: list, time_series: bool):
         if getattr(input_model, "int_times", None) is not None and len(input_model.int_times):
             output.int_times = input_model.int_times.copy()
     else:
-        output = _unvalidated(datamodels.MultiSpecModel)
+        output = _unvalidated(container or datamodels.MultiSpecModel)
         output.update(input_model, only="PRIMARY")
     for spec in spectra:
         output.spec.append(spec)
@@ -448,5 +467,5 @@ def restore_validation(model) -> None:
 
 
 @functools.cache
-def _spec_table_dtype():
-    return datamodels.SpecModel().get_dtype("spec_table")
+def _spec_table_dtype(spec_class=datamodels.SpecModel):
+    return spec_class().get_dtype("spec_table")
