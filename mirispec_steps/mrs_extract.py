@@ -9,7 +9,7 @@ one shared x1d builder.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -390,9 +390,11 @@ def extract_channels(
         track = (alpha, beta, semi_major)
         shape = None
         if settings.method == "optimal" or settings.apply_apcorr:
-            # A first pass on bins a third as wide gives the spectrum's shape inside each bin.
+            # A PSF fit on bins a third as wide gives the spectrum's shape inside each bin
+            # (aperture sums over so few pixels would show their sampling, not the spectrum).
             finer = grid.finer(SHAPE_SUBBINS)
-            first = _extract(pixels, finer, _on_grid(grid, finer, track), settings, psf)
+            first_pass = replace(settings, method="optimal")
+            first = _extract(pixels, finer, _on_grid(grid, finer, track), first_pass, psf)
             shape = spectral_shape(
                 finer.wavelength,
                 *first.total_flux,

@@ -19,6 +19,9 @@ import numpy as np
 
 __all__ = ["EllipticalAperture", "ellipse_overlap"]
 
+#: Overlap fractions below this are rounding residue of cancelling edge terms.
+ROUNDING = 1.0e-12
+
 
 @dataclass(frozen=True)
 class EllipticalAperture:
@@ -130,4 +133,6 @@ def ellipse_overlap(
     rectangle = (high_a - low_a) * (high_b - low_b)
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = inside * semi_major * semi_minor / rectangle
-    return np.clip(np.where(rectangle > 0, fraction, 0.0), 0.0, 1.0)
+    # Far rectangles' edge terms cancel to rounding level, not to exactly zero.
+    fraction = np.where((rectangle > 0) & (fraction > ROUNDING), fraction, 0.0)
+    return np.clip(fraction, 0.0, 1.0)

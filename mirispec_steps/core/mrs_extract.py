@@ -118,7 +118,8 @@ class BinSpectrum:
     surface_brightness : ndarray
         Mean net surface brightness in the aperture (MJy/sr; NaN for optimal).
     background : ndarray
-        Background surface brightness subtracted (MJy/sr; 0 when none).
+        Sky background surface brightness (MJy/sr; 0 when none): for an
+        annulus, its mean minus the source's PSF wings falling in it.
     background_variances : tuple of ndarray
         Its variance components.
     npixels : ndarray
@@ -284,6 +285,10 @@ def aperture_photometry(
         enclosed = area * (psf_sum / covered - background_psf)
     empty = ~(covered > 0)
     flux[empty] = np.nan
+    if annulus is not None and psf_fraction is not None:
+        # Report the sky: the annulus mean minus the source's own wings in it.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            background = background - flux / enclosed * background_psf
     return BinSpectrum(
         flux=flux,
         flux_variances=flux_variances,
