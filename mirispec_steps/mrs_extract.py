@@ -53,6 +53,8 @@ ARCSEC2_TO_SR = (np.pi / 648000.0) ** 2
 DO_NOT_USE = 1
 #: Sub-bins per bin of the first pass that measures the spectral shape.
 SHAPE_SUBBINS = 3
+#: Optimal fits use the pixels within this many PSF FWHM of the source (in alpha and beta).
+FIT_REACH_FWHM = 4.0
 
 
 @dataclass
@@ -325,6 +327,15 @@ def _extract(pixels, grid, track, settings, psf, members=None, shape=None) -> Bi
             settings.clip_sigma,
             shape=shape,
         )
+    # Pixels further than a few FWHM hold a negligible share of the PSF: fit only the rest.
+    reach = FIT_REACH_FWHM * np.asarray(psf.fwhm(grid.wavelength), dtype=float)
+    index = members.index
+    alpha_mid = 0.5 * (pixels.alpha_low + pixels.alpha_high)
+    beta_mid = 0.5 * (pixels.beta_low + pixels.beta_high)
+    near = (np.abs(alpha_mid[index] - alpha[:, None]) <= reach[:, None]) & (
+        np.abs(beta_mid[index] - beta[:, None]) <= reach[:, None]
+    )
+    members = members.subset(near & pixels.valid[index])
     index = members.index
     fraction = psf.footprint_fraction(
         pixels.alpha_low[index],

@@ -144,5 +144,8 @@ class MrsExtractStep(MirispecStep):
         return output
 
     def _side_path(self, model, suffix: str, extension: str) -> str:
-        path = self.make_output_path(basepath=model.meta.filename, suffix=suffix)
+        # Named like the product: after --output_file when given, else the input.
+        path = self.make_output_path(
+            basepath=self.output_file or model.meta.filename, suffix=suffix
+        )
         return str(path).rsplit(".", 1)[0] + extension

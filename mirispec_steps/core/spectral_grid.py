@@ -121,6 +121,29 @@ class BinMembers:
         """``(K,)`` members per bin."""
         return self.inside.sum(axis=1)
 
+    def subset(self, keep: np.ndarray) -> BinMembers:
+        """
+        Only the members where ``keep`` is True, re-packed to the narrowest padding.
+
+        Parameters
+        ----------
+        keep : ndarray
+            ``(K, M)`` members to keep.
+
+        Returns
+        -------
+        BinMembers
+            ``(K, M')`` with ``M'`` the largest number kept in a bin.
+        """
+        keep = keep & self.inside
+        # Stable sort puts each row's kept members first, in their original order.
+        order = np.argsort(~keep, axis=1, kind="stable")
+        width = max(int(keep.sum(axis=1).max(initial=0)), 1)
+        order = order[:, :width]
+        inside = np.take_along_axis(keep, order, axis=1)
+        index = np.where(inside, np.take_along_axis(self.index, order, axis=1), 0)
+        return BinMembers(index, inside)
+
 
 def bin_members(wavelength: np.ndarray, grid: SpectralGrid) -> BinMembers:
     """
