@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import logging
 
-from mirispec_steps.adapters.mrs import check_mrs_image, copy_sharing_wcs, is_mrs_exposure
+from mirispec_steps.adapters.mrs import copy_sharing_wcs
 from mirispec_steps.core.centroid import CentroidSettings
-from mirispec_steps.errors import InputDataError
-from mirispec_steps.mrs_calibrate import is_calibrated
 from mirispec_steps.mrs_centroid import (
     SOLUTION_KEY,
     centroid_channels,
     centroid_table,
     solution_tree,
 )
+from mirispec_steps.mrs_step import CalibratedMrsStep
 from mirispec_steps.reference import load_mrs_resolution
-from mirispec_steps.stepbase import MirispecStep
 
 __all__ = ["MrsCentroidStep"]
 
 log = logging.getLogger(__name__)
 
 
-class MrsCentroidStep(MirispecStep):
+class MrsCentroidStep(CalibratedMrsStep):
     """
     Fit the point source's (alpha, beta) in every spectral bin of each channel.
 
@@ -77,23 +75,9 @@ class MrsCentroidStep(MirispecStep):
         return self.process_each(input_data, self._centroid_one)
 
     def _centroid_one(self, model, index):
-        if not is_mrs_exposure(model):
-            exp_type = model.meta.exposure.type
-            return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not MRS")
-        check_mrs_image(model, "a calibrated MRS image")
-        if not is_calibrated(model):
-            raise InputDataError(
-                f"input is not calibrated (BUNIT {model.meta.bunit_data!r}): run mrs_calibrate "
-                "(or jwst's calwebb_spec2 through photom) first"
-            )
-        maps = None
-        if getattr(model.meta, "wcs", None) is None:
-            if self.get_ref_override("mrsmaps") is None:
-                raise InputDataError(
-                    "the input has no WCS: run jwst's assign_wcs first, or pass "
-                    "--override_mrsmaps=<mrsmaps file> (see docs/reference_files)"
-                )
-            maps = self.get_reference_file(model, "mrsmaps")
+        skipped, maps = self.calibrated_mrs_input(model)
+        if skipped is not None:
+            return skipped
         resolution = load_mrs_resolution(self.get_reference_file(model, "mrsresol"))
         settings = CentroidSettings(
             rotation=self.rotation,
@@ -118,15 +102,13 @@ class MrsCentroidStep(MirispecStep):
         if self.save_centroid_table or self.save_plots:
             table = centroid_table(tree)
             if self.save_centroid_table:
-                path = self.make_output_path(basepath=model.meta.filename, suffix="centroid")
-                path = str(path).rsplit(".", 1)[0] + ".ecsv"
+                path = self.side_path(model, "centroid", ".ecsv")
                 table.write(path, format="ascii.ecsv", overwrite=True)
                 log.info(f"Saved the centroid table {path}")
             if self.save_plots:
                 from mirispec_steps.plotting import plot_centroid
 
-                path = self.make_output_path(basepath=model.meta.filename, suffix="centroid")
-                path = str(path).rsplit(".", 1)[0] + ".png"
+                path = self.side_path(model, "centroid", ".png")
                 plot_centroid(table, path)
                 log.info(f"Saved the centroid plot {path}")
         return result

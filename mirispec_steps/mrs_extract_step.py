@@ -5,24 +5,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mirispec_steps.adapters.mrs import check_mrs_image, is_mrs_exposure
 from mirispec_steps.errors import InputDataError
-from mirispec_steps.mrs_calibrate import is_calibrated
 from mirispec_steps.mrs_extract import (
     ExtractionSettings,
     apcorr_table,
     extract_channels,
     x1d_model,
 )
+from mirispec_steps.mrs_step import CalibratedMrsStep
 from mirispec_steps.reference import load_mrs_psf, load_mrs_resolution
-from mirispec_steps.stepbase import MirispecStep
 
 __all__ = ["MrsExtractStep"]
 
 log = logging.getLogger(__name__)
 
 
-class MrsExtractStep(MirispecStep):
+class MrsExtractStep(CalibratedMrsStep):
     """
     Extract a point source's spectrum per channel from a calibrated MRS exposure, without cubes.
 
@@ -102,27 +100,13 @@ class MrsExtractStep(MirispecStep):
         )
 
     def _extract_one(self, model, index):
-        if not is_mrs_exposure(model):
-            exp_type = model.meta.exposure.type
-            return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not MRS")
-        check_mrs_image(model, "a calibrated MRS image")
-        if not is_calibrated(model):
-            raise InputDataError(
-                f"input is not calibrated (BUNIT {model.meta.bunit_data!r}): run mrs_calibrate "
-                "(or jwst's calwebb_spec2 through photom) first"
-            )
+        skipped, maps = self.calibrated_mrs_input(model)
+        if skipped is not None:
+            return skipped
         if not self.radius > 0:
             raise InputDataError("radius must be > 0")
         settings = self._settings()
         settings.annulus_factors()  # a nonsense annulus fails before any work
-        maps = None
-        if getattr(model.meta, "wcs", None) is None:
-            if self.get_ref_override("mrsmaps") is None:
-                raise InputDataError(
-                    "the input has no WCS: run jwst's assign_wcs first, or pass "
-                    "--override_mrsmaps=<mrsmaps file> (see docs/reference_files)"
-                )
-            maps = self.get_reference_file(model, "mrsmaps")
         psf_path = self.get_reference_file(model, "mrspsf")
         psf_reference = load_mrs_psf(psf_path)
         resolution = load_mrs_resolution(self.get_reference_file(model, "mrsresol"))
@@ -130,7 +114,7 @@ class MrsExtractStep(MirispecStep):
         output = x1d_model(model, results, settings, Path(psf_path).name)
         self.record_step_status(output, "COMPLETE")
         if self.save_apcorr and settings.method == "aperture":
-            path = self._side_path(model, "apcorr", ".ecsv")
+            path = self.side_path(model, "apcorr", ".ecsv")
             apcorr_table(results, settings).write(path, format="ascii.ecsv", overwrite=True)
             log.info(f"Saved the aperture correction {path}")
         elif self.save_apcorr:
@@ -138,14 +122,7 @@ class MrsExtractStep(MirispecStep):
         if self.save_plots:
             from mirispec_steps.plotting import plot_mrs_extraction
 
-            path = self._side_path(model, "x1d", ".png")
+            path = self.side_path(model, "x1d", ".png")
             plot_mrs_extraction(model, results, settings, path, self.plot_wavelength)
             log.info(f"Saved the extraction plot {path}")
         return output
-
-    def _side_path(self, model, suffix: str, extension: str) -> str:
-        # Named like the product: after --output_file when given, else the input.
-        path = self.make_output_path(
-            basepath=self.output_file or model.meta.filename, suffix=suffix
-        )
-        return str(path).rsplit(".", 1)[0] + extension

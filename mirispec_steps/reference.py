@@ -390,6 +390,19 @@ def _read_lrs_psf(path: str, slit_name: str, size: int, mtime_ns: int) -> PsfTab
 MRS_BANDS = tuple(f"{channel}{letter}" for channel in "1234" for letter in "ABC")
 
 
+def _band_entries(reftype: str, name: str, bands) -> list[tuple[str, object, str]]:
+    """The ``bands`` mapping of an MRS reference file, checked: (band, entry, where) per band."""
+    if not isinstance(bands, dict) or not bands:
+        raise ReferenceFileError(f"{reftype} reference file {name}: no 'bands' mapping")
+    entries = []
+    for band, entry in bands.items():
+        where = f"{reftype} reference file {name}, band {band!r}"
+        if band not in MRS_BANDS:
+            raise ReferenceFileError(f"{where}: not an MRS band ({', '.join(MRS_BANDS)})")
+        entries.append((band, entry, where))
+    return entries
+
+
 def load_mrs_resolution(path: str | Path) -> ResolvingPower:
     """
     Read an MRS resolving-power file (package reftype ``mrsresol``, JSON).
@@ -422,13 +435,8 @@ def load_mrs_resolution(path: str | Path) -> ResolvingPower:
     except (OSError, ValueError) as exc:
         raise ReferenceFileError(f"mrsresol reference file {name} cannot be read: {exc}") from None
     bands = content.get("bands") if isinstance(content, dict) else None
-    if not isinstance(bands, dict) or not bands:
-        raise ReferenceFileError(f"mrsresol reference file {name}: no 'bands' mapping")
     result = {}
-    for band, entry in bands.items():
-        where = f"mrsresol reference file {name}, band {band!r}"
-        if band not in MRS_BANDS:
-            raise ReferenceFileError(f"{where}: not an MRS band ({', '.join(MRS_BANDS)})")
+    for band, entry, where in _band_entries("mrsresol", name, bands):
         try:
             low, high = (float(v) for v in entry["wavelength_range"])
             reference = float(entry["reference_wavelength"])
@@ -616,14 +624,10 @@ def _read_mrs_psf(path: str, size: int, mtime_ns: int) -> MrsPsfReference:
         raise ReferenceFileError(
             f"mrspsf reference file {name}: 'model' must be 'analytic' or 'cube', got {kind!r}"
         )
-    if not isinstance(bands, dict) or not bands:
-        raise ReferenceFileError(f"mrspsf reference file {name}: no 'bands' mapping")
-    result = {}
-    for band, entry in bands.items():
-        where = f"mrspsf reference file {name}, band {band!r}"
-        if band not in MRS_BANDS:
-            raise ReferenceFileError(f"{where}: not an MRS band ({', '.join(MRS_BANDS)})")
-        result[band] = _mrs_psf_band(where, kind, entry)
+    result = {
+        band: _mrs_psf_band(where, kind, entry)
+        for band, entry, where in _band_entries("mrspsf", name, bands)
+    }
     return MrsPsfReference(result, kind, name)
 
 
