@@ -9,10 +9,12 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "LrsBoxExtractStep",
+    "LrsExtractPipeline",
     "LrsOptimalExtractStep",
     "MrsCalibrateStep",
     "MrsCentroidStep",
     "MrsExtractStep",
+    "MrsPointSourcePipeline",
     "read_centroid",
     "__version__",
 ]
@@ -23,6 +25,8 @@ _STEPS = {
     "MrsCalibrateStep": "mirispec_steps.mrs_calibrate_step",
     "MrsCentroidStep": "mirispec_steps.mrs_centroid_step",
     "MrsExtractStep": "mirispec_steps.mrs_extract_step",
+    "MrsPointSourcePipeline": "mirispec_steps.mrs_point_source_pipeline",
+    "LrsExtractPipeline": "mirispec_steps.lrs_extract_pipeline",
     "read_centroid": "mirispec_steps.mrs_centroid",
 }
 

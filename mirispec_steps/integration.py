@@ -9,7 +9,7 @@ __all__ = ["get_steps"]
 
 def get_steps():
     """
-    Return the (class path, alias, is_pipeline) tuples of our steps.
+    Return the (class path, alias, is_pipeline) tuples of our steps and pipelines.
 
     Returns
     -------
@@ -26,4 +26,10 @@ def get_steps():
         ("mirispec_steps.mrs_calibrate_step.MrsCalibrateStep", "mrs_calibrate", False),
         ("mirispec_steps.mrs_centroid_step.MrsCentroidStep", "mrs_centroid", False),
         ("mirispec_steps.mrs_extract_step.MrsExtractStep", "mrs_extract", False),
+        (
+            "mirispec_steps.mrs_point_source_pipeline.MrsPointSourcePipeline",
+            "mrs_point_source",
+            True,
+        ),
+        ("mirispec_steps.lrs_extract_pipeline.LrsExtractPipeline", "lrs_extract", True),
     ]

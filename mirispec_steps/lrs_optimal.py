@@ -47,6 +47,7 @@ from mirispec_steps.core.trace_fit import (
 )
 from mirispec_steps.errors import InputDataError, ParameterError
 from mirispec_steps.lrs_box import BoxParameters, build_box_apertures
+from mirispec_steps.progress import progress
 
 __all__ = ["OptimalParameters", "OptimalProducts", "extract_optimal"]
 
@@ -414,7 +415,8 @@ def _fit_in_batches(
         # Shared weights need no (N, P, P) systems: memory stays O(N X) in one go.
         batch = n_total
     parts = []
-    for start in range(0, n_total, batch):
+    starts = range(0, n_total, batch)
+    for start in progress(starts, "optimal fits (row batches)", log):
         rows = slice(start, min(start + batch, n_total))
         inputs = (data[rows], var_rnoise[rows], var_poisson[rows], var_flat[rows], valid[rows])
         if series_variance is not None:

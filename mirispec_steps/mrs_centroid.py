@@ -240,7 +240,8 @@ def centroid_channels(
 
 def _report(band: str, solution: ChannelCentroid) -> None:
     counts = {
-        name: int(np.count_nonzero(solution.status == name)) for name in np.unique(solution.status)
+        str(name): int(np.count_nonzero(solution.status == name))
+        for name in np.unique(solution.status)
     }
     good = int(np.count_nonzero(solution.status == STATUS_OK))
     if good == 0:

@@ -24,14 +24,22 @@ from importlib.resources import files
 from pathlib import Path
 
 from jwst.lib.suffix import remove_suffix as jwst_remove_suffix
+from jwst.stpipe import Pipeline as JwstPipeline
 from jwst.stpipe import Step as JwstStep
 from stdatamodels.jwst.datamodels import JwstDataModel
 from stpipe import _log, crds_client
 
 from mirispec_steps import __version__
 from mirispec_steps.errors import CrdsUnavailableError, InputDataError, ReferenceFileError
+from mirispec_steps.progress import progress
 
-__all__ = ["MirispecStep", "packaged_reference", "OWN_SUFFIXES", "LOGGER_NAME"]
+__all__ = [
+    "MirispecStep",
+    "MirispecPipeline",
+    "packaged_reference",
+    "OWN_SUFFIXES",
+    "LOGGER_NAME",
+]
 
 LOGGER_NAME = "mirispec_steps"
 log = logging.getLogger(__name__)
@@ -96,8 +104,8 @@ def _call_guarded(function, *args):
     return outcome["value"]
 
 
-class MirispecStep(JwstStep):
-    """Base class of the package's steps (not used directly)."""
+class _MirispecBehaviour:
+    """What our steps and pipelines add to jwst's (mixed in before the jwst class)."""
 
     #: Reference types for which the packaged default replaces CRDS.
     packaged_defaults = PACKAGED_DEFAULTS
@@ -269,7 +277,8 @@ class MirispecStep(JwstStep):
             if len(model) == 0:
                 raise InputDataError("the input container holds no exposures")
             results = ModelContainer()
-            for index, member in enumerate(model):
+            members = enumerate(model)
+            for index, member in progress(members, "exposures", log, total=len(model)):
                 results.append(extract_one(member, index))
             return results if len(results) > 1 else results[0]
         result = extract_one(model, None)
@@ -361,3 +370,41 @@ class MirispecStep(JwstStep):
                 if root.endswith(sep + suffix):
                     return root[: -len(sep + suffix)], sep
         return root, separator
+
+
+class MirispecStep(_MirispecBehaviour, JwstStep):
+    """Base class of the package's steps (not used directly)."""
+
+
+class MirispecPipeline(_MirispecBehaviour, JwstPipeline):
+    """Base class of the package's pipelines (not used directly)."""
+
+    def prefetch(self, *args):
+        """
+        Resolve no reference files up front.
+
+        jwst pipelines prefetch every reftype of every unskipped step; ours
+        let each step resolve its own when it runs, so that a step that will
+        not run (assign_wcs on data that already has a WCS) never asks CRDS,
+        and a missing file is reported by the step that needs it, with the
+        override to pass.
+        """
+
+    def substep_output(self, step, model, tag: str | None = None) -> None:
+        """
+        Let a substep save its product next to the pipeline's, named after ``model``.
+
+        Parameters
+        ----------
+        step : Step
+            The substep.
+        model : DataModel
+            The input whose file name the product is named after.
+        tag : str or None
+            Inserted before the suffix (``<root>_<tag>_<suffix>``).
+        """
+        if tag is None:
+            return
+        name = getattr(model.meta, "filename", None) or "mirispec"
+        root, _ = self.remove_suffix(Path(name).stem)
+        step.output_file = f"{root}_{tag}"
