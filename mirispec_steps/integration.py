@@ -32,4 +32,6 @@ def get_steps():
             True,
         ),
         ("mirispec_steps.lrs_extract_pipeline.LrsExtractPipeline", "lrs_extract", True),
+        ("mirispec_steps.jwst_pipelines.MirispecSpec2Pipeline", "mirispec_spec2", True),
+        ("mirispec_steps.jwst_pipelines.MirispecSpec3Pipeline", "mirispec_spec3", True),
     ]

@@ -1,0 +1,142 @@
+"""jwst's calwebb_spec2 and calwebb_spec3 with our MIRI extractions in place of jwst's.
+
+Two subclasses, for the users who want every parameter of our steps inside a
+jwst pipeline run (hooks given as class paths get default parameters only,
+see ``docs/jwst_integration.rst``):
+
+- :class:`MirispecSpec2Pipeline` (``mirispec_spec2``): calwebb_spec2 whose
+  ``extract_1d`` is :class:`~mirispec_steps.LrsExtractPipeline` (MIRI LRS) and
+  which, for MIRI MRS, runs ``mrs_centroid`` and ``mrs_extract`` on the
+  calibrated exposure after photom instead of ``cube_build`` and
+  ``extract_1d``.
+- :class:`MirispecSpec3Pipeline` (``mirispec_spec3``): calwebb_spec3 for MIRI
+  LRS whose ``extract_1d`` is :class:`~mirispec_steps.LrsExtractPipeline`, so
+  that jwst's ``combine_1d`` combines our spectra.
+
+Parameters pass as for any jwst substep:
+``--steps.extract_1d.steps.lrs_optimal_extract.fit_trace_order=1`` or
+``--steps.mrs_extract.method=aperture``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jwst.pipeline import Spec2Pipeline, Spec3Pipeline
+from jwst.stpipe import query_step_status
+from stdatamodels.jwst import datamodels
+
+from mirispec_steps.lrs_extract_pipeline import LrsExtractPipeline
+from mirispec_steps.mrs_centroid_step import MrsCentroidStep
+from mirispec_steps.mrs_extract_step import MrsExtractStep
+from mirispec_steps.stepbase import MirispecStep
+
+__all__ = ["MirispecSpec2Pipeline", "MirispecSpec3Pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class _OurStepsInJwst:
+    """What both subclasses change in their jwst parent (mixed in first)."""
+
+    @staticmethod
+    def get_stpipe_loggers():
+        """
+        jwst's loggers and ours, so that our log lines show under ``strun``.
+
+        Returns
+        -------
+        tuple of str
+            Logger names.
+        """
+        return MirispecStep.get_stpipe_loggers()
+
+    def prefetch(self, *args):
+        """
+        Resolve each step's reference files when that step runs, not all up front.
+
+        jwst prefetches the reftypes of every unskipped step before the first
+        one runs; our steps' own reftypes are not in CRDS, and a step that
+        the pipeline itself will skip for this mode should not need its files.
+        """
+
+
+class MirispecSpec2Pipeline(_OurStepsInJwst, Spec2Pipeline):
+    """
+    calwebb_spec2 for MIRI LRS and MRS with mirispec_steps extractions.
+
+    LRS: ``extract_1d`` is :class:`~mirispec_steps.LrsExtractPipeline` (box
+    and optimal; give it cal data by skipping ``resample_spec``, else only
+    the box extraction runs on the s2d). MRS: after photom, ``mrs_centroid``
+    and ``mrs_extract`` run on the calibrated exposure and write the x1d;
+    ``cube_build`` and ``extract_1d`` are skipped. The cal product carries
+    the centroid solution. Other instruments and modes run as in
+    calwebb_spec2, except that no 1-D extraction is done.
+    """
+
+    class_alias = "mirispec_spec2"
+
+    step_defs = {
+        **Spec2Pipeline.step_defs,
+        "extract_1d": LrsExtractPipeline,
+        "mrs_centroid": MrsCentroidStep,
+        "mrs_extract": MrsExtractStep,
+    }
+
+    def process_exposure_product(self, exp_product, pool_name=" ", asn_file=" "):
+        """
+        Calibrate one exposure as calwebb_spec2 does, then extract MRS spectra from it.
+
+        Parameters
+        ----------
+        exp_product : dict
+            The association product (name and members).
+        pool_name, asn_file : str
+            Recorded in the output, as in calwebb_spec2.
+
+        Returns
+        -------
+        DataModel
+            The calibrated exposure (with the centroid solution for MRS).
+        """
+        is_mrs = self._science_exp_type(exp_product) == "MIR_MRS"
+        if is_mrs and not self.cube_build.skip:
+            log.info("MIRI MRS: mrs_centroid and mrs_extract replace cube_build and extract_1d")
+            self.cube_build.skip = True
+        calibrated = super().process_exposure_product(exp_product, pool_name, asn_file)
+        if not is_mrs or calibrated is None:
+            return calibrated
+        if query_step_status(calibrated, "photom") != "COMPLETE":
+            log.warning("photom did not run: no MRS spectra are extracted (they need MJy/sr)")
+            return calibrated
+        located = self.mrs_centroid.run(calibrated)
+        self.mrs_extract.save_results = self.save_results
+        x1d = self.mrs_extract.run(located)
+        x1d.close()
+        return located
+
+    def _science_exp_type(self, exp_product) -> str | None:
+        science = [m["expname"] for m in exp_product["members"] if m["exptype"] == "science"]
+        if not science:
+            return None
+        member = science[0]
+        if isinstance(member, datamodels.JwstDataModel):
+            return member.meta.exposure.type
+        with self.open_model(member) as model:
+            return model.meta.exposure.type
+
+
+class MirispecSpec3Pipeline(_OurStepsInJwst, Spec3Pipeline):
+    """
+    calwebb_spec3 for MIRI LRS with :class:`~mirispec_steps.LrsExtractPipeline` as ``extract_1d``.
+
+    Each exposure of the association is extracted by our primary method
+    (``--steps.extract_1d.primary=box|optimal``) and jwst's ``combine_1d``
+    combines the spectra. The optimal method needs cal data: skip
+    ``resample_spec`` (the packaged parameter file does). MRS associations
+    belong to calwebb_spec3 (cubes) or to ``mrs_point_source`` per exposure.
+    """
+
+    class_alias = "mirispec_spec3"
+
+    step_defs = {**Spec3Pipeline.step_defs, "extract_1d": LrsExtractPipeline}
