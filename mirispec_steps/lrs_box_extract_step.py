@@ -52,6 +52,7 @@ class LrsBoxExtractStep(MirispecStep):
     bkg_sigma_clip = float(default=5.0, min=0)  # reject background outliers beyond N sigma (0: off)
     replace_bad_pixels = boolean(default=True)  # repair bad aperture pixels from the profile
     fixed_background = boolean(default=False)  # background regions do not follow use_source_posn
+    save_plots = boolean(default=False)  # PNG: aperture and background on the image, and the spectrum
     """  # noqa: E501
 
     reference_file_types = ["extract1d", "apcorr"]
@@ -123,4 +124,9 @@ class LrsBoxExtractStep(MirispecStep):
         products = extract_box(model, params, apcorr, slit_name)
         result = products.x1d
         self.record_step_status(result, "COMPLETE")
+        if self.save_plots:
+            from mirispec_steps.plotting import plot_lrs_box
+
+            path = plot_lrs_box(model, products, self.plot_path(model, index))
+            log.info(f"Saved the box extraction plot {path}")
         return result

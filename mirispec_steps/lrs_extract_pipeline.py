@@ -33,7 +33,8 @@ class LrsExtractPipeline(MirispecPipeline):
     its own diagnostics.
 
     Rectified (s2d) input has no pixel grid for the PSF fit: only the box
-    extraction runs, with a warning. A container (an association, as
+    extraction runs, with a warning. On cal data the box aperture is centred
+    on the source unless ``use_source_posn`` is set for it. A container (an association, as
     calwebb_spec3 passes to ``extract_1d``) runs the primary method only.
     """
 
@@ -70,6 +71,16 @@ class LrsExtractPipeline(MirispecPipeline):
         primary = self.primary if self.primary in methods else methods[0]
         if primary != self.primary:
             log.warning(f"{self.primary} extraction cannot run here: {primary} is the product")
+        if (
+            "box" in methods
+            and self.lrs_box_extract.use_source_posn is None
+            and not isinstance(model, ModelContainer)
+            and not _is_rectified(model)
+        ):
+            # The extract1d apertures are given in the s2d frame; on cal data the
+            # box must follow the source, as the optimal extraction does.
+            log.info("cal input: the box aperture is centred on the source (use_source_posn)")
+            self.lrs_box_extract.use_source_posn = True
         spectra = {}
         for method in methods:
             step = getattr(self, METHOD_STEPS[method])

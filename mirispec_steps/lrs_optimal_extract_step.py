@@ -56,6 +56,7 @@ class LrsOptimalExtractStep(MirispecStep):
     save_scene_model = boolean(default=False)  # save the fitted scene as an image
     save_residual_image = boolean(default=False)  # save data minus scene
     save_profile = boolean(default=False)  # save the normalised spatial profile
+    save_plots = boolean(default=False)  # PNG: trace and its fit, data and residual, spectrum
     """  # noqa: E501
 
     reference_file_types = ["extract1d", "psf"]
@@ -101,6 +102,11 @@ class LrsOptimalExtractStep(MirispecStep):
         result = products.x1d
         self.record_step_status(result, "COMPLETE")
         self._save_images(model, products, index)
+        if self.save_plots:
+            from mirispec_steps.plotting import plot_lrs_optimal
+
+            path = plot_lrs_optimal(products, self.plot_path(model, index))
+            log.info(f"Saved the optimal extraction plot {path}")
         return result
 
     def _parameters(self, aperture, model) -> OptimalParameters:

@@ -36,6 +36,7 @@ class MrsCalibrateStep(MirispecStep):
     background_sigma = float(default=3.0, min=0)  # reject background outliers beyond N sigma (3+ exposures; 0: off)
     apply_time_correction = boolean(default=True)  # apply photom's time-dependent correction if present
     reference_uncertainty = boolean(default=False)  # add fringe/photom uncertainties to VAR_FLAT
+    save_plots = boolean(default=False)  # PNG: calibrated image and its S/N
     """  # noqa: E501
 
     reference_file_types = ["fringe", "photom", "mrsmaps"]
@@ -87,4 +88,9 @@ class MrsCalibrateStep(MirispecStep):
             reference_uncertainty=self.reference_uncertainty,
         )
         self.record_step_status(result, "COMPLETE")
+        if self.save_plots:
+            from mirispec_steps.plotting import plot_mrs_calibrated
+
+            path = plot_mrs_calibrated(result, self.plot_path(model, index))
+            log.info(f"Saved the calibration plot {path}")
         return result

@@ -71,7 +71,7 @@ class MrsPointSourcePipeline(MirispecPipeline):
             One x1d per exposure.
         """
         if self.save_plots:
-            for step in (self.mrs_centroid, self.mrs_extract):
+            for step in (self.mrs_calibrate, self.mrs_centroid, self.mrs_extract):
                 step.save_plots = True
         model = self.prepare_output(input_data, make_copy=False)
         if not isinstance(model, ModelContainer):

@@ -52,26 +52,3 @@ class CalibratedMrsStep(MirispecStep):
                 "--override_mrsmaps=<mrsmaps file> (see docs/reference_files)"
             )
         return None, self.get_reference_file(model, "mrsmaps")
-
-    def side_path(self, model, suffix: str, extension: str) -> str:
-        """
-        Path of a side product (table, plot) named like the main product.
-
-        Parameters
-        ----------
-        model : DataModel
-            The input (its file name is the base unless ``output_file`` is set).
-        suffix : str
-            Product suffix, e.g. ``centroid``.
-        extension : str
-            File extension with the dot, e.g. ``.png``.
-
-        Returns
-        -------
-        str
-            The path.
-        """
-        path = self.make_output_path(
-            basepath=self.output_file or model.meta.filename, suffix=suffix
-        )
-        return str(path).rsplit(".", 1)[0] + extension

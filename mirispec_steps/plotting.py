@@ -8,7 +8,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_centroid", "plot_mrs_extraction", "plot_spectrum", "plot_spectra"]
+__all__ = [
+    "plot_centroid",
+    "plot_lrs_box",
+    "plot_lrs_optimal",
+    "plot_mrs_calibrated",
+    "plot_mrs_extraction",
+    "plot_spectrum",
+    "plot_spectra",
+]
 
 
 def plot_spectrum(x1d, path, truth=None, label="box extraction"):
@@ -249,3 +257,280 @@ def plot_mrs_extraction(
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return str(path)
+
+
+def _stretch(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> tuple[float, float]:
+    """Display limits from percentiles of the finite values."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    vmin, vmax = np.percentile(finite, (low, high))
+    return float(vmin), float(vmax if vmax > vmin else vmin + 1.0)
+
+
+def _spectrum_panel(axis, x1d, label: str) -> None:
+    """Spectrum with its 1-sigma band on ``axis`` and its S/N on a twin axis."""
+    table = x1d.spec[0].spec_table
+    wavelength = np.asarray(table["WAVELENGTH"], dtype=float)
+    flux = np.asarray(table["FLUX"], dtype=float)
+    error = np.asarray(table["FLUX_ERROR"], dtype=float)
+    if flux.ndim > 1:  # x1dints: the first integration
+        wavelength, flux, error = wavelength[0], flux[0], error[0]
+    axis.fill_between(wavelength, (flux - error) * 1e3, (flux + error) * 1e3, color="0.75", lw=0)
+    axis.plot(wavelength, flux * 1e3, "k-", lw=0.8, label=f"{label} +- 1 sigma")
+    axis.set_xlabel("wavelength (micron)")
+    axis.set_ylabel("FLUX (mJy)")
+    snr_axis = axis.twinx()
+    snr_axis.plot(wavelength, flux / np.where(error > 0, error, np.nan), "C1-", lw=0.6, alpha=0.7)
+    snr_axis.set_ylabel("S/N", color="C1")
+    axis.legend(fontsize=8, loc="upper right")
+
+
+def _dispersion_major_image(data: np.ndarray, dispaxis: int) -> np.ndarray:
+    """The image (mean over integrations) with dispersion along the rows."""
+    from mirispec_steps.adapters.lrs import to_dispersion_major
+
+    image = np.asarray(data, dtype=float)
+    if image.ndim == 3:
+        with np.errstate(invalid="ignore"):
+            image = np.nanmean(image, axis=0)
+    return to_dispersion_major(image, dispaxis)
+
+
+def plot_lrs_box(model, products, path, title="LRS box extraction (mirispec_steps)"):
+    """
+    The aperture and background regions over the 2-D image, and the extracted spectrum.
+
+    Parameters
+    ----------
+    model : DataModel
+        The LRS input (s2d, cal or calints; the mean of the integrations is shown).
+    products : BoxProducts
+        From :func:`mirispec_steps.lrs_box.extract_box`.
+    path : str or Path
+        PNG file to write.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    from mirispec_steps.adapters.lrs import dispersion_axis
+
+    image = _dispersion_major_image(model.data, dispersion_axis(model))
+    aperture = np.asarray(products.aperture, dtype=float)
+    aperture = aperture[0] if aperture.ndim == 3 else aperture
+    background = products.background_region
+    if background is not None:
+        background = np.asarray(background, dtype=float)
+        background = background[0] if background.ndim == 3 else background
+    used = aperture > 0 if background is None else (aperture > 0) | (background > 0)
+    rows, columns = np.nonzero(used)
+    top, bottom = max(rows.min() - 5, 0), min(rows.max() + 6, image.shape[0])
+    left, right = max(columns.min() - 8, 0), min(columns.max() + 9, image.shape[1])
+    cut = (slice(top, bottom), slice(left, right))
+    extent = (left - 0.5, right - 0.5, top - 0.5, bottom - 0.5)
+
+    figure, (image_axis, spectrum_axis) = plt.subplots(
+        1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [1.0, 2.2]}
+    )
+    vmin, vmax = _stretch(image[cut])
+    image_axis.imshow(
+        image[cut], origin="lower", aspect="auto", cmap="gray_r", vmin=vmin, vmax=vmax,
+        extent=extent,
+    )  # fmt: skip
+    image_axis.contour(
+        np.arange(left, right), np.arange(top, bottom), aperture[cut], levels=[1e-6],
+        colors="tab:orange", linewidths=1.2,
+    )  # fmt: skip
+    handles = [plt.Line2D([], [], color="tab:orange", label="source aperture")]
+    if background is not None and np.any(background[cut] > 0):
+        image_axis.contour(
+            np.arange(left, right), np.arange(top, bottom), background[cut], levels=[1e-6],
+            colors="tab:cyan", linewidths=1.0,
+        )  # fmt: skip
+        handles.append(plt.Line2D([], [], color="tab:cyan", label="background regions"))
+    image_axis.legend(handles=handles, fontsize=8, loc="upper right")
+    image_axis.set_xlabel("cross-dispersion pixel")
+    image_axis.set_ylabel("dispersion pixel")
+    image_axis.set_title("aperture and background on the image", fontsize=10)
+    _spectrum_panel(spectrum_axis, products.x1d, "box FLUX")
+    spectrum_axis.set_title("extracted spectrum", fontsize=10)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return str(path)
+
+
+def plot_lrs_optimal(products, path, title="LRS optimal extraction (mirispec_steps)"):
+    """
+    Trace and its fit, the data and residual images, and the extracted spectrum.
+
+    Parameters
+    ----------
+    products : OptimalProducts
+        From :func:`mirispec_steps.lrs_optimal.extract_optimal`.
+    path : str or Path
+        PNG file to write.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Notes
+    -----
+    The residual panel shows data - scene model over the pixels the fit
+    used, scaled to the 99th percentile of its absolute value; the trace panel shows the
+    local trace offsets the smooth fit was made from, with their errors.
+    """
+    rows_slice, columns_slice = products.slices
+    data = np.asarray(products.data, dtype=float)
+    data = data if data.ndim == 3 else data[None]
+    with np.errstate(invalid="ignore"):
+        cutout = np.nanmean(data[(slice(None), rows_slice, columns_slice)], axis=0)
+        residual = np.nanmean(products.residual[(slice(None), rows_slice, columns_slice)], axis=0)
+    # Residuals grow with the source's Poisson noise: scale to their own tail, not the sky's.
+    finite_residual = np.abs(residual[np.isfinite(residual)])
+    limit = float(np.percentile(finite_residual, 99)) if finite_residual.size else 1.0
+    extent = (
+        columns_slice.start - 0.5, columns_slice.stop - 0.5,
+        rows_slice.start - 0.5, rows_slice.stop - 0.5,
+    )  # fmt: skip
+
+    figure, axes = plt.subplots(
+        1, 4, figsize=(15, 6), gridspec_kw={"width_ratios": [1.0, 1.0, 1.0, 2.4]}
+    )
+    data_axis, residual_axis, trace_axis, spectrum_axis = axes
+    vmin, vmax = _stretch(cutout)
+    data_axis.imshow(
+        cutout, origin="lower", aspect="auto", cmap="gray_r", vmin=vmin, vmax=vmax, extent=extent
+    )
+    data_axis.plot(products.trace, products.rows, "-", color="tab:orange", lw=1, label="trace")
+    if products.shift is not None:
+        nominal = products.trace - products.shift.shift
+        data_axis.plot(nominal, products.rows, "--", color="tab:cyan", lw=0.8, label="WCS trace")
+    data_axis.legend(fontsize=7, loc="upper right")
+    data_axis.set_title("data and trace", fontsize=10)
+    data_axis.set_xlabel("cross-dispersion pixel")
+    data_axis.set_ylabel("dispersion pixel")
+
+    limit = limit if limit > 0 else 1.0
+    shown = residual_axis.imshow(
+        residual, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
+        extent=extent,
+    )  # fmt: skip
+    figure.colorbar(shown, ax=residual_axis, fraction=0.08, label="data - model")
+    residual_axis.set_title(f"residual ({products.n_rejected} px rejected)", fontsize=10)
+    residual_axis.set_xlabel("cross-dispersion pixel")
+
+    if products.shift is not None:
+        solution = products.shift
+        if solution.block_rows.size:
+            trace_axis.errorbar(
+                solution.block_shifts, solution.block_rows, xerr=solution.block_errors,
+                fmt=".", ms=3, color="0.4", label="local offsets",
+            )  # fmt: skip
+        trace_axis.plot(solution.shift, products.rows, "-", color="tab:orange", label="fit")
+        trace_axis.legend(fontsize=7)
+    else:
+        trace_axis.text(0.5, 0.5, "trace from the WCS\n(not fitted)", ha="center",
+                        transform=trace_axis.transAxes)  # fmt: skip
+    trace_axis.set_xlabel("trace offset from the WCS (pixel)")
+    trace_axis.set_ylim(rows_slice.start - 0.5, rows_slice.stop - 0.5)
+    trace_axis.set_title("trace fit", fontsize=10)
+
+    _spectrum_panel(spectrum_axis, products.x1d, "optimal FLUX")
+    spectrum_axis.set_title("extracted spectrum", fontsize=10)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return str(path)
+
+
+def plot_mrs_calibrated(model, path, title="MRS calibrated exposure (mirispec_steps)"):
+    """
+    The calibrated detector image, its slice map and its signal-to-noise image.
+
+    Parameters
+    ----------
+    model : IFUImageModel
+        The output of MrsCalibrateStep (MJy/sr with ERR). The slice map needs
+        a WCS; without one that panel is left out.
+    path : str or Path
+        PNG file to write.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Notes
+    -----
+    The image uses an arcsinh-like (symmetric log) stretch, so that both the
+    point source's peak and the faint sky between slices show.
+    """
+    from matplotlib.colors import SymLogNorm
+
+    data = np.asarray(model.data, dtype=float)
+    error = np.asarray(model.err, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.where(error > 0, data / error, np.nan)
+    slice_map = _slice_map(model, data.shape)
+    panels = 2 if slice_map is None else 3
+    figure, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 6.2))
+    finite = np.abs(data[np.isfinite(data)])
+    scale = float(np.percentile(finite, 50)) if finite.size else 1.0
+    _, top = _stretch(data, 1.0, 99.95)
+    shown = axes[0].imshow(
+        data, origin="lower", cmap="magma",
+        norm=SymLogNorm(linthresh=max(scale, 1e-6), vmin=-scale, vmax=max(top, 2 * scale)),
+    )  # fmt: skip
+    figure.colorbar(shown, ax=axes[0], fraction=0.046, label=f"{model.meta.bunit_data}")
+    instrument = model.meta.instrument
+    axes[0].set_title(f"{instrument.detector} {instrument.band}: calibrated image", fontsize=10)
+    if slice_map is not None:
+        shown = axes[1].imshow(slice_map, origin="lower", cmap="tab20", interpolation="nearest")
+        figure.colorbar(shown, ax=axes[1], fraction=0.046, label="slice number")
+        axes[1].set_title("slice map (from the WCS)", fontsize=10)
+    _, snr_top = _stretch(snr, 2.0, 99.9)
+    shown = axes[-1].imshow(
+        snr, origin="lower", cmap="viridis",
+        norm=SymLogNorm(linthresh=3.0, vmin=-3.0, vmax=max(snr_top, 10.0)),
+    )  # fmt: skip
+    figure.colorbar(shown, ax=axes[-1], fraction=0.046, label="S/N (data / ERR)")
+    usable = np.isfinite(snr)
+    axes[-1].set_title(
+        f"S/N: median {np.median(snr[usable]) if usable.any() else np.nan:.1f}, "
+        f"max {np.max(snr[usable]) if usable.any() else np.nan:.0f} "
+        f"({usable.sum()} usable pixels)",
+        fontsize=10,
+    )
+    for axis in axes:
+        axis.set_xlabel("detector column")
+        axis.set_ylabel("detector row")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return str(path)
+
+
+def _slice_map(model, shape) -> np.ndarray | None:
+    """Slice number of every pixel (NaN outside slices), or None without a WCS."""
+    from mirispec_steps.adapters.mrs import mrs_geometry
+
+    if getattr(model.meta, "wcs", None) is None:
+        return None
+    slice_map = np.full(shape, np.nan)
+    for geometry in mrs_geometry(model):
+        slice_map[geometry.y, geometry.x] = geometry.slice_number
+    return slice_map

@@ -253,6 +253,49 @@ class _MirispecBehaviour:
                 f"(Python: override_{reference_file_type}='<path>')."
             ) from None
 
+    def side_path(self, model, suffix: str, extension: str, index: int | None = None) -> str:
+        """
+        Path of a side product (table, plot) named like the main product.
+
+        Parameters
+        ----------
+        model : DataModel
+            The input (its file name is the base unless ``output_file`` is set).
+        suffix : str
+            Product suffix, e.g. ``centroid``.
+        extension : str
+            File extension with the dot, e.g. ``.png``.
+        index : int or None
+            Position of the model in a container input (numbered names).
+
+        Returns
+        -------
+        str
+            The path.
+        """
+        path = self.make_output_path(
+            basepath=self.output_file or model.meta.filename, suffix=suffix, idx=index
+        )
+        return str(path).rsplit(".", 1)[0] + extension
+
+    def plot_path(self, model, index: int | None = None) -> str:
+        """
+        Path of the step's diagnostic PNG: the main product's name with ``.png``.
+
+        Parameters
+        ----------
+        model : DataModel
+            The input.
+        index : int or None
+            Position of the model in a container input.
+
+        Returns
+        -------
+        str
+            The path.
+        """
+        return self.side_path(model, self.suffix or self.default_suffix(), ".png", index)
+
     def process_each(self, input_data, extract_one):
         """
         Run ``extract_one(model, index)`` on a model, or on every member of a container.
