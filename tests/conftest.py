@@ -98,13 +98,14 @@ def truth_at(table, truth):
     return np.interp(table["WAVELENGTH"], truth.wavelength[order], flux[order])
 
 
-def _simulate_mrs_files(folder, **kwargs):
+def _simulate_mrs_files(folder, stem=None, **kwargs):
     from mirispec_steps.simulate.mrs import simulate_mrs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         simulated = simulate_mrs(**kwargs)
-    return simulated, {role: str(path) for role, path in simulated.write(folder).items()}
+    written = simulated.write(folder, stem=stem)
+    return simulated, {role: str(path) for role, path in written.items()}
 
 
 @pytest.fixture(scope="session")

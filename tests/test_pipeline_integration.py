@@ -110,3 +110,63 @@ def test_spec3_post_hook_class_path(nod_association, tmp_path, monkeypatch):
     fraction = truths[0].psf.box_fraction(8.0, wavelength)
     assert np.median(ratio / fraction) == pytest.approx(1.0, abs=0.01)
     assert np.median(ratio) < 0.995
+
+
+# ------------------------------------------------ packaged recipes: Spec3 (LRS)
+
+
+def test_spec3_subclass_parameter_file_runs_our_optimal_extraction(
+    nod_association, tmp_path, monkeypatch
+):
+    """mirispec_spec3 from its packaged parameter file: our optimal spectra, combined by jwst."""
+    from mirispec_steps.jwst_pipelines import MirispecSpec3Pipeline
+    from mirispec_steps.parameter_files import parameter_file
+
+    asn_path, truths = nod_association
+    monkeypatch.chdir(tmp_path)
+    steps = {name: {"skip": True} for name in ("outlier_detection", "cube_build", "photom")}
+    steps["spectral_leak"] = {"skip": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MirispecSpec3Pipeline.call(
+            str(asn_path),
+            config_file=parameter_file("mirispec_spec3_lrs"),
+            steps=steps,
+            output_dir=str(tmp_path),
+            save_results=True,
+        )
+    (combined,) = tmp_path.glob("*_c1d.fits")
+    with datamodels.open(combined) as c1d:
+        assert c1d.meta.cal_step.combine_1d == "COMPLETE"
+        _, ratio = combined_ratio(c1d, truths[0])
+    # Per-exposure x1d products are ours, written under jwst's names.
+    x1d_files = sorted(tmp_path.glob("*_x1d.fits"))
+    assert len(x1d_files) == 2
+    with datamodels.open(x1d_files[0]) as x1d:
+        assert x1d.meta.cal_step.lrs_optimal_extract == "COMPLETE"
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.01)
+
+
+def test_spec3_hooks_parameter_file(nod_association, tmp_path, monkeypatch):
+    """calwebb_spec3 (jwst's own class) configured by the packaged hooks file."""
+    from mirispec_steps.parameter_files import parameter_file
+
+    asn_path, truths = nod_association
+    monkeypatch.chdir(tmp_path)
+    steps = {
+        name: {"skip": True}
+        for name in ("outlier_detection", "pixel_replace", "cube_build", "photom", "spectral_leak")
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Spec3Pipeline.call(
+            str(asn_path),
+            config_file=parameter_file("calwebb_spec3_lrs_hooks"),
+            steps=steps,
+            output_dir=str(tmp_path),
+            save_results=True,
+        )
+    (combined,) = tmp_path.glob("*_c1d.fits")
+    with datamodels.open(combined) as c1d:
+        _, ratio = combined_ratio(c1d, truths[0])
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.01)
