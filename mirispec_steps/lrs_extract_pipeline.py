@@ -28,9 +28,9 @@ class LrsExtractPipeline(MirispecPipeline):
     (each can be turned off with ``--steps.<step>.skip=True``). The spectrum
     of the ``primary`` method is the pipeline's product (``<root>_x1d``, the
     file downstream tools such as combine_1d read); the other method's is
-    saved beside it as ``<root>_<method>_x1d``. With ``save_plots`` a PNG
-    compares both spectra with their errors and SNR, and every step writes
-    its own diagnostics.
+    saved beside it as ``<root>_<method>_x1d``. With ``save_plots``,
+    ``<root>_x1d.png`` compares both spectra with their errors and SNR, and
+    each step writes its own diagnostics as ``<root>_<method>_x1d.png``.
 
     Rectified (s2d) input has no pixel grid for the PSF fit: only the box
     extraction runs, with a warning. On cal data the box aperture is centred
@@ -84,12 +84,10 @@ class LrsExtractPipeline(MirispecPipeline):
         spectra = {}
         for method in methods:
             step = getattr(self, METHOD_STEPS[method])
-            if method == primary:
-                # The pipeline saves its own product under the primary's name.
-                step.save_results = False
-            else:
-                step.save_results = self.save_results
-                self.substep_output(step, model, method)
+            # The pipeline saves the primary's spectrum as its own product; each
+            # step's side products (the other spectrum, plots) carry the method.
+            step.save_results = self.save_results and method != primary
+            self.substep_output(step, model, method)
             if self.save_plots and hasattr(step, "save_plots"):
                 step.save_plots = True
             spectra[method] = step.run(model)
@@ -123,7 +121,7 @@ class LrsExtractPipeline(MirispecPipeline):
     def _plot(self, model, spectra) -> None:
         from mirispec_steps.plotting import plot_spectra
 
-        path = self.make_output_path(basepath=model.meta.filename, suffix=self.suffix, ext="png")
+        path = self.plot_path(model)
         plot_spectra(
             {"box": spectra["box"], "optimal": spectra["optimal"]},
             path,

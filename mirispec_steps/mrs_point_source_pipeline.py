@@ -75,6 +75,9 @@ class MrsPointSourcePipeline(MirispecPipeline):
                 step.save_plots = True
         model = self.prepare_output(input_data, make_copy=False)
         if not isinstance(model, ModelContainer):
+            for step in (self.mrs_calibrate, self.mrs_centroid, self.mrs_extract):
+                # Intermediate products and plots are named after the pipeline's product.
+                self.substep_output(step, model, "" if self.output_file else None)
             return self._one_exposure(model)
         science = [m for m in model if getattr(m.meta.asn, "exptype", None) != "background"]
         if not science:

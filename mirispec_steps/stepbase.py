@@ -107,6 +107,9 @@ def _call_guarded(function, *args):
 class _MirispecBehaviour:
     """What our steps and pipelines add to jwst's (mixed in before the jwst class)."""
 
+    #: Name root of side products (plots, tables) given by a parent pipeline.
+    _product_root = None
+
     #: Reference types for which the packaged default replaces CRDS.
     packaged_defaults = PACKAGED_DEFAULTS
 
@@ -274,7 +277,9 @@ class _MirispecBehaviour:
             The path.
         """
         path = self.make_output_path(
-            basepath=self.output_file or model.meta.filename, suffix=suffix, idx=index
+            basepath=self.output_file or self._product_root or model.meta.filename,
+            suffix=suffix,
+            idx=index,
         )
         return str(path).rsplit(".", 1)[0] + extension
 
@@ -442,12 +447,20 @@ class MirispecPipeline(_MirispecBehaviour, JwstPipeline):
         step : Step
             The substep.
         model : DataModel
-            The input whose file name the product is named after.
+            The input whose file name the product is named after (unless
+            the pipeline has an ``output_file``).
         tag : str or None
-            Inserted before the suffix (``<root>_<tag>_<suffix>``).
+            Inserted before the suffix (``<root>_<tag>_<suffix>``); ``""``
+            for ``<root>_<suffix>``; None leaves the step alone. A step given
+            its own ``output_file`` keeps it.
         """
         if tag is None:
             return
-        name = getattr(model.meta, "filename", None) or "mirispec"
+        name = self.output_file or getattr(model.meta, "filename", None) or "mirispec"
         root, _ = self.remove_suffix(Path(name).stem)
-        step.output_file = f"{root}_{tag}"
+        named = f"{root}_{tag}" if tag else root
+        # stpipe saves every step that has an output_file: set it only for the
+        # steps that save; plots and tables follow the product root either way.
+        step._product_root = named
+        if step.save_results and step.output_file is None:
+            step.output_file = named

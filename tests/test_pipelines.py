@@ -76,6 +76,8 @@ def test_lrs_pipeline_call_runs_both_methods(lrs_cal_file, cal_nod_a, apcorr_fil
     # box vs optimal comparison, and each step's own diagnostics
     assert_png(tmp_path / "jw01_lrs_x1d.png", min_size=(800, 600))
     assert_png(tmp_path / "jw01_lrs_box_x1d.png", min_size=(800, 400))
+    assert_png(tmp_path / "jw01_lrs_optimal_x1d.png", min_size=(1300, 500))
+    assert not (tmp_path / "jw01_lrs_optimal_x1d.fits").exists()  # the product is _x1d
 
 
 def test_lrs_pipeline_on_s2d_runs_box_only(s2d_nod_a, apcorr_file, caplog):
