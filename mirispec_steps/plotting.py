@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -142,11 +144,7 @@ def plot_centroid(table, path, title="MRS source position (mirispec_steps)"):
             axis.set_ylabel(f"{name} (arcsec), band {band}")
             axis.set_title(f"{band} {name}" + (f"; {failed} failed bins" if failed else ""))
             axis.legend(fontsize=7, loc="best")
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return str(path)
+    return _save(figure, path, title, dpi=90)
 
 
 def plot_mrs_extraction(
@@ -252,9 +250,14 @@ def plot_mrs_extraction(
             fontsize=9,
         )
         axis.legend(fontsize=7, loc="upper right")
+    return _save(figure, path, title, dpi=90)
+
+
+def _save(figure, path, title: str, dpi: int) -> str:
+    """Title, lay out, write and close a figure; return the path as a string."""
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return str(path)
 
@@ -292,7 +295,8 @@ def _dispersion_major_image(data: np.ndarray, dispaxis: int) -> np.ndarray:
 
     image = np.asarray(data, dtype=float)
     if image.ndim == 3:
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # never-valid pixels stay NaN
             image = np.nanmean(image, axis=0)
     return to_dispersion_major(image, dispaxis)
 
@@ -358,11 +362,7 @@ def plot_lrs_box(model, products, path, title="LRS box extraction (mirispec_step
     image_axis.set_title("aperture and background on the image", fontsize=10)
     _spectrum_panel(spectrum_axis, products.x1d, "box FLUX")
     spectrum_axis.set_title("extracted spectrum", fontsize=10)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return str(path)
+    return _save(figure, path, title, dpi=90)
 
 
 def plot_lrs_optimal(products, path, title="LRS optimal extraction (mirispec_steps)"):
@@ -392,7 +392,8 @@ def plot_lrs_optimal(products, path, title="LRS optimal extraction (mirispec_ste
     rows_slice, columns_slice = products.slices
     data = np.asarray(products.data, dtype=float)
     data = data if data.ndim == 3 else data[None]
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows with no valid pixel stay NaN
         cutout = np.nanmean(data[(slice(None), rows_slice, columns_slice)], axis=0)
         residual = np.nanmean(products.residual[(slice(None), rows_slice, columns_slice)], axis=0)
     # Residuals grow with the source's Poisson noise: scale to their own tail, not the sky's.
@@ -447,11 +448,7 @@ def plot_lrs_optimal(products, path, title="LRS optimal extraction (mirispec_ste
 
     _spectrum_panel(spectrum_axis, products.x1d, "optimal FLUX")
     spectrum_axis.set_title("extracted spectrum", fontsize=10)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return str(path)
+    return _save(figure, path, title, dpi=90)
 
 
 def plot_mrs_calibrated(model, path, title="MRS calibrated exposure (mirispec_steps)"):
@@ -517,11 +514,7 @@ def plot_mrs_calibrated(model, path, title="MRS calibrated exposure (mirispec_st
     for axis in axes:
         axis.set_xlabel("detector column")
         axis.set_ylabel("detector row")
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-    return str(path)
+    return _save(figure, path, title, dpi=80)
 
 
 def _slice_map(model, shape) -> np.ndarray | None:
