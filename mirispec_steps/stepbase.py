@@ -454,7 +454,8 @@ class MirispecPipeline(_MirispecBehaviour, JwstPipeline):
             for ``<root>_<suffix>``; None leaves the step alone. A step given
             its own ``output_file`` keeps it.
         """
-        if tag is None:
+        if tag is None or not hasattr(model, "meta"):
+            # (a container's members keep their own names)
             return
         name = self.output_file or getattr(model.meta, "filename", None) or "mirispec"
         root, _ = self.remove_suffix(Path(name).stem)
