@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 
+from astropy.io import fits
 from jwst.pipeline import Spec2Pipeline, Spec3Pipeline
 from jwst.stpipe import query_step_status
 from stdatamodels.jwst import datamodels
@@ -29,14 +30,14 @@ from stdatamodels.jwst import datamodels
 from mirispec_steps.lrs_extract_pipeline import LrsExtractPipeline
 from mirispec_steps.mrs_centroid_step import MrsCentroidStep
 from mirispec_steps.mrs_extract_step import MrsExtractStep
-from mirispec_steps.stepbase import MirispecStep
+from mirispec_steps.stepbase import MirispecStep, ReferencesPerStep
 
 __all__ = ["MirispecSpec2Pipeline", "MirispecSpec3Pipeline"]
 
 log = logging.getLogger(__name__)
 
 
-class _OurStepsInJwst:
+class _OurStepsInJwst(ReferencesPerStep):
     """What both subclasses change in their jwst parent (mixed in first)."""
 
     @staticmethod
@@ -50,15 +51,6 @@ class _OurStepsInJwst:
             Logger names.
         """
         return MirispecStep.get_stpipe_loggers()
-
-    def prefetch(self, *args):
-        """
-        Resolve each step's reference files when that step runs, not all up front.
-
-        jwst prefetches the reftypes of every unskipped step before the first
-        one runs; our steps' own reftypes are not in CRDS, and a step that
-        the pipeline itself will skip for this mode should not need its files.
-        """
 
 
 class MirispecSpec2Pipeline(_OurStepsInJwst, Spec2Pipeline):
@@ -122,8 +114,8 @@ class MirispecSpec2Pipeline(_OurStepsInJwst, Spec2Pipeline):
         member = science[0]
         if isinstance(member, datamodels.JwstDataModel):
             return member.meta.exposure.type
-        with self.open_model(member) as model:
-            return model.meta.exposure.type
+        # calwebb_spec2 opens the exposure itself: read only the keyword here.
+        return fits.getval(member, "EXP_TYPE", ext=0)
 
 
 class MirispecSpec3Pipeline(_OurStepsInJwst, Spec3Pipeline):

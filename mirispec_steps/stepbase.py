@@ -36,6 +36,7 @@ from mirispec_steps.progress import progress
 __all__ = [
     "MirispecStep",
     "MirispecPipeline",
+    "ReferencesPerStep",
     "packaged_reference",
     "OWN_SUFFIXES",
     "LOGGER_NAME",
@@ -424,19 +425,24 @@ class MirispecStep(_MirispecBehaviour, JwstStep):
     """Base class of the package's steps (not used directly)."""
 
 
-class MirispecPipeline(_MirispecBehaviour, JwstPipeline):
-    """Base class of the package's pipelines (not used directly)."""
+class ReferencesPerStep:
+    """
+    Pipelines that resolve each step's reference files when that step runs.
+
+    jwst pipelines prefetch every reftype of every unskipped step before the
+    first one runs. Mixed in first, this lets a step that will not run for
+    this input (assign_wcs on data that already has a WCS, a jwst step the
+    pipeline skips for the mode) never ask CRDS, keeps our own reftypes (not
+    in CRDS) out of CRDS queries, and lets the step that needs a missing file
+    report it with the override to pass.
+    """
 
     def prefetch(self, *args):
-        """
-        Resolve no reference files up front.
+        """Resolve no reference files up front (each step does when it runs)."""
 
-        jwst pipelines prefetch every reftype of every unskipped step; ours
-        let each step resolve its own when it runs, so that a step that will
-        not run (assign_wcs on data that already has a WCS) never asks CRDS,
-        and a missing file is reported by the step that needs it, with the
-        override to pass.
-        """
+
+class MirispecPipeline(_MirispecBehaviour, ReferencesPerStep, JwstPipeline):
+    """Base class of the package's pipelines (not used directly)."""
 
     def substep_output(self, step, model, tag: str | None = None) -> None:
         """
