@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 from conftest import calibrated_mrs
 from numpy.testing import assert_allclose
+from scipy.optimize import curve_fit
 
 from mirispec_steps import MrsCentroidStep, read_centroid
 from mirispec_steps.adapters.mrs import mrs_geometry
-from mirispec_steps.core.centroid import CentroidPixels, fit_centroids
+from mirispec_steps.core import batched_fit
+from mirispec_steps.core import centroid as centroid_core
+from mirispec_steps.core.batched_fit import BatchedFit, batched_least_squares, numerical_jacobian
+from mirispec_steps.core.centroid import CentroidPixels, CentroidSettings, fit_centroids
 from mirispec_steps.core.mrs_psf import MrsPsf
 from mirispec_steps.core.spectral_grid import bin_members, spectral_grid
 from mirispec_steps.errors import InputDataError
@@ -376,3 +380,71 @@ def test_entry_point():
 
     aliases = {step.class_alias: step.class_name for step in get_steps()}
     assert aliases["mrs_centroid"] == "mirispec_steps.mrs_centroid_step.MrsCentroidStep"
+
+
+@pytest.mark.parametrize("noise", [0.0, 3.0])
+def test_windowed_stage3_equals_fit_on_every_pixel(monkeypatch, noise):
+    # Stage 3 evaluates only pixels near the source and summarises the rest;
+    # with a window larger than the field every pixel is evaluated.
+    pixels, grid = _analytic_pixels(0.37, -0.21, wavelength_count=60, noise=noise, seed=4)
+    windowed = fit_centroids(pixels, grid)
+    monkeypatch.setattr(centroid_core, "WINDOW_SIGMAS", 1e3)
+    everything = fit_centroids(pixels, grid)
+    assert np.array_equal(windowed.status, everything.status)
+    assert np.array_equal(windowed.n_pixels, everything.n_pixels)
+    for name in ("alpha", "beta", "sigma_alpha", "amplitude", "background"):
+        assert_allclose(getattr(windowed, name), getattr(everything, name), rtol=1e-6, atol=1e-7)
+    for name in ("alpha_err", "beta_err"):
+        # chi-square and degrees of freedom (error inflation) include the summarised pixels
+        assert_allclose(getattr(windowed, name), getattr(everything, name), rtol=1e-4)
+
+
+def test_window_too_small_falls_back_to_larger_windows(monkeypatch):
+    pixels, grid = _analytic_pixels(-1.1, 0.45, wavelength_count=20)
+    monkeypatch.setattr(centroid_core, "WINDOW_SIGMAS", 1.0)
+    solution = fit_centroids(pixels, grid)
+    assert np.all(solution.status == "ok")
+    assert_allclose(solution.alpha, -1.1, atol=1e-5)
+    assert_allclose(solution.beta, 0.45, atol=1e-5)
+
+
+def test_batched_fit_in_blocks_equals_one_block(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = np.linspace(-3, 3, 40)
+    truth = np.column_stack(
+        [rng.uniform(1, 3, 50), rng.uniform(-1, 1, 50), rng.uniform(0.3, 1, 50)]
+    )
+    data = truth[:, :1] * np.exp(-0.5 * ((x - truth[:, 1:2]) / truth[:, 2:3]) ** 2)
+    data = data + 0.01 * rng.standard_normal(data.shape)
+
+    def model(params, rows):
+        return params[:, :1] * np.exp(-0.5 * ((x - params[:, 1:2]) / params[:, 2:3]) ** 2)
+
+    evaluate = numerical_jacobian(model, np.array([1e-7, 1e-7, 1e-7]))
+    start = truth * rng.uniform(0.9, 1.1, truth.shape)
+    weight = np.full(data.shape, 1e4)
+    together = batched_least_squares(evaluate, start, data, weight)
+    monkeypatch.setattr(batched_fit, "BLOCK_POINTS", 7 * x.size)
+    in_blocks = batched_least_squares(evaluate, start, data, weight)
+    for name in BatchedFit.FIELDS:
+        assert_allclose(getattr(in_blocks, name), getattr(together, name))
+    # and both agree with an independent fit of one row
+    expected, covariance = curve_fit(
+        lambda x, a, mu, s: a * np.exp(-0.5 * ((x - mu) / s) ** 2),
+        x,
+        data[7],
+        p0=start[7],
+        sigma=np.full(x.size, 0.01),
+        absolute_sigma=True,
+    )
+    assert_allclose(together.params[7], expected, rtol=1e-5)
+    assert_allclose(together.errors[7], np.sqrt(np.diag(covariance)), rtol=1e-3)
+
+
+def test_rotated_ellipse_fit_recovers_the_position():
+    pixels, grid = _analytic_pixels(0.37, -0.21, wavelength_count=20, noise=1.0, seed=2)
+    solution = fit_centroids(pixels, grid, CentroidSettings(rotation=True))
+    assert np.count_nonzero(solution.ok) >= 19
+    assert_allclose(solution.alpha[solution.ok], 0.37, atol=0.01)
+    assert_allclose(solution.beta[solution.ok], -0.21, atol=0.01)
+    assert np.all(np.isfinite(solution.theta[solution.ok]))

@@ -212,23 +212,18 @@ def spectral_spikes(
     array([[2, 1]])
     """
     values = np.where(valid, data, 0.0)
-    weights = valid.astype(float)
-    neighbour_sum = np.zeros_like(values)
-    neighbour_count = np.zeros_like(values)
-    neighbour_variance = np.zeros_like(values)
     usable_variance = np.where(valid, variance, 0.0)
-    for shift in (1, -1):
-        neighbour_sum += np.roll(values, shift, axis=0)
-        neighbour_count += np.roll(weights, shift, axis=0)
-        neighbour_variance += np.roll(usable_variance, shift, axis=0)
-    # np.roll wraps around: the first and last rows have one true neighbour only.
-    for edge, wrapped in ((0, -1), (-1, 0)):
-        neighbour_sum[edge] -= values[wrapped]
-        neighbour_count[edge] -= weights[wrapped]
-        neighbour_variance[edge] -= usable_variance[wrapped]
+    neighbour_sum = np.zeros_like(values)
+    neighbour_count = np.zeros(values.shape, dtype=np.int8)
+    neighbour_variance = np.zeros_like(values)
+    # The rows above and below (the first and last rows have one neighbour).
+    for target, source in ((np.s_[1:], np.s_[:-1]), (np.s_[:-1], np.s_[1:])):
+        neighbour_sum[target] += values[source]
+        neighbour_count[target] += valid[source]
+        neighbour_variance[target] += usable_variance[source]
     has_neighbours = neighbour_count > 0
     count = np.where(has_neighbours, neighbour_count, 1.0)
     mean = neighbour_sum / count
-    spread = np.sqrt(np.where(valid, variance, 0.0) + neighbour_variance / count**2)
+    spread = np.sqrt(usable_variance + neighbour_variance / count**2)
     excess = values - mean
     return valid & has_neighbours & (excess > sigma * spread + factor * np.abs(mean))

@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
-from mirispec_steps.core.batched_fit import batched_least_squares, numerical_jacobian
-from mirispec_steps.core.mrs_psf import gaussian_interval
+from mirispec_steps.core.batched_fit import (
+    BatchedFit,
+    batched_least_squares,
+    numerical_jacobian,
+)
 from mirispec_steps.core.spectral_grid import SpectralGrid, bin_members
 
 __all__ = [
@@ -51,6 +56,14 @@ SQRT_2PI = np.sqrt(2.0 * np.pi)
 #: Share of the fitted peak allowed as Gaussian-versus-PSF mismatch in the wings.
 WING_TOLERANCE = 0.05
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+#: Half-size of the stage-3 pixel window around the source, in expected PSF sigmas.
+WINDOW_SIGMAS = 6.5
+#: Beyond this many sigmas a Gaussian holds less than 3e-7 of its integral (``ndtr(-5)``).
+TAIL_SIGMAS = 5.0
+_FAR_AWAY = 1.0e6
+#: Stage 2 only starts stage 3: a chi-square decrease of 0.5 moves a parameter
+#: by well under its error, so its fits stop there.
+STAGE2_TOLERANCE = 0.5
 
 
 @dataclass
@@ -202,18 +215,35 @@ def _box_gaussian(low, high, centre, log_sigma, jacobian):
     Returns the value, or the value and its derivatives with respect to
     ``centre`` and ``log sigma``.
     """
+    # Evaluated for every pixel near the source at every iteration: no tail
+    # mirroring (see gaussian_interval) and as few passes over the arrays as possible.
     sigma = np.exp(log_sigma)
-    width = high - low
-    factor = SQRT_2PI * sigma / width
-    # No tail mirroring: evaluated for every pixel of every bin at each iteration.
-    value = factor * gaussian_interval(low, high, centre, sigma, exact_tails=False)
+    upper = high - centre
+    upper /= sigma
+    lower = low - centre
+    lower /= sigma
+    scale = sigma / (high - low)
+    value = ndtr(upper)
+    value -= ndtr(lower)
+    value *= scale
+    value *= SQRT_2PI
     if not jacobian:
         return value
-    upper, lower = (high - centre) / sigma, (low - centre) / sigma
-    density_upper = np.exp(-0.5 * upper * upper) / SQRT_2PI
-    density_lower = np.exp(-0.5 * lower * lower) / SQRT_2PI
-    d_centre = -SQRT_2PI * (density_upper - density_lower) / width
-    d_log_sigma = value - factor * (upper * density_upper - lower * density_lower)
+    # exp(-z^2 / 2) at both edges; the 1 / sqrt(2 pi) of the density cancels.
+    edge_upper = np.square(upper)
+    edge_upper *= -0.5
+    np.exp(edge_upper, out=edge_upper)
+    edge_lower = np.square(lower)
+    edge_lower *= -0.5
+    np.exp(edge_lower, out=edge_lower)
+    d_centre = edge_lower - edge_upper
+    d_centre *= scale
+    d_centre /= sigma
+    upper *= edge_upper
+    lower *= edge_lower
+    upper -= lower
+    upper *= scale
+    d_log_sigma = np.subtract(value, upper, out=upper)
     return value, d_centre, d_log_sigma
 
 
@@ -289,6 +319,121 @@ def _gaussian_2d_rotated(params, alpha, alpha_width, beta, slice_width):
     return peak * np.exp(-0.5 * exponent) + constant
 
 
+class _Stage3:
+    """
+    The stage-3 2-D Gaussian fits of many bins, on pixels near the source.
+
+    The fit uses every valid pixel of a bin, but only the pixels within
+    ``half_window`` of the source position (a box in alpha and across
+    slices) are evaluated pixel by pixel. Beyond, the Gaussian is zero to
+    within ``ndtr(-TAIL_SIGMAS)`` of its peak, so those pixels' model is the
+    constant alone and their chi-square is a function of three sums (weights,
+    weighted data, weighted squares): they enter the fit as one point with
+    the weighted mean value and the summed weight, and the chi-square and
+    degrees of freedom are corrected afterwards. Bins whose fitted Gaussian
+    reaches outside its window are fitted again on all pixels.
+    """
+
+    def __init__(
+        self, alpha_low, alpha_high, slice_index, data, slice_beta, slice_width, rotation, scale
+    ):
+        self.alpha_low, self.alpha_high = alpha_low, alpha_high
+        self.slice_index, self.data = slice_index, data
+        self.slice_beta, self.slice_width = slice_beta, slice_width
+        self.rotation, self.scale = rotation, scale
+
+    def model(self, alpha_low, alpha_high, slice_index) -> Callable:
+        """``evaluate(params, rows, jacobian)`` on these ``(R, M)`` pixel footprints."""
+        if not self.rotation:
+            return _gaussian_2d(
+                alpha_low, alpha_high, slice_index, self.slice_beta, self.slice_width
+            )
+        alpha, alpha_width = 0.5 * (alpha_low + alpha_high), alpha_high - alpha_low
+        beta = self.slice_beta[slice_index]
+
+        def rotated(params, rows):
+            return _gaussian_2d_rotated(
+                params, alpha[rows], alpha_width[rows], beta[rows], self.slice_width
+            )
+
+        steps = np.array([1e-6 * self.scale, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5, 1e-6 * self.scale])
+        return numerical_jacobian(rotated, steps)
+
+    def fit(
+        self,
+        bins: np.ndarray,
+        initial: np.ndarray,
+        weight: np.ndarray,
+        centre: np.ndarray,
+        half_window: np.ndarray,
+    ) -> tuple[BatchedFit, np.ndarray]:
+        """
+        Fit bins ``bins`` from ``initial`` with these ``(len(bins), M)`` weights.
+
+        Returns the fit and the fitted model at every pixel of those bins.
+        """
+        low, high = self.alpha_low[bins], self.alpha_high[bins]
+        slice_index, data = self.slice_index[bins], self.data[bins]
+        half = half_window[:, None]
+        near = (
+            (weight > 0)
+            & (high >= centre[:, :1] - half)
+            & (low <= centre[:, :1] + half)
+            & (np.abs(self.slice_beta[slice_index] - centre[:, 1:]) <= half + self.slice_width / 2)
+        )
+        far = (weight > 0) & ~near
+        far_weight = np.sum(np.where(far, weight, 0.0), axis=1)
+        far_sum = np.sum(np.where(far, weight * data, 0.0), axis=1)
+        far_squares = np.sum(np.where(far, weight * data * data, 0.0), axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            far_mean = np.where(far_weight > 0, far_sum / far_weight, 0.0)
+        width = max(int(near.sum(axis=1).max()), 1)
+        compact = np.argsort(~near, axis=1, kind="stable")[:, :width]
+        inside = np.take_along_axis(near, compact, axis=1)
+
+        def gather(values, fill, summary):
+            window = np.where(inside, np.take_along_axis(values, compact, axis=1), fill)
+            return np.concatenate([window, np.broadcast_to(summary, (len(bins), 1))], axis=1)
+
+        # The summary point sits far outside the field: its Gaussian is exactly 0.
+        evaluate = self.model(
+            gather(low, _FAR_AWAY, _FAR_AWAY),
+            gather(high, _FAR_AWAY + 1.0, _FAR_AWAY + 1.0),
+            gather(slice_index, 0, 0),
+        )
+        fit = batched_least_squares(
+            evaluate,
+            initial,
+            gather(data, 0.0, far_mean[:, None]),
+            gather(weight, 0.0, far_weight[:, None]),
+            max_iterations=50,
+        )
+        fit.chi2 += far_squares - far_mean * far_sum
+        fit.dof += np.maximum(np.count_nonzero(far, axis=1) - 1, 0)
+        fitted = np.repeat(fit.params[:, -1:], low.shape[1], axis=1)
+        values = evaluate(fit.params, np.arange(len(bins)))[:, :-1]
+        np.put_along_axis(fitted, compact, np.where(inside, values, fitted[:, :width]), axis=1)
+
+        widest = np.exp(np.max(fit.params[:, 3:5], axis=1))
+        margin = half_window - TAIL_SIGMAS * widest
+        contained = (np.abs(fit.params[:, 1] - centre[:, 0]) <= margin) & (
+            np.abs(fit.params[:, 2] - centre[:, 1]) <= margin
+        )
+        spill = np.flatnonzero(~contained & np.any(far, axis=1))
+        if spill.size:
+            # Recentred on the fit with a window twice as large; ends when nothing is left out.
+            refit, refitted = self.fit(
+                bins[spill],
+                initial[spill],
+                weight[spill],
+                fit.params[spill, 1:3],
+                2.0 * half_window[spill],
+            )
+            fit.replace_rows(spill, refit)
+            fitted[spill] = refitted
+        return fit, fitted
+
+
 def _row_quantile(values: np.ndarray, mask: np.ndarray, quantile: float) -> np.ndarray:
     """Nearest-rank quantile of each row's masked values (NaN for empty rows), vectorised."""
     ordered = np.sort(np.where(mask, values, np.inf), axis=1)
@@ -341,7 +486,6 @@ def fit_centroids(
         weight = np.where(valid, 1.0 / pixels.variance[index], 0.0)
     alpha_low, alpha_high = pixels.alpha_low[index], pixels.alpha_high[index]
     alpha = 0.5 * (alpha_low + alpha_high)
-    beta = pixels.beta[index]
     slices = pixels.slice_number[index]
     n_slices = pixels.slice_beta.size
     sigma0 = settings.expected_sigma(grid.wavelength)
@@ -388,6 +532,7 @@ def fit_centroids(
         take(capped),
         take(np.where(on_best, weight, 0.0)),
         max_iterations=15,
+        tolerance=STAGE2_TOLERANCE,
     )
     alpha_start = np.where(
         np.isfinite(along.params[:, 1]) & (np.abs(along.params[:, 1] - start[:, 1]) < 3 * sigma0),
@@ -425,6 +570,7 @@ def fit_centroids(
         across_values,
         across_weight,
         max_iterations=15,
+        tolerance=STAGE2_TOLERANCE,
     )
     beta_start = np.where(
         np.isfinite(across.params[:, 1])
@@ -448,28 +594,26 @@ def fit_centroids(
     columns = [amplitude0, alpha_start, beta_start, log_sa0, log_sb0]
     if settings.rotation:
         columns.append(np.zeros(n_bins))
-        alpha_width = alpha_high - alpha_low
-
-        def rotated(p, rows):
-            return _gaussian_2d_rotated(
-                p, alpha[rows], alpha_width[rows], beta[rows], pixels.slice_width
-            )
-
-        steps = np.array([1e-6 * scale, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5, 1e-6 * scale])
-        evaluate = numerical_jacobian(rotated, steps)
-    else:
-        evaluate = _gaussian_2d(
-            alpha_low, alpha_high, slices - 1, pixels.slice_beta, pixels.slice_width
-        )
     columns.append(constant0)
     initial = np.column_stack(columns)
+    stage3 = _Stage3(
+        alpha_low,
+        alpha_high,
+        slices - 1,
+        data,
+        pixels.slice_beta,
+        pixels.slice_width,
+        settings.rotation,
+        scale,
+    )
+    half_window = WINDOW_SIGMAS * sigma0
+    everything = np.arange(n_bins)
+    fit, fitted = stage3.fit(everything, initial, weight, initial[:, 1:3], half_window)
     fit_weight = weight
-    fit = batched_least_squares(evaluate, initial, data, fit_weight, max_iterations=50)
     sigma = np.sqrt(np.where(valid, 1.0 / np.where(weight > 0, weight, 1.0), 0.0))
     # Up to two rejection passes, each refit starting from the previous solution
     # (single-pixel spikes were removed before; what is left here is milder).
     for _ in range(2 if settings.reject_sigma > 0 else 0):
-        fitted = evaluate(fit.params, np.arange(n_bins))
         normalised = (data - fitted) * np.sqrt(fit_weight)
         spread = np.nan_to_num(np.maximum(_robust_scale(normalised, fit_weight > 0), 1.0), nan=1.0)
         # A Gaussian misses the real PSF's core and wings by a fraction of the signal:
@@ -488,15 +632,15 @@ def fit_centroids(
             break
         fit_weight = np.where(keep, weight, 0.0)
         subset = np.flatnonzero(rejected_any)
-
-        def evaluate_subset(p, rows, jacobian=False, subset=subset):
-            return evaluate(p, subset[rows], jacobian)
-
-        refit = batched_least_squares(
-            evaluate_subset, fit.params[subset], data[subset], fit_weight[subset], max_iterations=50
+        refit, refitted = stage3.fit(
+            subset,
+            fit.params[subset],
+            fit_weight[subset],
+            fit.params[subset, 1:3],
+            half_window[subset],
         )
-        for name in ("params", "covariance", "chi2", "dof", "converged"):
-            getattr(fit, name)[rejected_any] = getattr(refit, name)
+        fit.replace_rows(subset, refit)
+        fitted[subset] = refitted
     return _finish(fit, grid, pixels, settings, has_data, fit_weight, sigma0)
 
 
