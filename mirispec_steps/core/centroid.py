@@ -497,8 +497,9 @@ def fit_centroids(
     cap = -np.partition(-ranked, fifth - 1, axis=1)[:, fifth - 1 : fifth]
     capped = np.where(valid, np.minimum(data, np.where(np.isfinite(cap), cap, 0.0)), 0.0)
     rows = np.broadcast_to(np.arange(n_bins)[:, None], index.shape)
-    per_slice = np.zeros((n_bins, n_slices))
-    np.add.at(per_slice, (rows[valid], slices[valid] - 1), capped[valid])
+    per_slice = np.bincount(
+        (rows * n_slices + slices - 1)[valid], weights=capped[valid], minlength=n_bins * n_slices
+    ).reshape(n_bins, n_slices)
     best_slice = np.argmax(per_slice, axis=1) + 1
     has_data = valid.sum(axis=1) >= 8
 
