@@ -401,8 +401,18 @@ def test_windowed_stage3_equals_fit_on_every_pixel(monkeypatch, noise):
 
 def test_window_too_small_falls_back_to_larger_windows(monkeypatch):
     pixels, grid = _analytic_pixels(-1.1, 0.45, wavelength_count=20)
-    monkeypatch.setattr(centroid_core, "WINDOW_SIGMAS", 1.0)
+    attempts = []
+    original = centroid_core._Stage3.fit
+
+    def recording(self, bins, initial, weight, centre, half_window, attempt=0):
+        attempts.append(attempt)
+        return original(self, bins, initial, weight, centre, half_window, attempt)
+
+    monkeypatch.setattr(centroid_core._Stage3, "fit", recording)
+    # half a sigma: too small even when doubled, so the last attempt uses every pixel
+    monkeypatch.setattr(centroid_core, "WINDOW_SIGMAS", 0.5)
     solution = fit_centroids(pixels, grid)
+    assert attempts == [0, 1, 2]
     assert np.all(solution.status == "ok")
     assert_allclose(solution.alpha, -1.1, atol=1e-5)
     assert_allclose(solution.beta, 0.45, atol=1e-5)

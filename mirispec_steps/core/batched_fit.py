@@ -133,7 +133,11 @@ def batched_least_squares(
     Levenberg-Marquardt with Marquardt's diagonal scaling: the damping of a
     row is divided by 10 after an accepted step and multiplied by 10 after
     a rejected one. Each iteration works on the rows that have not
-    converged only, so a few slow rows cost little.
+    converged only, so a few slow rows cost little. Every trial is evaluated
+    with its derivatives, which an accepted trial hands to the next
+    iteration; the covariance is computed at the solution. Rows are fitted
+    in blocks of about ``BLOCK_POINTS`` points (independent problems, so the
+    result does not depend on the blocking).
     """
     initial = np.asarray(initial, dtype=float)
     # The rows are independent: fitting them in blocks keeps every array of an

@@ -331,7 +331,8 @@ class _Stage3:
     weighted data, weighted squares): they enter the fit as one point with
     the weighted mean value and the summed weight, and the chi-square and
     degrees of freedom are corrected afterwards. Bins whose fitted Gaussian
-    reaches outside its window are fitted again on all pixels.
+    reaches outside its window are fitted again in a window twice as large
+    around the fitted position, and if that is not enough, on all pixels.
     """
 
     def __init__(
@@ -366,21 +367,28 @@ class _Stage3:
         weight: np.ndarray,
         centre: np.ndarray,
         half_window: np.ndarray,
+        attempt: int = 0,
     ) -> tuple[BatchedFit, np.ndarray]:
         """
         Fit bins ``bins`` from ``initial`` with these ``(len(bins), M)`` weights.
 
-        Returns the fit and the fitted model at every pixel of those bins.
+        ``attempt`` 0 uses ``half_window`` around ``centre``, 1 the larger
+        window of a retry, 2 every pixel. Returns the fit and the fitted
+        model at every pixel of those bins.
         """
         low, high = self.alpha_low[bins], self.alpha_high[bins]
         slice_index, data = self.slice_index[bins], self.data[bins]
         half = half_window[:, None]
-        near = (
-            (weight > 0)
-            & (high >= centre[:, :1] - half)
-            & (low <= centre[:, :1] + half)
-            & (np.abs(self.slice_beta[slice_index] - centre[:, 1:]) <= half + self.slice_width / 2)
-        )
+        near = weight > 0
+        if attempt < 2:
+            near &= (
+                (high >= centre[:, :1] - half)
+                & (low <= centre[:, :1] + half)
+                & (
+                    np.abs(self.slice_beta[slice_index] - centre[:, 1:])
+                    <= half + self.slice_width / 2
+                )
+            )
         far = (weight > 0) & ~near
         far_weight = np.sum(np.where(far, weight, 0.0), axis=1)
         far_sum = np.sum(np.where(far, weight * data, 0.0), axis=1)
@@ -421,13 +429,14 @@ class _Stage3:
         )
         spill = np.flatnonzero(~contained & np.any(far, axis=1))
         if spill.size:
-            # Recentred on the fit with a window twice as large; ends when nothing is left out.
+            fitted_centre = fit.params[spill, 1:3]
             refit, refitted = self.fit(
                 bins[spill],
                 initial[spill],
                 weight[spill],
-                fit.params[spill, 1:3],
+                np.where(np.isfinite(fitted_centre), fitted_centre, centre[spill]),
                 2.0 * half_window[spill],
+                attempt + 1,
             )
             fit.replace_rows(spill, refit)
             fitted[spill] = refitted
