@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -46,7 +47,8 @@ class BatchedFit:
     dof: np.ndarray
     converged: np.ndarray
 
-    FIELDS = ("params", "covariance", "chi2", "dof", "converged")
+    #: The per-row arrays, in constructor order.
+    FIELDS: ClassVar[tuple[str, ...]] = ("params", "covariance", "chi2", "dof", "converged")
 
     def replace_rows(self, rows: np.ndarray, other: BatchedFit) -> None:
         """Overwrite rows ``rows`` with the rows of ``other`` (a fit of those rows)."""
