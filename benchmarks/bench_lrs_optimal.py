@@ -21,8 +21,8 @@ from floor_timing import compare_above_floor  # noqa: E402
 from jwst.extract_1d import Extract1dStep  # noqa: E402
 
 from mirispec_steps import LrsOptimalExtractStep  # noqa: E402
+from mirispec_steps.references import packaged_reference  # noqa: E402
 from mirispec_steps.simulate import offline_crds, simulate_lrs  # noqa: E402
-from mirispec_steps.stepbase import packaged_reference  # noqa: E402
 
 PSF = packaged_reference("mirispec_miri_lrs_psf.fits")
 EXTRACT1D = packaged_reference("mirispec_miri_lrs_extract1d.json")

@@ -28,11 +28,11 @@ from jwst.fringe import FringeStep  # noqa: E402
 from jwst.photom import PhotomStep  # noqa: E402
 
 from mirispec_steps import MrsCalibrateStep  # noqa: E402
-from mirispec_steps.mrs_calibrate import (  # noqa: E402
+from mirispec_steps.mrs.calibrate import (  # noqa: E402
     calibrate_mrs,
     load_backgrounds,
 )
-from mirispec_steps.reference import load_calibration_references  # noqa: E402
+from mirispec_steps.mrs.references import load_calibration_references  # noqa: E402
 from mirispec_steps.simulate import offline_crds  # noqa: E402
 from mirispec_steps.simulate.mrs import simulate_mrs  # noqa: E402
 

@@ -27,15 +27,16 @@ from scipy.optimize import curve_fit  # noqa: E402
 from scipy.special import ndtr  # noqa: E402
 
 from mirispec_steps import MrsCentroidStep, read_centroid  # noqa: E402
-from mirispec_steps.adapters.mrs import mrs_geometry  # noqa: E402
-from mirispec_steps.core.centroid import CentroidSettings  # noqa: E402
-from mirispec_steps.core.spectral_grid import spectral_grid  # noqa: E402
-from mirispec_steps.mrs_calibrate import (  # noqa: E402
+from mirispec_steps.core.gaussian import FWHM_TO_SIGMA  # noqa: E402
+from mirispec_steps.mrs.calibrate import (  # noqa: E402
     calibrate_mrs,
     load_backgrounds,
 )
-from mirispec_steps.mrs_centroid import channel_pixels, usable_pixels  # noqa: E402
-from mirispec_steps.reference import load_calibration_references  # noqa: E402
+from mirispec_steps.mrs.core.psf import MrsPsf  # noqa: E402
+from mirispec_steps.mrs.core.spectral_grid import spectral_grid  # noqa: E402
+from mirispec_steps.mrs.exposure import channel_pixels, usable_pixels  # noqa: E402
+from mirispec_steps.mrs.geometry import mrs_geometry  # noqa: E402
+from mirispec_steps.mrs.references import load_calibration_references  # noqa: E402
 from mirispec_steps.simulate import offline_crds  # noqa: E402
 from mirispec_steps.simulate.mrs import default_resolving_power, simulate_mrs  # noqa: E402
 
@@ -53,7 +54,7 @@ def box_mean(low, high, centre, sigma):
 
 def plain_channel(pixels, grid):
     """The same three stages, one bin at a time, with curve_fit."""
-    sigma0 = CentroidSettings().expected_sigma(grid.wavelength)
+    sigma0 = MrsPsf().fwhm(grid.wavelength) * FWHM_TO_SIGMA
     half = pixels.slice_width / 2
     results = []
     for k in range(len(grid)):

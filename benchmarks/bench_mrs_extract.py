@@ -27,26 +27,25 @@ import numpy as np  # noqa: E402
 from floor_timing import NoOpStep  # noqa: E402
 
 from mirispec_steps import MrsCentroidStep, MrsExtractStep  # noqa: E402
-from mirispec_steps.adapters.mrs import mrs_geometry  # noqa: E402
-from mirispec_steps.core.ellipse_overlap import EllipticalAperture, ellipse_overlap  # noqa: E402
-from mirispec_steps.core.mrs_extract import spectral_shape  # noqa: E402
-from mirispec_steps.mrs_calibrate import calibrate_mrs, load_backgrounds  # noqa: E402
-from mirispec_steps.mrs_centroid import usable_pixels  # noqa: E402
-from mirispec_steps.mrs_extract import (  # noqa: E402
+from mirispec_steps.mrs.calibrate import calibrate_mrs, load_backgrounds  # noqa: E402
+from mirispec_steps.mrs.core.ellipse_overlap import EllipticalAperture, ellipse_overlap  # noqa: E402
+from mirispec_steps.mrs.core.extract import spectral_shape  # noqa: E402
+from mirispec_steps.mrs.exposure import footprint_pixels, usable_pixels  # noqa: E402
+from mirispec_steps.mrs.extract import (  # noqa: E402
     ARCSEC2_TO_SR,
     FIT_REACH_FWHM,
     ExtractionSettings,
-    footprint_pixels,
     source_track,
 )
-from mirispec_steps.reference import (  # noqa: E402
+from mirispec_steps.mrs.geometry import mrs_geometry  # noqa: E402
+from mirispec_steps.mrs.references import (  # noqa: E402
     load_calibration_references,
     load_mrs_psf,
     load_mrs_resolution,
 )
+from mirispec_steps.references import packaged_reference  # noqa: E402
 from mirispec_steps.simulate import offline_crds  # noqa: E402
 from mirispec_steps.simulate.mrs import simulate_mrs  # noqa: E402
-from mirispec_steps.stepbase import packaged_reference  # noqa: E402
 
 
 def _bin_pixels(pixels, centre, width, alpha=None, beta=None, reach=None):

@@ -1,40 +1,63 @@
-"""MIRI point-source spectroscopy steps for the JWST calibration pipeline."""
+"""MIRI point-source spectroscopy steps for the JWST calibration pipeline.
 
-from importlib.metadata import PackageNotFoundError, version
+The public API: the steps and pipelines (importable from here, registered as
+stpipe entry points under the aliases in parentheses) and
+:func:`read_centroid`.
 
-try:
-    __version__ = version("mirispec_steps")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+- :class:`LrsBoxExtractStep` (``lrs_box_extract``), :class:`LrsOptimalExtractStep`
+  (``lrs_optimal_extract``), :class:`LrsExtractPipeline` (``lrs_extract``);
+- :class:`MrsCalibrateStep` (``mrs_calibrate``), :class:`MrsCentroidStep`
+  (``mrs_centroid``), :class:`MrsExtractStep` (``mrs_extract``),
+  :class:`MrsPointSourcePipeline` (``mrs_point_source``);
+- :class:`MirispecSpec2Pipeline` (``mirispec_spec2``) and
+  :class:`MirispecSpec3Pipeline` (``mirispec_spec3``): jwst's calwebb_spec2/3
+  with these extractions.
+
+The classes live in the mode folders (:mod:`mirispec_steps.lrs`,
+:mod:`mirispec_steps.mrs`); these top-level names are the stable paths that
+parameter files and entry points use.
+"""
+
+from mirispec_steps._version import __version__
 
 __all__ = [
     "LrsBoxExtractStep",
     "LrsExtractPipeline",
     "LrsOptimalExtractStep",
+    "MirispecSpec2Pipeline",
+    "MirispecSpec3Pipeline",
     "MrsCalibrateStep",
     "MrsCentroidStep",
     "MrsExtractStep",
     "MrsPointSourcePipeline",
-    "read_centroid",
     "__version__",
+    "read_centroid",
 ]
 
-_STEPS = {
-    "LrsBoxExtractStep": "mirispec_steps.lrs_box_extract_step",
-    "LrsOptimalExtractStep": "mirispec_steps.lrs_optimal_extract_step",
-    "MrsCalibrateStep": "mirispec_steps.mrs_calibrate_step",
-    "MrsCentroidStep": "mirispec_steps.mrs_centroid_step",
-    "MrsExtractStep": "mirispec_steps.mrs_extract_step",
-    "MrsPointSourcePipeline": "mirispec_steps.mrs_point_source_pipeline",
-    "LrsExtractPipeline": "mirispec_steps.lrs_extract_pipeline",
-    "read_centroid": "mirispec_steps.mrs_centroid",
+#: Where each public name is defined (imported on first use: the steps import jwst, which is slow).
+_PUBLIC = {
+    "LrsBoxExtractStep": "mirispec_steps.lrs.box_step",
+    "LrsOptimalExtractStep": "mirispec_steps.lrs.optimal_step",
+    "LrsExtractPipeline": "mirispec_steps.lrs.pipeline",
+    "MrsCalibrateStep": "mirispec_steps.mrs.calibrate_step",
+    "MrsCentroidStep": "mirispec_steps.mrs.centroid_step",
+    "MrsExtractStep": "mirispec_steps.mrs.extract_step",
+    "MrsPointSourcePipeline": "mirispec_steps.mrs.pipeline",
+    "MirispecSpec2Pipeline": "mirispec_steps.jwst_pipelines",
+    "MirispecSpec3Pipeline": "mirispec_steps.jwst_pipelines",
+    "read_centroid": "mirispec_steps.mrs.centroid",
 }
 
 
 def __getattr__(name):
-    # Steps import jwst, which is slow; import them only when asked for.
-    if name in _STEPS:
+    if name in _PUBLIC:
         import importlib
 
-        return getattr(importlib.import_module(_STEPS[name]), name)
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'mirispec_steps' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

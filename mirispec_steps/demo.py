@@ -175,9 +175,9 @@ def _mrs_ratio(spec, simulated, lines) -> np.ndarray:
 
 def _plot_summary(lrs: dict, mrs: dict, path: Path) -> str:
     """One figure: LRS and MRS spectra against the truth, and their ratios to it."""
-    from mirispec_steps.plotting import plt
+    from mirispec_steps.plots import new_figure
 
-    figure, axes = plt.subplots(
+    figure, axes = new_figure(
         2, 2, figsize=(13, 7.5), sharex="col", gridspec_kw={"height_ratios": [3, 1]}
     )
     truth = lrs["truth"]
@@ -224,7 +224,6 @@ def _plot_summary(lrs: dict, mrs: dict, path: Path) -> str:
     figure.suptitle("mirispec_steps demo: extracted spectra against the simulated truth")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return str(path)
 
 

@@ -1,10 +1,24 @@
 """Entry point for stpipe: the steps this package provides.
 
 Only strings are returned so that ``strun --list`` and the CLI stay fast:
-nothing heavy is imported until a step is actually used.
+nothing heavy is imported until a step is actually used. Class paths are the
+stable top-level names (``mirispec_steps.LrsBoxExtractStep``).
 """
 
 __all__ = ["get_steps"]
+
+#: (class name, strun alias, is a pipeline)
+STEPS = (
+    ("LrsBoxExtractStep", "lrs_box_extract", False),
+    ("LrsOptimalExtractStep", "lrs_optimal_extract", False),
+    ("MrsCalibrateStep", "mrs_calibrate", False),
+    ("MrsCentroidStep", "mrs_centroid", False),
+    ("MrsExtractStep", "mrs_extract", False),
+    ("MrsPointSourcePipeline", "mrs_point_source", True),
+    ("LrsExtractPipeline", "lrs_extract", True),
+    ("MirispecSpec2Pipeline", "mirispec_spec2", True),
+    ("MirispecSpec3Pipeline", "mirispec_spec3", True),
+)
 
 
 def get_steps():
@@ -16,22 +30,4 @@ def get_steps():
     list of tuple
         One tuple per step, as expected by the ``stpipe.steps`` entry point.
     """
-    return [
-        ("mirispec_steps.lrs_box_extract_step.LrsBoxExtractStep", "lrs_box_extract", False),
-        (
-            "mirispec_steps.lrs_optimal_extract_step.LrsOptimalExtractStep",
-            "lrs_optimal_extract",
-            False,
-        ),
-        ("mirispec_steps.mrs_calibrate_step.MrsCalibrateStep", "mrs_calibrate", False),
-        ("mirispec_steps.mrs_centroid_step.MrsCentroidStep", "mrs_centroid", False),
-        ("mirispec_steps.mrs_extract_step.MrsExtractStep", "mrs_extract", False),
-        (
-            "mirispec_steps.mrs_point_source_pipeline.MrsPointSourcePipeline",
-            "mrs_point_source",
-            True,
-        ),
-        ("mirispec_steps.lrs_extract_pipeline.LrsExtractPipeline", "lrs_extract", True),
-        ("mirispec_steps.jwst_pipelines.MirispecSpec2Pipeline", "mirispec_spec2", True),
-        ("mirispec_steps.jwst_pipelines.MirispecSpec3Pipeline", "mirispec_spec3", True),
-    ]
+    return [(f"mirispec_steps.{name}", alias, is_pipeline) for name, alias, is_pipeline in STEPS]

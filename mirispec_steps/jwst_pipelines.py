@@ -27,9 +27,9 @@ from jwst.pipeline import Spec2Pipeline, Spec3Pipeline
 from jwst.stpipe import query_step_status
 from stdatamodels.jwst import datamodels
 
-from mirispec_steps.lrs_extract_pipeline import LrsExtractPipeline
-from mirispec_steps.mrs_centroid_step import MrsCentroidStep
-from mirispec_steps.mrs_extract_step import MrsExtractStep
+from mirispec_steps.lrs.pipeline import LrsExtractPipeline
+from mirispec_steps.mrs.centroid_step import MrsCentroidStep
+from mirispec_steps.mrs.extract_step import MrsExtractStep
 from mirispec_steps.stepbase import MirispecStep, ReferencesPerStep
 
 __all__ = ["MirispecSpec2Pipeline", "MirispecSpec3Pipeline"]

@@ -20,26 +20,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from importlib.resources import files
 from pathlib import Path
 
+from crds.core.exceptions import CrdsError
 from jwst.lib.suffix import remove_suffix as jwst_remove_suffix
 from jwst.stpipe import Pipeline as JwstPipeline
 from jwst.stpipe import Step as JwstStep
-from stdatamodels.jwst.datamodels import JwstDataModel
+from stdatamodels.jwst.datamodels import JwstDataModel, TSOMultiSpecModel
 from stpipe import _log, crds_client
 
 from mirispec_steps import __version__
 from mirispec_steps.errors import CrdsUnavailableError, InputDataError, ReferenceFileError
 from mirispec_steps.progress import progress
+from mirispec_steps.references import packaged_reference
 
 __all__ = [
-    "MirispecStep",
-    "MirispecPipeline",
-    "ReferencesPerStep",
-    "packaged_reference",
-    "OWN_SUFFIXES",
     "LOGGER_NAME",
+    "OWN_SUFFIXES",
+    "MirispecPipeline",
+    "MirispecStep",
+    "ReferencesPerStep",
+    "is_crds_failure",
 ]
 
 LOGGER_NAME = "mirispec_steps"
@@ -48,8 +49,7 @@ log = logging.getLogger(__name__)
 #: Product suffixes written by our steps; stripped from input names like jwst's own.
 OWN_SUFFIXES = ("mrscal", "mrscen", "x1d", "x1dints", "scene_model", "residual", "profile")
 
-#: Packaged default reference files, by reftype. ``extract1d`` is a standard jwst
-#: reftype, but the issue asks for a packaged copy of the operational LRS parameters.
+#: Packaged default reference files, by reftype.
 PACKAGED_DEFAULTS = {
     "extract1d": "mirispec_miri_lrs_extract1d.json",
     "psf": "mirispec_miri_lrs_psf.fits",
@@ -61,25 +61,23 @@ PACKAGED_DEFAULTS = {
 CRDS_TIMEOUT = float(os.environ.get("MIRISPEC_CRDS_TIMEOUT", "60"))
 
 
-def packaged_reference(filename: str) -> str:
+def is_crds_failure(exc: BaseException) -> bool:
     """
-    Path of a reference file shipped with the package.
+    True for the ways the CRDS client fails when it has no server: its own
+    errors, its ``sys.exit``, or no answer in time.
 
     Parameters
     ----------
-    filename : str
-        File name inside ``mirispec_steps.reference_files``.
+    exc : BaseException
+        What a CRDS look-up raised.
 
     Returns
     -------
-    str
-        Absolute path of the installed file.
+    bool
+        Whether it means "CRDS is unavailable" (anything else is a bug to
+        report with its traceback).
     """
-    try:
-        return str(files("mirispec_steps.reference_files").joinpath(filename))
-    except ModuleNotFoundError:
-        # Imported from a source checkout that is not installed: files live at the top level.
-        return str(Path(__file__).resolve().parents[1] / "reference_files" / filename)
+    return isinstance(exc, (CrdsError, SystemExit, TimeoutError))
 
 
 def _call_guarded(function, *args):
@@ -98,10 +96,7 @@ def _call_guarded(function, *args):
     if thread.is_alive():
         raise TimeoutError(f"no answer from CRDS within {CRDS_TIMEOUT:.0f} s")
     if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, SystemExit):
-            raise RuntimeError("the CRDS client gave up (server and cache unavailable)")
-        raise error
+        raise outcome["error"]
     return outcome["value"]
 
 
@@ -127,6 +122,40 @@ class _MirispecBehaviour:
             The suffix.
         """
         return self.product_suffix or super().default_suffix()
+
+    def product_suffix_of(self, result) -> str:
+        """
+        The suffix of a product: ``x1dints`` for a time series of x1d spectra (as jwst).
+
+        Parameters
+        ----------
+        result : DataModel
+            A product of this step.
+
+        Returns
+        -------
+        str
+            The suffix to save it with.
+        """
+        suffix = self.suffix or self.default_suffix()
+        if suffix == "x1d" and isinstance(result, TSOMultiSpecModel):
+            return "x1dints"
+        return suffix
+
+    def save_model(self, model, suffix=None, idx=None, output_file=None, force=False, **components):
+        """
+        Save a product with stpipe's naming and the suffix that fits it (:meth:`product_suffix_of`).
+
+        Returns
+        -------
+        str or list of str or None
+            The path(s) written.
+        """
+        if suffix is None and isinstance(model, JwstDataModel):
+            suffix = self.product_suffix_of(model)
+        return super().save_model(
+            model, suffix=suffix, idx=idx, output_file=output_file, force=force, **components
+        )
 
     @staticmethod
     def get_stpipe_loggers():
@@ -250,7 +279,11 @@ class _MirispecBehaviour:
         self._crds_used = True
         try:
             return _call_guarded(super().get_reference_file, input_file, reference_file_type)
-        except Exception as exc:
+        except BaseException as exc:
+            if not is_crds_failure(exc):
+                raise
+            if isinstance(exc, SystemExit):
+                exc = "the CRDS client gave up: no server and no cache"
             raise CrdsUnavailableError(
                 f"Cannot get a '{reference_file_type}' reference file from CRDS ({exc}). "
                 f"Pass one with --override_{reference_file_type}=<path> "
@@ -284,12 +317,14 @@ class _MirispecBehaviour:
         )
         return str(path).rsplit(".", 1)[0] + extension
 
-    def plot_path(self, model, index: int | None = None) -> str:
+    def plot_path(self, result, model, index: int | None = None) -> str:
         """
         Path of the step's diagnostic PNG: the main product's name with ``.png``.
 
         Parameters
         ----------
+        result : DataModel
+            The product (its kind decides the suffix).
         model : DataModel
             The input.
         index : int or None
@@ -300,7 +335,7 @@ class _MirispecBehaviour:
         str
             The path.
         """
-        return self.side_path(model, self.suffix or self.default_suffix(), ".png", index)
+        return self.side_path(model, self.product_suffix_of(result), ".png", index)
 
     def process_each(self, input_data, extract_one):
         """

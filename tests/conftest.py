@@ -1,8 +1,11 @@
-"""Shared fixtures: simulated LRS exposures, reference files, and jwst run offline."""
+"""Shared fixtures: simulated LRS and MRS exposures, reference files, and jwst run offline.
+
+Real MIRI reference files (geometry, the operational extract1d) are in
+``tests/data`` (see its README), so every test runs on any clone.
+"""
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +13,12 @@ import pytest
 
 os.environ["STPIPE_DISABLE_CRDS_STEPPARS"] = "true"
 
-from mirispec_steps.simulate import (  # noqa: E402
-    offline_crds,
-    real_lrs_reference_dir,
-    real_mrs_reference_dir,
-    simulate_lrs,
-    write_lrs_apcorr,
-)
+from mirispec_steps.simulate import offline_crds, simulate_lrs, write_lrs_apcorr  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-OPERATIONAL_EXTRACT1D = SHARED_DATA / "lrs" / "jwst_miri_extract1d_0005.json"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+REAL_LRS_DIR = TEST_DATA / "lrs"
+REAL_MRS_DIR = TEST_DATA / "mrs"
+OPERATIONAL_EXTRACT1D = REAL_LRS_DIR / "jwst_miri_extract1d_0005.json"
 
 
 @pytest.fixture(autouse=True)
@@ -51,9 +50,7 @@ def write_extract1d(tmp_path):
 
 
 def _simulate(**kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return simulate_lrs(**kwargs)
+    return simulate_lrs(**kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -73,18 +70,14 @@ def cal_nod_a():
 
 @pytest.fixture(scope="session")
 def real_reference_dir():
-    directory = real_lrs_reference_dir()
-    if directory is None:
-        pytest.skip("real LRS reference files (../shared/data/lrs) are not available")
-    return directory
+    """Real LRS geometry: imager distortion and specwcs (tests/data/lrs)."""
+    return REAL_LRS_DIR
 
 
 @pytest.fixture(scope="session")
 def real_mrs_dir():
-    directory = real_mrs_reference_dir()
-    if directory is None:
-        pytest.skip("real MRS reference files (../shared/data/mrs) are not available")
-    return directory
+    """Real MRS geometry for bands 1A/2A and 3C/4C (tests/data/mrs)."""
+    return REAL_MRS_DIR
 
 
 def spectrum_table(x1d, index=0):
@@ -101,9 +94,7 @@ def truth_at(table, truth):
 def _simulate_mrs_files(folder, stem=None, **kwargs):
     from mirispec_steps.simulate.mrs import simulate_mrs
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        simulated = simulate_mrs(**kwargs)
+    simulated = simulate_mrs(**kwargs)
     written = simulated.write(folder, stem=stem)
     return simulated, {role: str(path) for role, path in written.items()}
 
@@ -130,11 +121,11 @@ def mrs_noisy(tmp_path_factory):
 
 def calibrated_mrs(folder, **kwargs):
     """Simulate an MRS exposure and calibrate it (model layer): (SimulatedMrs, calibrated model)."""
-    from mirispec_steps.mrs_calibrate import (
+    from mirispec_steps.mrs.calibrate import (
         calibrate_mrs,
         load_backgrounds,
     )
-    from mirispec_steps.reference import load_calibration_references
+    from mirispec_steps.mrs.references import load_calibration_references
 
     simulated, files = _simulate_mrs_files(folder, **kwargs)
     references = load_calibration_references(simulated.rate, files["fringe"], files["photom"])
@@ -142,3 +133,25 @@ def calibrated_mrs(folder, **kwargs):
     calibrated = calibrate_mrs(simulated.rate, references, background)
     calibrated.meta.filename = "sim_mrscal.fits"
     return simulated, calibrated
+
+
+def assert_honest_pulls(pulls, n_sigma=4.0, systematic=0.0, label=""):
+    """
+    Pulls (estimate - truth) / error are unbiased with unit scatter, to the precision N allows.
+
+    The bounds are ``n_sigma`` standard errors of the mean (1 / sqrt(N)) and of
+    the standard deviation (1 / sqrt(2 N)) of N independent unit Gaussians,
+    widened only by an explicit, documented ``systematic`` allowance.
+    """
+    pulls = np.asarray(pulls, dtype=float).ravel()
+    pulls = pulls[np.isfinite(pulls)]
+    count = pulls.size
+    mean, std = float(np.mean(pulls)), float(np.std(pulls))
+    mean_bound = n_sigma / np.sqrt(count) + systematic
+    std_bound = n_sigma / np.sqrt(2.0 * count) + systematic
+    message = (
+        f"{label} pulls of {count}: mean {mean:+.4f} (bound {mean_bound:.4f}), std {std:.4f} "
+        f"(bound 1 +- {std_bound:.4f})"
+    )
+    assert abs(mean) < mean_bound and abs(std - 1.0) < std_bound, message
+    return mean, std

@@ -1,6 +1,6 @@
 """Our MRS extraction inside jwst's calwebb_spec2, run for real offline on the real MRS geometry.
 
-jwst's own steps do the work up to photom (assign_wcs from ../shared/data/mrs,
+jwst's own steps do the work up to photom (assign_wcs from tests/data/mrs,
 background subtraction from the association, srctype, fringe and photom with
 the simulator's references); flat_field and straylight are skipped because
 their reference files are not available offline. Then our centroid and
@@ -10,7 +10,6 @@ from the packaged parameter files.
 """
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from jwst.pipeline import Spec2Pipeline
 from stdatamodels.jwst import datamodels
 from test_pipelines import real_assign_wcs_overrides
 
-from mirispec_steps.jwst_pipelines import MirispecSpec2Pipeline
+from mirispec_steps import MirispecSpec2Pipeline
 from mirispec_steps.parameter_files import parameter_file
 
 PRODUCT = "jw01523003001_03102_00001_mirifushort"
@@ -79,12 +78,10 @@ def offline_steps(real_mrs_dir, files, pipeline_class):
 
 def run_spec2(pipeline_class, config, association, steps, output, monkeypatch):
     monkeypatch.chdir(output)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pipeline_class.call(
-            str(association), config_file=parameter_file(config), steps=steps,
-            output_dir=str(output), save_results=True,
-        )  # fmt: skip
+    pipeline_class.call(
+        str(association), config_file=parameter_file(config), steps=steps,
+        output_dir=str(output), save_results=True,
+    )  # fmt: skip
     names = sorted(path.name for path in output.iterdir())
     assert f"{PRODUCT}_cal.fits" in names and f"{PRODUCT}_x1d.fits" in names, names
     assert not any(name.endswith("_s3d.fits") for name in names), names
@@ -131,5 +128,5 @@ def test_hooks_on_jwst_spec2_and_our_log_lines(
         assert_spectra_match_truth(x1d, simulated, "optimal")
     log_text = capfd.readouterr().err
     assert "jwst.photom.photom - INFO" in log_text
-    assert "mirispec_steps.mrs_centroid - INFO - Channel 1A" in log_text
-    assert "mirispec_steps.mrs_extract - INFO - Channel 2A: optimal extraction" in log_text
+    assert "mirispec_steps.mrs.centroid - INFO - Channel 1A" in log_text
+    assert "mirispec_steps.mrs.extract - INFO - Channel 2A: optimal extraction" in log_text

@@ -1,19 +1,16 @@
 """LrsBoxExtractStep against the simulator's truth: flux, pulls, improvements over jwst."""
 
-import warnings
-
 import numpy as np
 import pytest
-from conftest import truth_at
+from conftest import assert_honest_pulls, truth_at
 
 from mirispec_steps import LrsBoxExtractStep
+from mirispec_steps.flags import DO_NOT_USE, FLUX_ESTIMATED, NO_BACKGROUND
 from mirispec_steps.simulate import LrsGeometry, default_spectrum, simulate_lrs
 
 
 def extract(model, extract1d, **parameters):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return LrsBoxExtractStep.call(model, override_extract1d=extract1d, **parameters)
+    return LrsBoxExtractStep.call(model, override_extract1d=extract1d, **parameters)
 
 
 def flux_ratio(x1d, truth, low=5.0, high=12.0, index=0):
@@ -57,6 +54,27 @@ def test_dead_core_pixel_is_repaired(write_extract1d):
     assert abs(repaired["FLUX"][index] / reference["FLUX"][index] - 1) < 0.01
     x1d = extract(damaged.model, extract1d, apply_apcorr=False)
     assert x1d.spec[0].replaced_fraction[index] == pytest.approx(lost, rel=0.05)
+    # The rebuilt element says so in DQ (and only that one).
+    dq = np.asarray(x1d.spec[0].spec_table["DQ"])
+    assert np.flatnonzero(dq & FLUX_ESTIMATED).tolist() == [index]
+    assert not np.any(np.asarray(plain["DQ"]) & FLUX_ESTIMATED)
+
+
+def test_background_fit_failure_is_flagged(write_extract1d):
+    """Rows whose background regions hold too few pixels get background 0 and a DQ flag."""
+    sim = simulate_lrs("s2d", noise=False, seed=5)
+    model = sim.model.copy()
+    # Kill the left background region on 10 rows: one pixel is left for an order-1 fit.
+    model.data[200:210, 10:16] = np.nan
+    model.dq[200:210, 10:16] |= DO_NOT_USE
+    extract1d = write_extract1d(
+        xstart=27, xstop=34, use_source_posn=False, bkg_coeff=[[9.5], [15.5], [37.5], [38.5]],
+        bkg_fit="poly", bkg_order=1,
+    )  # fmt: skip
+    table = extract(model, extract1d, apply_apcorr=False, bkg_sigma_clip=0).spec[0].spec_table
+    flagged = (np.asarray(table["DQ"]) & NO_BACKGROUND) != 0
+    assert flagged.sum() == 10
+    assert np.all(np.asarray(table["BACKGROUND"])[flagged] == 0)
 
 
 def test_mean_background_in_json(write_extract1d):
@@ -109,19 +127,34 @@ def faint_spectrum(wavelength):
 
 
 def pulls_against_truth(kind, n_realisations, extract1d, apcorr_file, **simulation):
-    """(FLUX - truth) / FLUX_ERROR at 5-12 um, pooled over noise realisations."""
+    """
+    (FLUX - expected) / FLUX_ERROR at 5-12 um, pooled over noise realisations.
+
+    The expected value is the same extraction of the noise-free exposure: the
+    pulls test the error bars, while the method's own bias against the truth
+    (PSF wings in the background regions: -0.4% to -0.8% here) is measured, not
+    folded into them.
+    """
+    settings = {"kind": kind, "spectrum": faint_spectrum, "exposure_time": 100.0, **simulation}
+
+    def spectrum(**options):
+        x1d = extract(
+            simulate_lrs(**settings, **options).model,
+            extract1d,
+            use_source_posn=True,
+            override_apcorr=apcorr_file,
+        )
+        return x1d.spec[0].spec_table
+
+    expected = spectrum(noise=False, seed=500)
+    select = (expected["WAVELENGTH"] > 5) & (expected["WAVELENGTH"] < 12)
+    bias = np.median(expected["FLUX"][select] / truth_at(expected, simulate_lrs(**settings,
+                     noise=False, seed=500).truth)[select]) - 1  # fmt: skip
+    print(f"{kind} box extraction, noise-free: median FLUX/truth - 1 = {bias:+.4f}")
     pulls = []
     for seed in range(n_realisations):
-        sim = simulate_lrs(
-            kind, seed=500 + seed, spectrum=faint_spectrum, exposure_time=100.0, **simulation
-        )
-        table = (
-            extract(sim.model, extract1d, use_source_posn=True, override_apcorr=apcorr_file)
-            .spec[0]
-            .spec_table
-        )
-        select = (table["WAVELENGTH"] > 5) & (table["WAVELENGTH"] < 12)
-        pull = (table["FLUX"] - truth_at(table, sim.truth)) / table["FLUX_ERROR"]
+        table = spectrum(seed=500 + seed)
+        pull = (table["FLUX"] - expected["FLUX"]) / table["FLUX_ERROR"]
         pulls.append(np.asarray(pull)[select])
     return np.concatenate(pulls)
 
@@ -137,8 +170,7 @@ def test_pulls_built_in_geometry(kind, write_extract1d, apcorr_file):
     """Error bars match the scatter: std of the pulls 0.9-1.1 with background subtraction."""
     pulls = pulls_against_truth(kind, 8, write_extract1d(**PULL_APERTURE), apcorr_file)
     assert pulls.size > 2000
-    assert 0.9 < np.std(pulls) < 1.1
-    assert abs(np.mean(pulls)) < 0.2
+    assert_honest_pulls(pulls, label=kind)
 
 
 def test_pulls_real_geometry(real_reference_dir, write_extract1d, apcorr_file):
@@ -146,8 +178,7 @@ def test_pulls_real_geometry(real_reference_dir, write_extract1d, apcorr_file):
         "cal", 4, write_extract1d(**PULL_APERTURE), apcorr_file, reference_dir=real_reference_dir
     )
     assert pulls.size > 800
-    assert 0.9 < np.std(pulls) < 1.1
-    assert abs(np.mean(pulls)) < 0.2
+    assert_honest_pulls(pulls, label="real geometry")
 
 
 def test_pulls_time_series(write_extract1d, apcorr_file):
@@ -168,8 +199,7 @@ def test_pulls_time_series(write_extract1d, apcorr_file):
     select = (wavelength > 5) & (wavelength < 12)
     pulls = ((np.asarray(table["FLUX"]) - truth) / np.asarray(table["FLUX_ERROR"]))[:, select]
     assert pulls.size > 5000
-    assert 0.9 < np.std(pulls) < 1.1
-    assert abs(np.mean(pulls)) < 0.2
+    assert_honest_pulls(pulls, label="time series")
 
 
 def test_background_sigma_clip_rejects_cosmic_rays(write_extract1d, apcorr_file):
@@ -259,18 +289,16 @@ def test_narrow_aperture_follows_exact_trace(write_extract1d):
     sim = simulate_lrs("cal", noise=False, background=0.0, seed=12, geometry=geometry)
     extract1d = write_extract1d(xstart=20, xstop=27, extract_width=2.5)
     ours = extract(sim.model, extract1d, use_source_posn=True, apply_apcorr=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = Extract1dStep.call(
-            sim.model,
-            override_extract1d=extract1d,
-            use_source_posn=True,
-            apply_apcorr=False,
-            override_psf="N/A",
-            override_pastasoss="N/A",
-            override_specprofile="N/A",
-            override_speckernel="N/A",
-        )
+    theirs = Extract1dStep.call(
+        sim.model,
+        override_extract1d=extract1d,
+        use_source_posn=True,
+        apply_apcorr=False,
+        override_psf="N/A",
+        override_pastasoss="N/A",
+        override_specprofile="N/A",
+        override_speckernel="N/A",
+    )
     ratios = {}
     for name, x1d in (("ours", ours), ("jwst", theirs)):
         table = x1d.spec[0].spec_table

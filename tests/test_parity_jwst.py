@@ -4,8 +4,6 @@ Our jwst-compatible behaviour (no background clipping, no bad-pixel repair)
 must reproduce FLUX, its errors, SURF_BRIGHT, BACKGROUND and NPIXELS to 1e-6.
 """
 
-import warnings
-
 import numpy as np
 import pytest
 from jwst.extract_1d import Extract1dStep
@@ -41,19 +39,17 @@ def run_both(model, extract1d, apcorr=None, **parameters):
     apcorr_args = (
         {"apply_apcorr": True, "override_apcorr": apcorr} if apcorr else {"apply_apcorr": False}
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = Extract1dStep.call(
-            model, override_extract1d=extract1d, **apcorr_args, **JWST_ONLY_OVERRIDES, **parameters
-        )
-        ours = LrsBoxExtractStep.call(
-            model,
-            override_extract1d=extract1d,
-            bkg_sigma_clip=0.0,
-            replace_bad_pixels=False,
-            **apcorr_args,
-            **parameters,
-        )
+    theirs = Extract1dStep.call(
+        model, override_extract1d=extract1d, **apcorr_args, **JWST_ONLY_OVERRIDES, **parameters
+    )
+    ours = LrsBoxExtractStep.call(
+        model,
+        override_extract1d=extract1d,
+        bkg_sigma_clip=0.0,
+        replace_bad_pixels=False,
+        **apcorr_args,
+        **parameters,
+    )
     return ours, theirs
 
 
@@ -142,7 +138,7 @@ def test_s2d_parity_position_offset(s2d_nod_a, write_extract1d):
 
 def test_packaged_default_parity(s2d_nod_a):
     """The packaged extract1d default gives what jwst gives with the operational file."""
-    from mirispec_steps.stepbase import packaged_reference
+    from mirispec_steps.references import packaged_reference
 
     path = packaged_reference("mirispec_miri_lrs_extract1d.json")
     assert_parity(*run_both(s2d_nod_a.model, path))
@@ -197,9 +193,7 @@ def test_cal_parity_apcorr_and_background(cal_nod_a, write_extract1d, apcorr_fil
 def calints_small():
     from mirispec_steps.simulate import simulate_lrs
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return simulate_lrs("calints", n_integrations=4, seed=11, bad_pixel_fraction=0.003)
+    return simulate_lrs("calints", n_integrations=4, seed=11, bad_pixel_fraction=0.003)
 
 
 def test_calints_parity_tso_table(calints_small, write_extract1d, apcorr_file):

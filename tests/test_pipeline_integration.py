@@ -7,8 +7,6 @@ post-hook (a configured Step instance, or a class-path string), so jwst's own
 ``combine_1d`` consumes our x1d products. jwst runs for real, offline.
 """
 
-import warnings
-
 import numpy as np
 import pytest
 from jwst.associations import asn_from_list
@@ -25,17 +23,15 @@ def nod_association(tmp_path_factory):
     directory = tmp_path_factory.mktemp("spec3")
     names = []
     truths = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for index, nod in enumerate(("A", "B")):
-            sim = simulate_lrs("cal", nod=nod, seed=40 + index)
-            name = f"jw01234001001_0310{index + 1}_00001_mirimage_cal.fits"
-            sim.model.meta.filename = name
-            sim.model.meta.exposure.exposure_time = 1000.0
-            sim.model.meta.exposure.integration_time = 1000.0
-            sim.model.save(directory / name)
-            names.append(name)
-            truths.append(sim.truth)
+    for index, nod in enumerate(("A", "B")):
+        sim = simulate_lrs("cal", nod=nod, seed=40 + index)
+        name = f"jw01234001001_0310{index + 1}_00001_mirimage_cal.fits"
+        sim.model.meta.filename = name
+        sim.model.meta.exposure.exposure_time = 1000.0
+        sim.model.meta.exposure.integration_time = 1000.0
+        sim.model.save(directory / name)
+        names.append(name)
+        truths.append(sim.truth)
     association = asn_from_list.asn_from_list(
         names, rule=DMS_Level3_Base, product_name="jw01234-o001_t001_miri_p750l"
     )
@@ -59,11 +55,7 @@ def run_spec3(asn_path, output_dir, hook, monkeypatch):
         "photom": {"skip": True},
         "spectral_leak": {"skip": True},
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        Spec3Pipeline.call(
-            str(asn_path), steps=steps, output_dir=str(output_dir), save_results=True
-        )
+    Spec3Pipeline.call(str(asn_path), steps=steps, output_dir=str(output_dir), save_results=True)
     combined = sorted(output_dir.glob("*_c1d.fits"))
     assert len(combined) == 1, sorted(p.name for p in output_dir.iterdir())
     return datamodels.open(combined[0])
@@ -119,22 +111,20 @@ def test_spec3_subclass_parameter_file_runs_our_optimal_extraction(
     nod_association, tmp_path, monkeypatch
 ):
     """mirispec_spec3 from its packaged parameter file: our optimal spectra, combined by jwst."""
-    from mirispec_steps.jwst_pipelines import MirispecSpec3Pipeline
+    from mirispec_steps import MirispecSpec3Pipeline
     from mirispec_steps.parameter_files import parameter_file
 
     asn_path, truths = nod_association
     monkeypatch.chdir(tmp_path)
     steps = {name: {"skip": True} for name in ("outlier_detection", "cube_build", "photom")}
     steps["spectral_leak"] = {"skip": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        MirispecSpec3Pipeline.call(
-            str(asn_path),
-            config_file=parameter_file("mirispec_spec3_lrs"),
-            steps=steps,
-            output_dir=str(tmp_path),
-            save_results=True,
-        )
+    MirispecSpec3Pipeline.call(
+        str(asn_path),
+        config_file=parameter_file("mirispec_spec3_lrs"),
+        steps=steps,
+        output_dir=str(tmp_path),
+        save_results=True,
+    )
     (combined,) = tmp_path.glob("*_c1d.fits")
     with datamodels.open(combined) as c1d:
         assert c1d.meta.cal_step.combine_1d == "COMPLETE"
@@ -157,15 +147,13 @@ def test_spec3_hooks_parameter_file(nod_association, tmp_path, monkeypatch):
         name: {"skip": True}
         for name in ("outlier_detection", "pixel_replace", "cube_build", "photom", "spectral_leak")
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        Spec3Pipeline.call(
-            str(asn_path),
-            config_file=parameter_file("calwebb_spec3_lrs_hooks"),
-            steps=steps,
-            output_dir=str(tmp_path),
-            save_results=True,
-        )
+    Spec3Pipeline.call(
+        str(asn_path),
+        config_file=parameter_file("calwebb_spec3_lrs_hooks"),
+        steps=steps,
+        output_dir=str(tmp_path),
+        save_results=True,
+    )
     (combined,) = tmp_path.glob("*_c1d.fits")
     with datamodels.open(combined) as c1d:
         _, ratio = combined_ratio(c1d, truths[0])

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import asdf
@@ -24,9 +23,7 @@ STRUN = str(Path(sys.executable).parent / "strun")
 
 
 def quiet_call(step_class, *args, **parameters):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return step_class.call(*args, **parameters)
+    return step_class.call(*args, **parameters)
 
 
 def strun(*arguments, cwd):
@@ -247,7 +244,7 @@ def test_mrs_pipeline_runs_assign_wcs_on_real_geometry(real_mrs_dir, tmp_path):
 
 
 def real_assign_wcs_overrides(real_mrs_dir, assign_wcs_class, band="12A"):
-    """assign_wcs overrides for MIRIFUSHORT band SHORT from ../shared/data/mrs; N/A for the rest."""
+    """assign_wcs overrides for MIRIFUSHORT band SHORT from tests/data/mrs; N/A for the rest."""
     directory = Path(real_mrs_dir)
     overrides = {
         "override_distortion": str(directory / f"jwst_miri_mrs{band}_distortion_flt9.asdf"),

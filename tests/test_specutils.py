@@ -1,7 +1,5 @@
 """Our x1d files read by specutils (as jdaviz does), with units and uncertainties intact."""
 
-import warnings
-
 import astropy.units as u
 import numpy as np
 import pytest
@@ -12,9 +10,7 @@ Spectrum = getattr(specutils, "Spectrum", None) or specutils.Spectrum1D
 
 
 def read(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Spectrum.read(*args, **kwargs)
+    return Spectrum.read(*args, **kwargs)
 
 
 def check_against_table(spectrum, table):
@@ -33,9 +29,7 @@ def check_against_table(spectrum, table):
 def test_lrs_x1d_reads_as_jwst_x1d(tmp_path, cal_nod_a):
     from mirispec_steps import LrsOptimalExtractStep
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        x1d = LrsOptimalExtractStep.call(cal_nod_a.model)
+    x1d = LrsOptimalExtractStep.call(cal_nod_a.model)
     path = tmp_path / "lrs_x1d.fits"
     x1d.save(path)
     spectrum = read(path, format="JWST x1d")
@@ -49,9 +43,7 @@ def test_mrs_x1d_reads_as_a_spectrum_list(tmp_path):
     from mirispec_steps import MrsCentroidStep, MrsExtractStep
 
     _, calibrated = calibrated_mrs(tmp_path, seed=51)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        x1d = MrsExtractStep.call(MrsCentroidStep.call(calibrated))
+    x1d = MrsExtractStep.call(MrsCentroidStep.call(calibrated))
     path = tmp_path / "mrs_x1d.fits"
     x1d.save(path)
     spectra = specutils.SpectrumList.read(str(path), format="JWST x1d multi")

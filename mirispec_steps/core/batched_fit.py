@@ -38,7 +38,12 @@ class BatchedFit:
     dof : ndarray
         ``(K,)`` points with weight minus parameters.
     converged : ndarray
-        ``(K,)`` the last accepted step lowered the chi-square by less than the tolerance.
+        ``(K,)`` an accepted step lowered the chi-square by less than the tolerance.
+    stalled : ndarray
+        ``(K,)`` no step lowered the chi-square even with the heaviest damping
+        (at a minimum to numerical precision, or stuck). Rows with a
+        non-finite starting chi-square, and rows still improving when the
+        iterations ran out, are neither converged nor stalled.
     """
 
     params: np.ndarray
@@ -46,9 +51,22 @@ class BatchedFit:
     chi2: np.ndarray
     dof: np.ndarray
     converged: np.ndarray
+    stalled: np.ndarray
 
     #: The per-row arrays, in constructor order.
-    FIELDS: ClassVar[tuple[str, ...]] = ("params", "covariance", "chi2", "dof", "converged")
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "params",
+        "covariance",
+        "chi2",
+        "dof",
+        "converged",
+        "stalled",
+    )
+
+    @property
+    def finished(self) -> np.ndarray:
+        """``(K,)`` rows that reached a minimum (converged or stalled) from a finite start."""
+        return (self.converged | self.stalled) & np.isfinite(self.chi2)
 
     def replace_rows(self, rows: np.ndarray, other: BatchedFit) -> None:
         """Overwrite rows ``rows`` with the rows of ``other`` (a fit of those rows)."""
@@ -128,7 +146,8 @@ def batched_least_squares(
     Returns
     -------
     BatchedFit
-        Parameters, covariance, chi-square, degrees of freedom, convergence.
+        Parameters, covariance, chi-square, degrees of freedom, and how each
+        row ended (converged, stalled, or neither).
 
     Notes
     -----
@@ -176,6 +195,7 @@ def _levenberg_marquardt(evaluate, initial, data, weight, max_iterations, tolera
     n_rows, n_params = params.shape
     damping = np.full(n_rows, 1e-3)
     converged = np.zeros(n_rows, dtype=bool)
+    stalled = np.zeros(n_rows, dtype=bool)
     identity = np.eye(n_params)
     all_rows = np.arange(n_rows)
 
@@ -187,9 +207,10 @@ def _levenberg_marquardt(evaluate, initial, data, weight, max_iterations, tolera
     # derivatives are those of the next iteration, so each costs one evaluation.
     values, jacobian = evaluate(params, all_rows, jacobian=True)
     chi2, _ = chi_square(values, all_rows)
-    converged |= ~np.isfinite(chi2)
+    # Rows that cannot even be evaluated at their start are not iterated.
+    hopeless = ~np.isfinite(chi2)
     for _ in range(max_iterations):
-        rows = np.flatnonzero(~converged)
+        rows = np.flatnonzero(~(converged | stalled | hopeless))
         if rows.size == 0:
             break
         _, residual = chi_square(values[rows], rows)
@@ -217,16 +238,16 @@ def _levenberg_marquardt(evaluate, initial, data, weight, max_iterations, tolera
         values[accepted] = trial_values[better]
         jacobian[accepted] = trial_jacobian[better]
         converged[accepted[decrease[better] < tolerance]] = True
-        # A row whose step fails even with heavy damping sits at its minimum.
-        stalled = rows[~better]
-        converged[stalled[damping[stalled] > 1e6]] = True
+        # A row whose step fails even with heavy damping cannot go further.
+        rejected = rows[~better]
+        stalled[rejected[damping[rejected] > 1e6]] = True
         damping[accepted] /= 10.0
-        damping[stalled] *= 10.0
+        damping[rejected] *= 10.0
     weighted = jacobian * weight[:, :, None]
     normal = np.matmul(weighted.transpose(0, 2, 1), jacobian)
     covariance = _invert_each(normal)
     dof = np.sum(weight > 0, axis=1) - n_params
-    return BatchedFit(params, covariance, chi2, dof, converged)
+    return BatchedFit(params, covariance, chi2, dof, converged, stalled)
 
 
 def _solve_each(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:

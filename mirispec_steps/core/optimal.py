@@ -27,10 +27,10 @@ __all__ = [
     "poisson_variance_model",
 ]
 
-#: Rows need a well-conditioned system: the determinant of the unit-diagonal
+#: Rows need a non-degenerate system: the determinant of the unit-diagonal
 #: normal matrix (1 for orthogonal terms, 0 for degenerate ones) must exceed
-#: 1 / MAX_CONDITION, else the row is flagged.
-MAX_CONDITION = 1e10
+#: this, else the row is flagged.
+MIN_DETERMINANT = 1e-10
 
 
 @dataclass
@@ -70,7 +70,7 @@ class RowFit:
 
 def polynomial_basis(n_xdisp: int, order: int) -> np.ndarray:
     """
-    Background basis: Legendre-like powers of ``linspace(-1, 1, n_xdisp)``.
+    Polynomial background basis: plain powers ``x**k`` of ``x = linspace(-1, 1, n_xdisp)``.
 
     Parameters
     ----------
@@ -82,7 +82,13 @@ def polynomial_basis(n_xdisp: int, order: int) -> np.ndarray:
     Returns
     -------
     ndarray
-        ``(order + 1, n_xdisp)``.
+        ``(order + 1, n_xdisp)``, constant term first.
+
+    Examples
+    --------
+    >>> polynomial_basis(3, 1)
+    array([[ 1.,  1.,  1.],
+           [-1.,  0.,  1.]])
     """
     coordinate = np.linspace(-1.0, 1.0, n_xdisp)
     return np.array([coordinate**power for power in range(order + 1)]).reshape(-1, n_xdisp)
@@ -244,7 +250,7 @@ def solve_rows(
         scaled = normal[index] * scale[:, :, None] * scale[:, None, :]
         with np.errstate(all="ignore"):
             determinant = np.linalg.det(scaled)
-        invertible = np.isfinite(determinant) & (np.abs(determinant) > 1.0 / MAX_CONDITION)
+        invertible = np.isfinite(determinant) & (np.abs(determinant) > MIN_DETERMINANT)
         inverse = np.zeros_like(scaled)
         inverse[invertible] = np.linalg.inv(scaled[invertible])
         covariance[index] = inverse * scale[:, :, None] * scale[:, None, :]

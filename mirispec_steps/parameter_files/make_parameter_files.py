@@ -33,19 +33,19 @@ def parameter_files() -> dict:
     """
     return {
         "mirispec_mrs_point_source": {
-            "class": "mirispec_steps.mrs_point_source_pipeline.MrsPointSourcePipeline",
+            "class": "mirispec_steps.MrsPointSourcePipeline",
             "name": "mrs_point_source",
             "parameters": {"save_plots": False},
             "steps": [
                 _step(
-                    "mirispec_steps.mrs_centroid_step.MrsCentroidStep",
+                    "mirispec_steps.MrsCentroidStep",
                     "mrs_centroid",
                     oversampling=1.0,
                     track_order=2,
                     save_centroid_table=False,
                 ),
                 _step(
-                    "mirispec_steps.mrs_extract_step.MrsExtractStep",
+                    "mirispec_steps.MrsExtractStep",
                     "mrs_extract",
                     method="optimal",
                     radius=2.0,
@@ -55,18 +55,18 @@ def parameter_files() -> dict:
             ],
         },
         "mirispec_lrs_extract": {
-            "class": "mirispec_steps.lrs_extract_pipeline.LrsExtractPipeline",
+            "class": "mirispec_steps.LrsExtractPipeline",
             "name": "lrs_extract",
             "parameters": {"primary": "optimal", "save_plots": False},
             "steps": [
                 _step(
-                    "mirispec_steps.lrs_box_extract_step.LrsBoxExtractStep",
+                    "mirispec_steps.LrsBoxExtractStep",
                     "lrs_box_extract",
                     apply_apcorr=True,
                     bkg_sigma_clip=5.0,
                 ),
                 _step(
-                    "mirispec_steps.lrs_optimal_extract_step.LrsOptimalExtractStep",
+                    "mirispec_steps.LrsOptimalExtractStep",
                     "lrs_optimal_extract",
                     optimize_psf_location=True,
                     model_nod_pair=True,
@@ -74,7 +74,7 @@ def parameter_files() -> dict:
             ],
         },
         "mirispec_spec2_miri": {
-            "class": "mirispec_steps.jwst_pipelines.MirispecSpec2Pipeline",
+            "class": "mirispec_steps.MirispecSpec2Pipeline",
             "name": "mirispec_spec2",
             "parameters": {},
             "steps": [
@@ -83,19 +83,19 @@ def parameter_files() -> dict:
                     "jwst.resample.resample_spec_step.ResampleSpecStep", "resample_spec", skip=True
                 ),
                 _step(
-                    "mirispec_steps.lrs_extract_pipeline.LrsExtractPipeline",
+                    "mirispec_steps.LrsExtractPipeline",
                     "extract_1d",
                     primary="optimal",
                 ),
                 _step(
-                    "mirispec_steps.mrs_extract_step.MrsExtractStep",
+                    "mirispec_steps.MrsExtractStep",
                     "mrs_extract",
                     method="optimal",
                 ),
             ],
         },
         "mirispec_spec3_lrs": {
-            "class": "mirispec_steps.jwst_pipelines.MirispecSpec3Pipeline",
+            "class": "mirispec_steps.MirispecSpec3Pipeline",
             "name": "mirispec_spec3",
             "parameters": {},
             "steps": [
@@ -103,7 +103,7 @@ def parameter_files() -> dict:
                     "jwst.resample.resample_spec_step.ResampleSpecStep", "resample_spec", skip=True
                 ),
                 _step(
-                    "mirispec_steps.lrs_extract_pipeline.LrsExtractPipeline",
+                    "mirispec_steps.LrsExtractPipeline",
                     "extract_1d",
                     primary="optimal",
                 ),

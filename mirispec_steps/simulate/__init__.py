@@ -1,10 +1,15 @@
-"""Synthetic MIRI exposures with known truth (the package's embedded default data)."""
+"""Synthetic MIRI exposures with known truth: the demo's data and the tests' tooling.
+
+Not part of the runtime of the steps: the simulator makes LRS and MRS
+exposures whose input (spectrum, position, PSF, noise) is known, writes
+matching reference files, and runs jwst's assign_wcs offline on real
+geometry files (:func:`offline_crds`). The steps never import it.
+"""
 
 from mirispec_steps.simulate.lrs import (
     LrsTruth,
     SimulatedLrs,
     default_spectrum,
-    real_lrs_reference_dir,
     simulate_lrs,
     write_lrs_apcorr,
 )
@@ -13,7 +18,6 @@ from mirispec_steps.simulate.mrs_geometry import (
     assign_real_mrs_wcs,
     blank_mrs_model,
     build_mrs_wcs,
-    real_mrs_reference_dir,
 )
 from mirispec_steps.simulate.offline_crds import offline_crds
 from mirispec_steps.simulate.psf import LrsPsf
@@ -29,8 +33,6 @@ __all__ = [
     "build_mrs_wcs",
     "default_spectrum",
     "offline_crds",
-    "real_lrs_reference_dir",
-    "real_mrs_reference_dir",
     "simulate_lrs",
     "write_lrs_apcorr",
 ]

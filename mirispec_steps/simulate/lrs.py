@@ -11,18 +11,17 @@ aperture-correction reference file in jwst's MIRI LRS format.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from stdatamodels.jwst import datamodels
-from stdatamodels.jwst.datamodels import dqflags
 
+from mirispec_steps.flags import DO_NOT_USE, NON_SCIENCE
 from mirispec_steps.simulate.lrs_geometry import LrsGeometry, build_lrs_wcs
 from mirispec_steps.simulate.psf import LrsPsf
-from mirispec_steps.simulate.shared import assign_wcs_offline, shared_data_folder
+from mirispec_steps.simulate.shared import assign_wcs_offline
 
 __all__ = [
     "LrsTruth",
@@ -30,12 +29,10 @@ __all__ = [
     "simulate_lrs",
     "default_spectrum",
     "write_lrs_apcorr",
-    "real_lrs_reference_dir",
 ]
 
 PIXEL_SCALE = 0.11  # arcsec
 PIXEL_SOLID_ANGLE = (PIXEL_SCALE / 206264.806) ** 2  # sr
-DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
 #: Dither offsets (arcsec along the slit) of the two nod positions.
 NOD_OFFSETS = {"A": 1.0, "B": -1.0}
 
@@ -106,11 +103,6 @@ class SimulatedLrs:
     truth: LrsTruth
 
 
-def real_lrs_reference_dir() -> Path | None:
-    """The shared folder of real LRS reference files, if present (for tests and demos)."""
-    return shared_data_folder("lrs", "jwst_miri_specwcs_0005.fits")
-
-
 def _base_metadata(model, exp_type: str, subarray: tuple, nod: str | None) -> None:
     meta = model.meta
     meta.instrument.name = "MIRI"
@@ -172,11 +164,10 @@ def _store_dithered_position(model) -> None:
 
 def _other_nod_trace(model, rows, wavelength) -> np.ndarray:
     """Source column on each row had the telescope been at the other nod (through the WCS)."""
-    from mirispec_steps.adapters.lrs import mirrored_nod_sky_position
+    from mirispec_steps.lrs.exposure import mirrored_nod_sky_position, read_exposure
 
-    sky = mirrored_nod_sky_position(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    sky = mirrored_nod_sky_position(read_exposure(model))
+    with np.errstate(invalid="ignore"):
         x, _ = model.meta.wcs.backward_transform(
             np.full(rows.size, sky[0]), np.full(rows.size, sky[1]), wavelength
         )
@@ -191,8 +182,7 @@ def _source_rows_and_trace(model, sky_position, row_range=None):
     if row_range is not None:
         rows = rows[(rows >= row_range[0]) & (rows <= row_range[1])]
     x_mid = np.full(rows.size, 0.5 * (x_low + x_high))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with np.errstate(invalid="ignore"):
         wavelength = np.asarray(wcs(x_mid, rows.astype(float))[2], dtype=float)
         good = np.isfinite(wavelength)
         rows, wavelength = rows[good], wavelength[good]
@@ -288,6 +278,37 @@ def simulate_lrs(
     rng = np.random.default_rng(seed)
     psf = psf or LrsPsf()
     kind = kind.lower()
+    model, geometry = _blank_exposure(kind, n_integrations, nod, geometry)
+    sky = _assign_geometry(model, kind, geometry, reference_dir)
+    scene = _scene(
+        model, sky, spectrum, psf, background, background_slope, trace_drift, nod_subtracted, kind
+    )
+    noise_model = _NoiseModel(
+        electrons_per_mjysr * exposure_time, read_noise, flat_error, noise, rng
+    )
+    n_int = n_integrations if kind == "calints" else 1
+    data, variances, noiseless = _expose_scene(scene, noise_model, n_int, nod_subtracted)
+    dq, cr_pixels = _defects(data, scene.in_box, rng, bad_pixel_fraction, dead_pixels, cosmic_rays)
+    _fill_model(model, kind, data, dq, variances)
+    truth = LrsTruth(
+        rows=scene.rows,
+        wavelength=scene.wavelength,
+        flux=np.broadcast_to(scene.flux, (n_int, scene.flux.size)).copy()
+        if kind == "calints"
+        else scene.flux,
+        trace=scene.trace,
+        negative_trace=scene.negative_trace,
+        background=scene.background,
+        psf=psf,
+        noiseless=noiseless if kind == "calints" else noiseless[0],
+        extras={"cosmic_ray_pixels": cr_pixels, "sky_position": sky},
+    )
+    model.meta.filename = f"mirispec_sim_lrs_{kind}.fits"
+    return SimulatedLrs(model, truth)
+
+
+def _blank_exposure(kind: str, n_integrations: int, nod: str, geometry: LrsGeometry | None):
+    """An empty model of the kind asked for, with its metadata, and the built-in geometry."""
     if kind == "cal":
         model = datamodels.ImageModel((1024, 1032))
         _base_metadata(model, "MIR_LRS-FIXEDSLIT", ("FULL", 1, 1, 1032, 1024), nod)
@@ -320,93 +341,130 @@ def simulate_lrs(
         )
     else:
         raise ValueError(f"kind must be cal, s2d or calints, not {kind!r}")
+    return model, geometry or LrsGeometry()
 
+
+def _assign_geometry(model, kind: str, geometry: LrsGeometry, reference_dir) -> tuple:
+    """Give the model its WCS (built-in, or real via assign_wcs); return the source RA, Dec."""
     if reference_dir is not None:
         if kind != "cal":
             raise ValueError("the real LRS geometry is available for fixed-slit cal only")
         _assign_real_wcs(model, Path(reference_dir))
     else:
-        model.meta.wcs = build_lrs_wcs(model, geometry or LrsGeometry())
+        model.meta.wcs = build_lrs_wcs(model, geometry)
         if kind != "calints":
             _store_dithered_position(model)
     if kind == "calints":
-        sky = tuple(
-            float(v)
-            for v in model.meta.wcs.get_transform("v2v3", "world")(
-                model.meta.wcsinfo.v2_ref, model.meta.wcsinfo.v3_ref, 0.0
-            )[:2]
-        )
-    else:
-        sky = (model.meta.dither.dithered_ra, model.meta.dither.dithered_dec)
+        transform = model.meta.wcs.get_transform("v2v3", "world")
+        wcsinfo = model.meta.wcsinfo
+        return tuple(float(v) for v in transform(wcsinfo.v2_ref, wcsinfo.v3_ref, 0.0)[:2])
+    return (model.meta.dither.dithered_ra, model.meta.dither.dithered_dec)
 
-    shape2d = model.data.shape[-2:]
+
+@dataclass
+class _Scene:
+    """The noise-free scene of one integration (MJy/sr) and where the source lies."""
+
+    rows: np.ndarray
+    wavelength: np.ndarray
+    trace: np.ndarray
+    negative_trace: np.ndarray | None
+    flux: np.ndarray
+    source: np.ndarray
+    negative: np.ndarray | None
+    background: np.ndarray
+    in_box: np.ndarray
+
+
+def _scene(
+    model, sky, spectrum, psf, background, background_slope, trace_drift, nod_subtracted, kind
+) -> _Scene:
+    """The source along its trace, the other nod's (if subtracted) and the sky, noise-free."""
+    shape = model.data.shape[-2:]
     rows, wavelength, trace = _source_rows_and_trace(model, sky)
-    if trace_drift:
-        trace = trace + trace_drift * (rows - rows[0]) / (rows[-1] - rows[0])
+    drift = trace_drift * (rows - rows[0]) / (rows[-1] - rows[0]) if trace_drift else 0.0
+    trace = trace + drift
     flux = np.asarray(spectrum(wavelength), dtype=float)
-
     # Background: grows with wavelength (thermal), sloped across the slit.
     (x_low, x_high), _ = (tuple(b) for b in model.meta.wcs.bounding_box)
     x_centre = 0.5 * (x_low + x_high)
-    background_image = np.zeros(shape2d)
-    columns = np.arange(shape2d[1], dtype=float)
+    background_image = np.zeros(shape)
+    columns = np.arange(shape[1], dtype=float)
     thermal = background * (wavelength / 10.0) ** 2
     background_image[rows] = thermal[:, None] * (
         1.0 + background_slope * (columns[None, :] - x_centre) / 10.0
     )
-    in_box = np.zeros(shape2d, dtype=bool)
+    in_box = np.zeros(shape, dtype=bool)
     in_box[rows, max(0, int(np.ceil(x_low))) : int(np.floor(x_high)) + 1] = True
     background_image[~in_box] = 0.0
-
-    source_image = np.zeros(shape2d)
+    source_image = np.zeros(shape)
     _paint_source(source_image, rows, wavelength, trace, flux, psf)
-    negative_trace = None
+    source_image[~in_box] = 0.0
+    negative_trace = negative_image = None
     if nod_subtracted:
-        if kind != "cal" and kind != "s2d":
+        if kind not in ("cal", "s2d"):
             raise ValueError("nod subtraction applies to fixed-slit data")
-        negative_trace = _other_nod_trace(model, rows, wavelength)
+        negative_trace = _other_nod_trace(model, rows, wavelength) + drift
         model.meta.cal_step.bkg_subtract = "COMPLETE"
         model.meta.dither.primary_type = "ALONG-SLIT-NOD"
-        if trace_drift:
-            negative_trace = negative_trace + trace_drift * (rows - rows[0]) / (rows[-1] - rows[0])
-        negative_image = np.zeros(shape2d)
+        negative_image = np.zeros(shape)
         _paint_source(negative_image, rows, wavelength, negative_trace, flux, psf)
         negative_image[~in_box] = 0.0
-    source_image[~in_box] = 0.0
+    return _Scene(
+        rows, wavelength, trace, negative_trace, flux, source_image, negative_image,
+        background_image, in_box,
+    )  # fmt: skip
 
-    n_int = n_integrations if kind == "calints" else 1
-    gain_time = electrons_per_mjysr * exposure_time
-    rn_var = (read_noise / gain_time) ** 2
 
-    def expose(signal):
-        """One noisy realisation of a non-negative signal image, with its variances."""
-        expected_e = np.clip(signal, 0, None) * gain_time
-        if noise:
-            counts = rng.poisson(np.broadcast_to(expected_e, (n_int, *shape2d))) / gain_time
-            counts = counts + rng.normal(0.0, np.sqrt(rn_var), (n_int, *shape2d))
-            flat = 1.0 + rng.normal(0.0, flat_error, shape2d)
-            counts = counts * flat
+@dataclass
+class _NoiseModel:
+    """Poisson, read and flat-field noise of a MJy/sr image, with matching variances."""
+
+    electrons_per_unit: float
+    read_noise: float
+    flat_error: float
+    noise: bool
+    rng: np.random.Generator
+
+    def expose(self, signal: np.ndarray, n_int: int):
+        """One realisation per integration of a non-negative signal, and its variances."""
+        shape = (n_int, *signal.shape)
+        gain_time = self.electrons_per_unit
+        rn_var = (self.read_noise / gain_time) ** 2
+        expected = np.clip(signal, 0, None)
+        if self.noise:
+            counts = self.rng.poisson(np.broadcast_to(expected * gain_time, shape)) / gain_time
+            counts = counts + self.rng.normal(0.0, np.sqrt(rn_var), shape)
+            counts = counts * (1.0 + self.rng.normal(0.0, self.flat_error, signal.shape))
         else:
-            counts = np.broadcast_to(signal, (n_int, *shape2d)).astype(float)
-        var_poisson = np.broadcast_to(np.clip(signal, 0, None) / gain_time, (n_int, *shape2d))
-        var_flat = np.broadcast_to((flat_error * signal) ** 2, (n_int, *shape2d))
-        return counts, var_poisson, np.full((n_int, *shape2d), rn_var), var_flat
+            counts = np.broadcast_to(signal, shape).astype(float)
+        var_poisson = np.broadcast_to(expected / gain_time, shape)
+        var_flat = np.broadcast_to((self.flat_error * signal) ** 2, shape)
+        return counts, [var_poisson, np.full(shape, rn_var), var_flat]
 
-    science = expose(source_image + background_image)
+
+def _expose_scene(scene: _Scene, noise_model: _NoiseModel, n_int: int, nod_subtracted: bool):
+    """Measured data, variances (poisson, rnoise, flat) and the noise-free truth per integration."""
+    science, variances = noise_model.expose(scene.source + scene.background, n_int)
     if nod_subtracted:
-        reference = expose(negative_image + background_image)
-        data = science[0] - reference[0]
-        var_poisson = science[1] + reference[1]
-        var_rnoise = science[2] + reference[2]
-        var_flat = science[3] + reference[3]
-        noiseless = source_image - negative_image
+        reference, reference_variances = noise_model.expose(
+            scene.negative + scene.background, n_int
+        )
+        data = science - reference
+        variances = [a + b for a, b in zip(variances, reference_variances, strict=True)]
+        noiseless = scene.source - scene.negative
     else:
-        data, var_poisson, var_rnoise, var_flat = science
-        noiseless = source_image + background_image
-    data = np.array(data, dtype=np.float64)
-    dq = np.zeros((n_int, *shape2d), dtype=np.uint32)
-    dq[:, ~in_box] |= dqflags.pixel["NON_SCIENCE"]
+        data = science
+        noiseless = scene.source + scene.background
+    noiseless = np.broadcast_to(noiseless, (n_int, *noiseless.shape))
+    return np.array(data, dtype=np.float64), variances, noiseless
 
+
+def _defects(data, in_box, rng, bad_pixel_fraction, dead_pixels, cosmic_rays):
+    """Flag bad pixels (NaN, DO_NOT_USE) and add unflagged cosmic rays, in place; DQ and hits."""
+    n_int = data.shape[0]
+    dq = np.zeros(data.shape, dtype=np.uint32)
+    dq[:, ~in_box] |= NON_SCIENCE
     box_pixels = np.argwhere(in_box)
     if bad_pixel_fraction > 0:
         n_bad = int(bad_pixel_fraction * len(box_pixels))
@@ -414,41 +472,33 @@ def simulate_lrs(
         dq[:, chosen[:, 0], chosen[:, 1]] |= DO_NOT_USE
     for x, y in dead_pixels or []:
         dq[:, y, x] |= DO_NOT_USE
-    cr_pixels = []
+    hits_per_integration = []
     for integration in range(n_int):
         if cosmic_rays:
             hits = box_pixels[rng.choice(len(box_pixels), cosmic_rays, replace=False)]
             data[integration, hits[:, 0], hits[:, 1]] += 1000.0 * (1 + rng.random(cosmic_rays))
-            cr_pixels.append(hits)
+            hits_per_integration.append(hits)
     data[(dq & DO_NOT_USE) != 0] = np.nan
+    return dq, hits_per_integration
 
-    squeeze = (lambda a: a[0]) if kind != "calints" else (lambda a: a)
-    model.data = squeeze(data).astype(np.float32)
-    model.dq = squeeze(dq)
-    model.var_poisson = squeeze(np.array(var_poisson, dtype=np.float32))
-    model.var_rnoise = squeeze(np.array(var_rnoise, dtype=np.float32))
-    model.var_flat = squeeze(np.array(var_flat, dtype=np.float32))
+
+def _fill_model(model, kind: str, data, dq, variances) -> None:
+    """The model's arrays (float32 as in jwst products), NaN wherever the data are NaN."""
+
+    def shaped(array, dtype=np.float32):
+        array = np.asarray(array, dtype=dtype)
+        return array if kind == "calints" else array[0]
+
+    model.data = shaped(data)
+    model.dq = shaped(dq, np.uint32)
+    for name, values in zip(("var_poisson", "var_rnoise", "var_flat"), variances, strict=True):
+        setattr(model, name, shaped(values))
     model.err = np.sqrt(model.var_poisson + model.var_rnoise + model.var_flat).astype(np.float32)
-    model.err[np.isnan(model.data)] = np.nan
-    for name in ("var_poisson", "var_rnoise", "var_flat"):
-        getattr(model, name)[np.isnan(model.data)] = np.nan
+    missing = np.isnan(model.data)
+    for name in ("err", "var_poisson", "var_rnoise", "var_flat"):
+        getattr(model, name)[missing] = np.nan
     if kind == "calints":
-        _add_int_times(model, n_int)
-
-    truth_flux = np.broadcast_to(flux, (n_int, flux.size)).copy() if kind == "calints" else flux
-    truth = LrsTruth(
-        rows=rows,
-        wavelength=wavelength,
-        flux=truth_flux,
-        trace=trace,
-        negative_trace=negative_trace,
-        background=background_image,
-        psf=psf,
-        noiseless=squeeze(np.broadcast_to(noiseless, (n_int, *shape2d))),
-        extras={"cosmic_ray_pixels": cr_pixels, "sky_position": sky},
-    )
-    model.meta.filename = f"mirispec_sim_lrs_{kind}.fits"
-    return SimulatedLrs(model, truth)
+        _add_int_times(model, data.shape[0])
 
 
 def _add_int_times(model, n_int: int) -> None:

@@ -5,10 +5,10 @@ detector (geometry from the exposure's WCS, built-in or flight):
 
 1. Surface brightness (MJy/sr) of the scene averaged over the pixel's
    footprint in (alpha, beta): a point source ``F(lambda) * PSF`` (the PSF
-   integrated exactly over the footprint, :class:`~mirispec_steps.core.mrs_psf.MrsPsf`)
+   integrated exactly over the footprint, :class:`~mirispec_steps.mrs.core.psf.MrsPsf`)
    plus optional extended emission, plus a uniform background. Emission
    lines have the instrumental profile of the band's resolving power
-   (:mod:`~mirispec_steps.core.resolution`) and are averaged over each
+   (:mod:`~mirispec_steps.mrs.core.resolution`) and are averaged over each
    pixel's wavelength span.
 2. Slope (DN/s) = surface brightness x pixel solid angle x response x
    pixel-to-pixel gain x fringes x (optional) time-dependent throughput loss.
@@ -32,9 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mirispec_steps.adapters.mrs import ChannelGeometry, copy_sharing_wcs, mrs_geometry
-from mirispec_steps.core.mrs_psf import MrsPsf, gaussian_footprint_fraction, gaussian_interval
-from mirispec_steps.core.resolution import ResolvingPower
+from mirispec_steps.core.gaussian import FWHM_TO_SIGMA, gaussian_interval
+from mirispec_steps.flags import DEAD, DO_NOT_USE, HOT
+from mirispec_steps.mrs.core.psf import MrsPsf, gaussian_footprint_fraction
+from mirispec_steps.mrs.core.resolution import ResolvingPower
+from mirispec_steps.mrs.exposure import copy_sharing_wcs
+from mirispec_steps.mrs.geometry import ChannelGeometry, mrs_geometry
 from mirispec_steps.simulate.mrs_geometry import (
     assign_real_mrs_wcs,
     blank_mrs_model,
@@ -57,8 +60,6 @@ __all__ = [
 JY_ARCSEC2_TO_MJY_SR = 1.0e-6 / (np.pi / 648000.0) ** 2
 #: Steradians per square arcsecond.
 ARCSEC2_TO_SR = (np.pi / 648000.0) ** 2
-
-DO_NOT_USE, DEAD, HOT = 1, 1024, 2048
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,8 @@ def default_mrs_background(wavelength: np.ndarray) -> np.ndarray:
 
 def default_resolving_power() -> ResolvingPower:
     """The packaged resolving-power coefficients (Labiano et al. 2021)."""
-    from mirispec_steps.reference import load_mrs_resolution
-    from mirispec_steps.stepbase import packaged_reference
+    from mirispec_steps.mrs.references import load_mrs_resolution
+    from mirispec_steps.references import packaged_reference
 
     return load_mrs_resolution(packaged_reference("mirispec_miri_mrs_resolution.json"))
 
@@ -245,7 +246,7 @@ class MrsTruth:
         wavelength = np.asarray(wavelength, dtype=float)
         total = np.asarray(self.continuum(wavelength), dtype=float).copy()
         for line in self.lines:
-            sigma = self.resolving_power.fwhm(band, line.wavelength) / 2.3548200450309493
+            sigma = self.resolving_power.fwhm(band, line.wavelength) * FWHM_TO_SIGMA
             profile = np.exp(-0.5 * ((wavelength - line.wavelength) / sigma) ** 2)
             total += line.flux * profile / (np.sqrt(2.0 * np.pi) * sigma)
         return total
@@ -340,7 +341,7 @@ def _pixel_line_flux(geometry: ChannelGeometry, lines, resolving_power, band: st
     span = geometry.wavelength_high - geometry.wavelength_low
     low_band, high_band = geometry.wavelength_range
     for line in lines:
-        sigma = resolving_power.fwhm(band, line.wavelength) / 2.3548200450309493
+        sigma = resolving_power.fwhm(band, line.wavelength) * FWHM_TO_SIGMA
         if not low_band - 10 * sigma < line.wavelength < high_band + 10 * sigma:
             continue
         near = np.abs(geometry.wavelength - line.wavelength) < 10 * sigma + span
@@ -592,8 +593,6 @@ def simulate_mrs(
     SimulatedMrs
         Models, references and truth.
     """
-    from stdatamodels.jwst import datamodels
-
     rng = np.random.default_rng(seed)
     psf = psf or MrsPsf()
     resolving_power = resolving_power or default_resolving_power()
@@ -602,20 +601,86 @@ def simulate_mrs(
         model = assign_real_mrs_wcs(model, reference_dir)
     else:
         model.meta.wcs = build_mrs_wcs(model)
+    scene = _mrs_scene(
+        model, rng, alpha, beta, continuum, lines, extended, psf, resolving_power, background,
+        fringe_amplitude, gain_variation, time_loss,
+    )  # fmt: skip
+    science_rate, background_rate = scene.rates()
+    bad, hot, dead, hits = _mrs_defects(scene.on_slices, rng, bad_pixel_fraction, cosmic_rays)
+    detector_noise = DetectorNoise(
+        exposure_time, electrons_per_dn, read_noise, noise, hot, dead, hits, with_wcs
+    )
+    rate_model = detector_noise.expose(model, science_rate, rng, with_hits=True)
+    background_model = detector_noise.expose(model, background_rate, rng, with_hits=False)
+    _label_exposures(rate_model, background_model)
+    photom, fringe_model = _mrs_references(model, scene)
+    truth = MrsTruth(
+        alpha=alpha,
+        beta=beta,
+        continuum=continuum,
+        lines=tuple(lines),
+        psf=psf,
+        resolving_power=resolving_power,
+        band_names=scene.band_names,
+        surface_brightness=scene.scene,
+        background=scene.sky,
+        source_surface_brightness=scene.source,
+        rate=science_rate,
+        background_rate=background_rate,
+        fringe=scene.fringe,
+        sensitivity=1.0 / scene.conversion,
+        pixel_area=scene.area,
+        time_loss=scene.time_factor,
+        bad_pixels=bad,
+        cosmic_rays=hits,
+        extras={"noise": detector_noise, "extended": extended},
+    )
+    return SimulatedMrs(rate_model, background_model, photom, fringe_model, truth)
+
+
+@dataclass
+class _MrsScene:
+    """Per-pixel images of one exposure: scene, factors from sky to slope, time tables."""
+
+    band_names: list
+    scene: np.ndarray
+    source: np.ndarray
+    sky: np.ndarray
+    conversion: np.ndarray
+    fringe: np.ndarray
+    area: np.ndarray
+    time_factor: np.ndarray
+    time_tables: dict | None
+
+    @property
+    def on_slices(self) -> np.ndarray:
+        return np.isfinite(self.conversion)
+
+    def rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Noise-free slopes (DN/s) of the science and the background exposure."""
+        factor = self.conversion * self.fringe * self.time_factor
+        science = np.where(self.on_slices, (self.scene + self.sky) * factor, 0.0)
+        background = np.where(self.on_slices, self.sky * factor, 0.0)
+        return science, background
+
+
+def _mrs_scene(
+    model, rng, alpha, beta, continuum, lines, extended, psf, resolving_power, background,
+    fringe_amplitude, gain_variation, time_loss,
+) -> _MrsScene:  # fmt: skip
+    """Surface brightness of the source, extended emission and sky on every slice pixel."""
     shape = model.data.shape
 
     def blank(fill=np.nan):
         return np.full(shape, fill, dtype=float)
 
-    scene, source_part, sky = blank(), blank(), blank()
-    conversion, fringe, area = blank(), np.ones(shape), blank()
-    time_factor = np.ones(shape)
+    scene, source, sky, conversion, area = blank(), blank(), blank(), blank(), blank()
+    fringe, time_factor = np.ones(shape), np.ones(shape)
     time_tables = _time_coefficients(time_loss) if time_loss > 0 else None
     mid_time = float(model.meta.exposure.mid_time)
     band_names = []
     for geometry in mrs_geometry(model):
-        band_name = geometry.name
-        band_names.append(band_name)
+        band_names.append(geometry.name)
         pixels = (geometry.y, geometry.x)
         fraction = psf.footprint_fraction(
             geometry.alpha_low,
@@ -627,14 +692,11 @@ def simulate_mrs(
             geometry.wavelength,
         )
         flux = np.asarray(continuum(geometry.wavelength), dtype=float) + _pixel_line_flux(
-            geometry, lines, resolving_power, band_name
+            geometry, lines, resolving_power, geometry.name
         )
         point = flux * fraction / geometry.pixel_area * JY_ARCSEC2_TO_MJY_SR
-        total = point.copy()
-        if extended is not None:
-            total += extended.footprint_mean(geometry)
-        source_part[pixels] = point
-        scene[pixels] = total
+        source[pixels] = point
+        scene[pixels] = point + (0.0 if extended is None else extended.footprint_mean(geometry))
         sky[pixels] = 0.0 if background is None else background(geometry.wavelength)
         pixel_gain = 1.0 + gain_variation * rng.standard_normal(geometry.wavelength.size)
         conversion[pixels] = geometry.pixel_area * _response(geometry) * pixel_gain
@@ -644,11 +706,14 @@ def simulate_mrs(
             time_factor[pixels] = _time_loss_factor(
                 time_tables[geometry.channel], geometry.wavelength, mid_time
             )
+    return _MrsScene(
+        band_names, scene, source, sky, conversion, fringe, area, time_factor, time_tables
+    )
 
-    on_slices = np.isfinite(conversion)
-    science_rate = np.where(on_slices, (scene + sky) * conversion * fringe * time_factor, 0.0)
-    background_rate = np.where(on_slices, sky * conversion * fringe * time_factor, 0.0)
 
+def _mrs_defects(on_slices, rng, bad_pixel_fraction, cosmic_rays):
+    """Bad pixels (hot and dead, as in both exposures) and cosmic-ray hits of the science one."""
+    shape = on_slices.shape
     bad = rng.random(shape) < bad_pixel_fraction
     hot = bad & (rng.random(shape) < 0.3)
     dead = bad & ~hot
@@ -657,53 +722,31 @@ def simulate_mrs(
         rows, columns = np.nonzero(on_slices & ~bad)
         chosen = rng.choice(rows.size, size=cosmic_rays, replace=False)
         hits = np.column_stack([rows[chosen], columns[chosen]])
+    return bad, hot, dead, hits
 
-    detector_noise = DetectorNoise(
-        exposure_time, electrons_per_dn, read_noise, noise, hot, dead, hits, with_wcs
-    )
-    rate_model = detector_noise.expose(model, science_rate, rng, with_hits=True)
-    background_model = detector_noise.expose(model, background_rate, rng, with_hits=False)
-    _label_exposures(rate_model, background_model)
 
+def _mrs_references(model, scene: _MrsScene):
+    """The photom and fringe references that calibrate the simulated slopes exactly."""
+    from stdatamodels.jwst import datamodels
+
+    shape = scene.conversion.shape
+    on_slices = scene.on_slices
     photom = datamodels.MirMrsPhotomModel()
     _reference_metadata(photom, model, "PHOTOM", "Simulated MRS photom (mirispec_steps)")
-    sensitivity = 1.0 / conversion
+    sensitivity = 1.0 / scene.conversion
     photom.data = sensitivity.astype(np.float32)
     photom.err = (0.01 * sensitivity).astype(np.float32)
     photom.dq = np.where(on_slices, 0, DO_NOT_USE).astype(np.uint32)
-    photom.pixsiz = area.astype(np.float32)
-    nominal_area = float(np.nanmean(area[area > 0]))
+    photom.pixsiz = scene.area.astype(np.float32)
+    nominal_area = float(np.nanmean(scene.area[scene.area > 0]))
     photom.meta.photometry.pixelarea_arcsecsq = nominal_area
     photom.meta.photometry.pixelarea_steradians = nominal_area * ARCSEC2_TO_SR
     photom.meta.photometry.conversion_megajanskys = 1.0
-    if time_tables is not None:
-        for channel, table in time_tables.items():
+    if scene.time_tables is not None:
+        for channel, table in scene.time_tables.items():
             setattr(photom, f"timecoeff_powerlaw_ch{channel}", table)
-
-    fringe_model = datamodels.FringeModel(data=fringe.astype(np.float32))
+    fringe_model = datamodels.FringeModel(data=scene.fringe.astype(np.float32))
     _reference_metadata(fringe_model, model, "FRINGE", "Simulated MRS fringe flat (mirispec_steps)")
     fringe_model.err = np.zeros(shape, dtype=np.float32)
     fringe_model.dq = np.zeros(shape, dtype=np.uint32)
-
-    truth = MrsTruth(
-        alpha=alpha,
-        beta=beta,
-        continuum=continuum,
-        lines=tuple(lines),
-        psf=psf,
-        resolving_power=resolving_power,
-        band_names=band_names,
-        surface_brightness=scene,
-        background=sky,
-        source_surface_brightness=source_part,
-        rate=science_rate,
-        background_rate=background_rate,
-        fringe=fringe,
-        sensitivity=sensitivity,
-        pixel_area=area,
-        time_loss=time_factor,
-        bad_pixels=bad,
-        cosmic_rays=hits,
-        extras={"noise": detector_noise, "extended": extended},
-    )
-    return SimulatedMrs(rate_model, background_model, photom, fringe_model, truth)
+    return photom, fringe_model

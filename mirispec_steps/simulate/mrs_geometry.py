@@ -27,18 +27,13 @@ from gwcs import selector
 from gwcs.wcs import WCS
 from stdatamodels.jwst.transforms.models import MIRI_AB2Slice
 
-from mirispec_steps.adapters.mrs import BAND_NAMES, band_letter, detector_channels
-from mirispec_steps.simulate.shared import (
-    assign_wcs_offline,
-    shared_data_folder,
-    spectral_frames,
-)
+from mirispec_steps.mrs.geometry import BAND_NAMES, band_letter, detector_channels
+from mirispec_steps.simulate.shared import assign_wcs_offline, spectral_frames
 
 __all__ = [
     "BAND_WAVELENGTHS",
     "assign_real_mrs_wcs",
     "blank_mrs_model",
-    "real_mrs_reference_dir",
     "CHANNEL_LAYOUT",
     "ChannelLayout",
     "build_mrs_wcs",
@@ -347,11 +342,6 @@ def assign_real_mrs_wcs(model, reference_dir):
         "wavelengthrange": folder / "jwst_miri_mrs_wavelengthrange_flt9.asdf",
     }
     return assign_wcs_offline(model, files)
-
-
-def real_mrs_reference_dir() -> Path | None:
-    """The shared folder of real MRS geometry files, if present (for tests and demos)."""
-    return shared_data_folder("mrs", "jwst_miri_mrs_wavelengthrange_flt9.asdf")
 
 
 def blank_mrs_model(detector: str = "MIRIFUSHORT", band: str = "SHORT", pointing=(10.0, 20.0)):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
+from mirispec_steps.core.gaussian import FWHM_TO_SIGMA
+
 __all__ = ["LrsPsf"]
 
 
@@ -54,7 +56,7 @@ class LrsPsf:
     def core_sigma(self, wavelength: np.ndarray | float) -> np.ndarray:
         """Core Gaussian sigma in pixels at ``wavelength`` (micron)."""
         fwhm = np.maximum(self.min_fwhm, self.fwhm_per_micron * np.asarray(wavelength, float))
-        return self.width_scale * fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+        return self.width_scale * fwhm * FWHM_TO_SIGMA
 
     def enclosed(self, half_width: np.ndarray, wavelength: np.ndarray | float) -> np.ndarray:
         """Fraction of light within ``+-half_width`` pixels of the centre (1-D)."""

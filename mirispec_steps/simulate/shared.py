@@ -1,15 +1,14 @@
-"""Pieces shared by the LRS and MRS simulators: jwst's spectroscopic WCS frames, shared data."""
+"""What the LRS and MRS simulators share: jwst's spectroscopic WCS frames, offline assign_wcs."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import gwcs.coordinate_frames as cf
 from astropy import coordinates as coord
 from astropy import units as u
 
-__all__ = ["assign_wcs_offline", "shared_data_folder", "spectral_frames"]
+__all__ = ["assign_wcs_offline", "spectral_frames"]
 
 
 def spectral_frames(spectral_name: str, focal_planes: tuple[str, ...]) -> dict:
@@ -63,31 +62,6 @@ def spectral_frames(spectral_name: str, focal_planes: tuple[str, ...]) -> dict:
     return frames
 
 
-def shared_data_folder(subfolder: str, marker: str) -> Path | None:
-    """
-    The project's shared folder of real reference files, if present (tests and demos).
-
-    Looked for in ``$MIRISPEC_SHARED_DATA``, ``../shared/data`` from the
-    working directory, and ``../shared/data`` next to the checkout.
-
-    Parameters
-    ----------
-    subfolder : str
-        ``lrs`` or ``mrs``.
-    marker : str
-        A file that must exist in it.
-    """
-    candidates = [
-        os.environ.get("MIRISPEC_SHARED_DATA"),
-        Path.cwd() / ".." / "shared" / "data",
-        Path(__file__).resolve().parents[2] / ".." / "shared" / "data",
-    ]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / subfolder / marker).exists():
-            return (Path(candidate) / subfolder).resolve()
-    return None
-
-
 def assign_wcs_offline(model, files: dict):
     """
     Run jwst's AssignWcsStep with the given reference files and no CRDS server.
@@ -112,7 +86,6 @@ def assign_wcs_offline(model, files: dict):
     RuntimeError
         The step did not assign the WCS.
     """
-    import warnings
 
     from jwst.assign_wcs import AssignWcsStep
 
@@ -123,8 +96,7 @@ def assign_wcs_offline(model, files: dict):
         raise FileNotFoundError(f"reference files not found: {', '.join(missing)}")
     overrides = {f"override_{reftype}": "N/A" for reftype in AssignWcsStep.reference_file_types}
     overrides.update({f"override_{reftype}": str(path) for reftype, path in files.items()})
-    with offline_crds(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with offline_crds():
         result = AssignWcsStep.call(model.copy(), **overrides)
     if result.meta.cal_step.assign_wcs != "COMPLETE":
         raise RuntimeError("jwst's AssignWcsStep did not assign the WCS")

@@ -1,0 +1,1 @@
+"""Pure-NumPy/SciPy algorithms of the LRS extractions (no datamodels, no I/O)."""

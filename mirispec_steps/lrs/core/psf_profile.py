@@ -1,0 +1,138 @@
+"""Cross-dispersion profiles from an oversampled, pixel-integrated PSF table.
+
+The table is jwst's LRS ``psf`` reftype content: ``data[i_wave, column]``
+holds the effective (pixel-integrated) PSF sampled ``subpix`` times per
+pixel across dispersion, ``wave[i_wave]`` its wavelengths and
+``center_col`` the column of the source centre. Our convention, pinned down
+by tests: the profile value of a pixel whose centre is ``d`` pixels from the
+source is ``data[i_wave, center_col + d * subpix]``, and each wavelength row
+is normalised so that the light summed over whole pixels is 1 (so fitted
+amplitudes are total fluxes, with no aperture correction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.ndimage import map_coordinates, spline_filter
+
+__all__ = ["PsfTable", "evaluate_profile"]
+
+
+@dataclass(frozen=True)
+class PsfTable:
+    """
+    An LRS PSF reference table, validated and normalised (never modified).
+
+    Attributes
+    ----------
+    data : ndarray
+        ``(n_wave, n_column)`` effective PSF, rows normalised to unit sum
+        over whole-pixel steps.
+    wave : ndarray
+        Increasing wavelengths (micron) of the rows.
+    subpix : float
+        Samples per pixel.
+    center_col : float
+        Column of the source centre (0-indexed).
+    source : str
+        File name.
+    spline_coefficients : ndarray
+        Cubic B-spline coefficients of ``data`` (see :meth:`from_rows`).
+    """
+
+    data: np.ndarray
+    wave: np.ndarray
+    subpix: float
+    center_col: float
+    source: str
+    spline_coefficients: np.ndarray = field(repr=False, compare=False)
+
+    @classmethod
+    def from_rows(
+        cls, data: np.ndarray, wave: np.ndarray, subpix: float, center_col: float, source: str = ""
+    ) -> PsfTable:
+        """
+        A table whose arrays are read-only copies, with its spline computed once.
+
+        Parameters
+        ----------
+        data : ndarray
+            ``(n_wave, n_column)`` normalised effective PSF.
+        wave : ndarray
+            Increasing wavelengths (micron).
+        subpix : float
+            Samples per pixel.
+        center_col : float
+            Column of the source centre.
+        source : str
+            Where it comes from (file name).
+
+        Returns
+        -------
+        PsfTable
+            The table (safe to share between threads).
+        """
+        data = np.array(data, dtype=float)
+        wave = np.array(wave, dtype=float)
+        spline = spline_filter(data, order=3, mode="grid-constant")
+        for array in (data, wave, spline):
+            array.setflags(write=False)
+        return cls(data, wave, float(subpix), float(center_col), source, spline)
+
+    @property
+    def half_extent(self) -> float:
+        """Largest offset (pixels) covered on both sides of the centre."""
+        return min(self.center_col, self.data.shape[1] - 1 - self.center_col) / self.subpix
+
+
+def evaluate_profile(psf: PsfTable, offsets: np.ndarray, row_wavelength: np.ndarray) -> np.ndarray:
+    """
+    Profile values at pixel-centre offsets from the source, row by row.
+
+    Parameters
+    ----------
+    psf : PsfTable
+        The PSF.
+    offsets : ndarray
+        ``(n_rows, n_pixels)`` pixel centre minus source position (pixels).
+    row_wavelength : ndarray
+        ``(n_rows,)`` wavelength of the source light on each row (micron).
+
+    Returns
+    -------
+    ndarray
+        ``(n_rows, n_pixels)``; zero beyond the table's extent and on rows
+        whose wavelength the table does not cover (or is NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> columns = np.arange(-50, 51) / 10.0
+    >>> data = np.exp(-0.5 * columns**2)[None, :].repeat(2, axis=0)
+    >>> data /= data.sum(axis=1, keepdims=True) / 10.0
+    >>> psf = PsfTable.from_rows(data, np.array([5.0, 10.0]), 10.0, 50.0)
+    >>> profile = evaluate_profile(psf, np.array([[-1.0, 0.0, 1.0]]), np.array([7.0]))
+    >>> bool(profile[0, 1] > profile[0, 0])
+    True
+    """
+    offsets = np.asarray(offsets, dtype=float)
+    wave_index = np.interp(
+        row_wavelength, psf.wave, np.arange(psf.wave.size), left=np.nan, right=np.nan
+    )
+    column = psf.center_col + offsets * psf.subpix
+    rows = np.broadcast_to(wave_index[:, None], offsets.shape)
+    good = np.isfinite(rows) & np.isfinite(column)
+    values = np.zeros(offsets.shape)
+    # Cubic interpolation: linear interpolation of a sampled peak flattens it
+    # (a 0.08% flux bias at 10 samples per pixel for a 1.8 px FWHM core).
+    values[good] = map_coordinates(
+        psf.spline_coefficients,
+        [rows[good], column[good]],
+        order=3,
+        mode="grid-constant",
+        cval=0.0,
+        prefilter=False,
+    )
+    return values

@@ -1,0 +1,137 @@
+"""MrsPointSourcePipeline: MRS slope image to point-source spectra, without cubes."""
+
+from __future__ import annotations
+
+import logging
+
+from jwst.assign_wcs import AssignWcsStep
+from jwst.datamodels import ModelContainer
+from stdatamodels.jwst import datamodels
+
+from mirispec_steps.errors import CrdsUnavailableError, InputDataError
+from mirispec_steps.mrs.calibrate_step import MrsCalibrateStep
+from mirispec_steps.mrs.centroid_step import MrsCentroidStep
+from mirispec_steps.mrs.extract_step import MrsExtractStep
+from mirispec_steps.progress import progress
+from mirispec_steps.stepbase import MirispecPipeline, is_crds_failure
+
+__all__ = ["MrsPointSourcePipeline"]
+
+log = logging.getLogger(__name__)
+
+#: Reference types jwst's assign_wcs asks CRDS for on MIRI MRS data.
+ASSIGN_WCS_REFTYPES = ("distortion", "regions", "specwcs", "wavelengthrange")
+
+
+class MrsPointSourcePipeline(MirispecPipeline):
+    """
+    MRS point-source spectra from slope images: assign_wcs, calibrate, centroid, extract.
+
+    For each exposure: jwst's ``assign_wcs`` when it has no WCS yet (archive
+    ``rate`` files; skipped when the WCS is there or the MRS steps are given
+    an ``mrsmaps`` file), then ``mrs_calibrate`` (background, fringe flat,
+    photom, in variance space), ``mrs_centroid`` (source position per
+    spectral bin) and ``mrs_extract`` (one spectrum per channel). The x1d is
+    the product (``<root>_x1d``); intermediate products are saved on
+    request (``--steps.mrs_calibrate.save_results=True`` gives ``mrscal``,
+    ``--steps.mrs_centroid.save_results=True`` gives ``mrscen``), and
+    ``save_plots`` turns on every step's diagnostic PNGs.
+
+    A list or association of exposures is processed exposure by exposure
+    (backgrounds go to ``--steps.mrs_calibrate.background``), with progress
+    in the log.
+    """
+
+    class_alias = "mrs_point_source"
+    product_suffix = "x1d"
+
+    spec = """
+    save_plots = boolean(default=False)  # every step's diagnostic PNGs
+    """
+
+    step_defs = {
+        "assign_wcs": AssignWcsStep,
+        "mrs_calibrate": MrsCalibrateStep,
+        "mrs_centroid": MrsCentroidStep,
+        "mrs_extract": MrsExtractStep,
+    }
+
+    def process(self, input_data):
+        """
+        Run the chain on one exposure or each exposure of a container.
+
+        Parameters
+        ----------
+        input_data : str, IFUImageModel or ModelContainer
+            MRS slope image(s) in DN/s (``rate``), with or without a WCS.
+
+        Returns
+        -------
+        MRSMultiSpecModel or ModelContainer
+            One x1d per exposure.
+        """
+        if self.save_plots:
+            for step in (self.mrs_calibrate, self.mrs_centroid, self.mrs_extract):
+                step.save_plots = True
+        model = self.prepare_output(input_data, make_copy=False)
+        if not isinstance(model, ModelContainer):
+            for step in (self.mrs_calibrate, self.mrs_centroid, self.mrs_extract):
+                # Intermediate products and plots are named after the pipeline's product.
+                self.substep_output(step, model, "" if self.output_file else None)
+            return self._one_exposure(model)
+        science = [m for m in model if getattr(m.meta.asn, "exptype", None) != "background"]
+        if not science:
+            raise InputDataError("the input association holds no science exposure")
+        results = ModelContainer()
+        for exposure in progress(science, "MRS exposures", log):
+            results.append(self._one_exposure(exposure))
+        return results
+
+    def _one_exposure(self, model):
+        if not isinstance(model, datamodels.IFUImageModel):
+            raise InputDataError(
+                f"input is a {type(model).__name__}; expected an MRS rate image (IFUImageModel)"
+            )
+        log.info(f"MRS point-source chain on {model.meta.filename}")
+        model = self._with_wcs(model)
+        calibrated = self.mrs_calibrate.run(model)
+        if getattr(calibrated.meta.cal_step, "mrs_calibrate", None) == "SKIPPED":
+            # Not MRS data: the calibration said so; there is nothing to extract.
+            return calibrated
+        located = self.mrs_centroid.run(calibrated)
+        return self.mrs_extract.run(located)
+
+    def _with_wcs(self, model):
+        """The exposure with a WCS from assign_wcs, unless it has one or needs none."""
+        if getattr(model.meta, "wcs", None) is not None:
+            log.info("Input has a WCS: assign_wcs not needed")
+            return model
+        if self.mrs_centroid.get_ref_override("mrsmaps") is not None:
+            log.info("Geometry from the mrsmaps file: assign_wcs not needed")
+            return model
+        if self.assign_wcs.skip:
+            raise InputDataError(
+                "the input has no WCS and assign_wcs is skipped: run it, or pass "
+                "--steps.mrs_centroid.override_mrsmaps and --steps.mrs_extract.override_mrsmaps"
+            )
+        try:
+            with_wcs = self.assign_wcs.run(model)
+        except BaseException as exc:
+            # The CRDS client exits the interpreter (or raises its own errors)
+            # when it has no server and no cache.
+            if not is_crds_failure(exc):
+                raise
+            step = self.assign_wcs
+            unset = [r for r in step.reference_file_types if step.get_ref_override(r) is None]
+            overrides = " ".join(
+                f"--steps.assign_wcs.override_{r}="
+                + ("<file>" if r in ASSIGN_WCS_REFTYPES else "N/A")
+                for r in unset
+            )
+            raise CrdsUnavailableError(
+                "assign_wcs could not get its reference files from CRDS (no server or "
+                f"cache: {exc}). Offline, pass every one of them: {overrides}"
+            ) from None
+        if getattr(with_wcs.meta.cal_step, "assign_wcs", None) != "COMPLETE":
+            raise InputDataError("assign_wcs did not complete: no WCS for this exposure")
+        return with_wcs
