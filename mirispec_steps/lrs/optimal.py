@@ -795,6 +795,36 @@ def _report_rejections(n_rejected: int, fit_pixels: np.ndarray, params) -> None:
         )
 
 
+def _separate_background(flat, row_basis, fit_pixels, params, n_profiles, series_variance,
+                         builder, n_int):  # fmt: skip
+    """
+    A background fitted jointly with the PSF on every row, then smoothed along dispersion.
+
+    Returns the background model ``(N, X)`` and its coefficient covariances
+    per variance component.
+    """
+    n_rows = row_basis.shape[0]
+    joint = _fit_in_batches(
+        lambda rows: row_basis, tuple(flat), fit_pixels, params, n_rows, n_profiles,
+        series_variance,
+    )  # fmt: skip
+    if isinstance(joint, SeriesFit):
+        joint = joint.expand()
+    background_model, covariances, ok = _smoothed_background(
+        joint,
+        n_profiles,
+        (flat[1], joint.var_poisson_model, flat[3]),
+        builder.background_basis,
+        params.bkg_smoothing_length,
+        n_int,
+    )
+    if not ok.any():
+        raise ParameterError(
+            f"no row has enough pixels for a background polynomial of order {params.bkg_order}"
+        )
+    return background_model, covariances
+
+
 def extract_optimal(
     exposure: LrsExposure, params: OptimalParameters, psf: PsfTable
 ) -> OptimalProducts:
@@ -854,32 +884,15 @@ def extract_optimal(
     if n_int > 1:
         series_variance = _series_variance(mean, row_basis, n_profiles, params)
 
-    science = flat[0]
-    background_model = None
+    science, fit_basis = flat[0], row_basis
+    background_model = bkg_covariances = None
     separate = builder.separate_background
     if separate:
-        joint = _fit_in_batches(
-            lambda rows: row_basis, (science, *flat[1:]), fit_pixels, params, n_rows,
-            n_profiles, series_variance,
-        )  # fmt: skip
-        if isinstance(joint, SeriesFit):
-            joint = joint.expand()
-        background_model, bkg_covariances, bkg_ok = _smoothed_background(
-            joint,
-            n_profiles,
-            (flat[1], joint.var_poisson_model, flat[3]),
-            builder.background_basis,
-            params.bkg_smoothing_length,
-            n_int,
+        background_model, bkg_covariances = _separate_background(
+            flat, row_basis, fit_pixels, params, n_profiles, series_variance, builder, n_int
         )
-        if not bkg_ok.any():
-            raise ParameterError(
-                f"no row has enough pixels for a background polynomial of order {params.bkg_order}"
-            )
         science = science - background_model
         fit_basis = builder.basis(profiles, with_background=False)
-    else:
-        fit_basis = row_basis
 
     fit = _fit_in_batches(
         lambda rows: fit_basis, (science, *flat[1:]), fit_pixels, params, n_rows, n_profiles,
