@@ -57,9 +57,9 @@ def _lrs_demo(out: Path, seed: int) -> dict:
     common = {"output_dir": str(out), "save_results": True, "save_plots": True}
     box_references = {"override_extract1d": str(extract1d), "override_apcorr": apcorr}
     box = LrsBoxExtractStep.call(
-        str(cal_path), output_file="demo_lrs_box", **box_references, **common
+        str(cal_path), output_file="demo_lrs", **box_references, **common
     )
-    optimal = LrsOptimalExtractStep.call(str(cal_path), output_file="demo_lrs_optimal", **common)
+    optimal = LrsOptimalExtractStep.call(str(cal_path), output_file="demo_lrs", **common)
     pipeline = LrsExtractPipeline.call(
         str(cal_path), output_file="demo_lrs_pipeline",
         steps={"lrs_box_extract": box_references},
@@ -114,7 +114,7 @@ def _mrs_demo(out: Path, seed: int) -> dict:
     centroids = MrsCentroidStep.call(calibrated, save_centroid_table=True, **common)
     spectra = {
         method: MrsExtractStep.call(
-            centroids, method=method, output_file=f"demo_mrs_{method}", **common
+            centroids, method=method, output_file="demo_mrs", **common
         )
         for method in ("optimal", "aperture")
     }

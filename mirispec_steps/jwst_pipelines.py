@@ -103,6 +103,8 @@ class MirispecSpec2Pipeline(_OurStepsInJwst, Spec2Pipeline):
             return calibrated
         located = self.mrs_centroid.run(calibrated)
         self.mrs_extract.save_results = self.save_results
+        # The exposure's spectra are calwebb_spec2's x1d product.
+        self.mrs_extract.suffix = self.mrs_extract.suffix or "x1d"
         x1d = self.mrs_extract.run(located)
         x1d.close()
         return located

@@ -20,7 +20,13 @@ import numpy as np
 
 from mirispec_steps.errors import ReferenceFileError
 
-__all__ = ["cached_by_content", "file_identity", "packaged_reference", "read_only"]
+__all__ = [
+    "cached_by_content",
+    "file_identity",
+    "packaged_reference",
+    "read_only",
+    "references_used",
+]
 
 Loaded = TypeVar("Loaded")
 
@@ -112,3 +118,29 @@ def read_only(*arrays: np.ndarray) -> None:
     """Make arrays read-only in place (cached reference content is shared)."""
     for array in arrays:
         array.setflags(write=False)
+
+
+def references_used(model) -> dict[str, str]:
+    """
+    Every reference file a product was made with, by reftype.
+
+    jwst's schemas have a ``meta.ref_file`` entry for some reftypes only
+    (not apcorr or psf, nor the package's own); the steps record all of them
+    in the product's ``mirispec_references``. Packaged files read
+    ``mirispec_steps://<file> (packaged default)`` or ``(fallback, CRDS
+    unreachable)``.
+
+    Parameters
+    ----------
+    model : DataModel
+        A product of this package's steps.
+
+    Returns
+    -------
+    dict
+        Reftype to file name (empty when nothing was recorded).
+    """
+    recorded = getattr(model, "mirispec_references", None)
+    if recorded is None:
+        return {}
+    return dict(getattr(recorded, "instance", recorded))

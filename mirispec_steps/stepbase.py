@@ -22,7 +22,13 @@ import os
 import threading
 from pathlib import Path
 
-from crds.core.exceptions import CrdsError
+from crds.core.exceptions import (
+    CrdsDownloadError,
+    CrdsError,
+    CrdsNetworkError,
+    CrdsWebError,
+    ServiceError,
+)
 from jwst.lib.suffix import remove_suffix as jwst_remove_suffix
 from jwst.stpipe import Pipeline as JwstPipeline
 from jwst.stpipe import Step as JwstStep
@@ -32,7 +38,7 @@ from stpipe import _log, crds_client
 from mirispec_steps import __version__
 from mirispec_steps.errors import CrdsUnavailableError, InputDataError, ReferenceFileError
 from mirispec_steps.progress import progress
-from mirispec_steps.references import packaged_reference
+from mirispec_steps.references import packaged_reference, references_used
 
 __all__ = [
     "LOGGER_NAME",
@@ -40,21 +46,40 @@ __all__ = [
     "MirispecPipeline",
     "MirispecStep",
     "ReferencesPerStep",
+    "call_guarded",
     "is_crds_failure",
+    "is_crds_unreachable",
+    "missing_line",
+    "missing_message",
 ]
 
 LOGGER_NAME = "mirispec_steps"
 log = logging.getLogger(__name__)
 
-#: Product suffixes written by our steps; stripped from input names like jwst's own.
-OWN_SUFFIXES = ("mrscal", "mrscen", "x1d", "x1dints", "scene_model", "residual", "profile")
+#: Product suffixes written by our steps; stripped from input names like jwst's own
+#: (longest first, so that ``box_x1d`` goes before ``x1d``).
+OWN_SUFFIXES = tuple(
+    sorted(
+        {
+            "mrscal", "mrscen", "x1d", "x1dints", "scene_model", "residual", "profile",
+            *(f"{method}_{kind}" for method in ("box", "optimal", "aperture")
+              for kind in ("x1d", "x1dints")),
+        },
+        key=len,
+        reverse=True,
+    )
+)  # fmt: skip
 
-#: Packaged default reference files, by reftype.
-PACKAGED_DEFAULTS = {
+#: Packaged files used for jwst reftypes only when CRDS cannot be reached.
+CRDS_FALLBACKS = {
     "extract1d": "mirispec_miri_lrs_extract1d.json",
     "psf": "mirispec_miri_lrs_psf.fits",
+}
+#: The package's own reftypes (never in CRDS): override, else the packaged default.
+OWN_REFTYPES = {
     "mrsresol": "mirispec_miri_mrs_resolution.json",
     "mrspsf": "mirispec_miri_mrs_psf.asdf",
+    "mrsmaps": None,  # describes one exposure's geometry: no default, override only
 }
 
 #: Seconds to wait for a CRDS answer before giving up with a clear error.
@@ -80,7 +105,53 @@ def is_crds_failure(exc: BaseException) -> bool:
     return isinstance(exc, (CrdsError, SystemExit, TimeoutError))
 
 
-def _call_guarded(function, *args):
+def is_crds_unreachable(exc: BaseException) -> bool:
+    """
+    True when CRDS could not be asked at all (no server, no cache, no answer in time).
+
+    A CRDS that answers "no such reference for these data" is reachable: that
+    is not a reason to use a packaged fallback.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What a CRDS look-up raised.
+
+    Returns
+    -------
+    bool
+        Whether the failure is CRDS's unavailability.
+    """
+    return isinstance(
+        exc,
+        (SystemExit, TimeoutError, CrdsDownloadError, CrdsNetworkError, CrdsWebError, ServiceError),
+    )
+
+
+def missing_line(reftype: str, reason: BaseException | str, prefix: str = "") -> str:
+    """One line of :func:`missing_message`: the reftype, why it is missing, the flag to pass."""
+    return f"  {reftype}: {reason}; pass --{prefix}override_{reftype}=<path>"
+
+
+def missing_message(lines: list[str]) -> str:
+    """
+    One error message listing every missing reference and its override flag.
+
+    Examples
+    --------
+    >>> print(missing_message([missing_line("apcorr", "CRDS cannot be reached")]))
+    Reference files missing, nothing was done:
+      apcorr: CRDS cannot be reached; pass --override_apcorr=<path>
+    (Python: override_<reftype>='<path>'; in a pipeline: steps={'<step>': {...}})
+    """
+    return (
+        "Reference files missing, nothing was done:\n"
+        + "\n".join(lines)
+        + "\n(Python: override_<reftype>='<path>'; in a pipeline: steps={'<step>': {...}})"
+    )
+
+
+def call_guarded(function, *args):
     """Run a CRDS client call, turning ``sys.exit`` and hangs into exceptions."""
     outcome = {}
 
@@ -106,8 +177,11 @@ class _MirispecBehaviour:
     #: Name root of side products (plots, tables) given by a parent pipeline.
     _product_root = None
 
-    #: Reference types for which the packaged default replaces CRDS.
-    packaged_defaults = PACKAGED_DEFAULTS
+    #: True while a pipeline checks its steps' references before any work.
+    _preflight = False
+
+    #: Writes waiting for the enclosing pipeline to succeed (set by a MirispecPipeline).
+    _deferred = None
 
     #: Suffix of the step's main product (``--suffix`` overrides it).
     product_suffix = None
@@ -125,7 +199,7 @@ class _MirispecBehaviour:
 
     def product_suffix_of(self, result) -> str:
         """
-        The suffix of a product: ``x1dints`` for a time series of x1d spectra (as jwst).
+        The suffix of a product: ``...x1dints`` for a time series of x1d spectra (as jwst).
 
         Parameters
         ----------
@@ -138,24 +212,83 @@ class _MirispecBehaviour:
             The suffix to save it with.
         """
         suffix = self.suffix or self.default_suffix()
-        if suffix == "x1d" and isinstance(result, TSOMultiSpecModel):
-            return "x1dints"
+        if suffix.endswith("x1d") and isinstance(result, TSOMultiSpecModel):
+            return f"{suffix}ints"
         return suffix
 
     def save_model(self, model, suffix=None, idx=None, output_file=None, force=False, **components):
         """
         Save a product with stpipe's naming and the suffix that fits it (:meth:`product_suffix_of`).
 
+        A product about to replace an existing file is announced with a
+        warning. Inside one of the package's pipelines the write waits until
+        the whole pipeline has succeeded (a failed run writes nothing).
+
         Returns
         -------
         str or list of str or None
-            The path(s) written.
+            The path(s) written (None when the write waits for the pipeline).
         """
         if suffix is None and isinstance(model, JwstDataModel):
             suffix = self.product_suffix_of(model)
-        return super().save_model(
-            model, suffix=suffix, idx=idx, output_file=output_file, force=force, **components
-        )
+
+        def save():
+            if isinstance(model, JwstDataModel) and (force or self.save_results or output_file
+                                                     or self.output_file):  # fmt: skip
+                path = self._stpipe_output_path(model, suffix, idx, output_file, components)
+                if path is not None and Path(path).exists():
+                    log.warning(f"Replacing the existing file {path}")
+            return super(_MirispecBehaviour, self).save_model(
+                model, suffix=suffix, idx=idx, output_file=output_file, force=force, **components
+            )
+
+        if self._deferred is not None:
+            self._deferred.append(save)
+            return None
+        return save()
+
+    def _stpipe_output_path(self, model, suffix, idx, output_file, components) -> str | None:
+        """The path stpipe's ``save_model`` will write ``model`` to (one model, not a container)."""
+        output_file = output_file or self.output_file
+        if self.output_use_model or (output_file is None and not self.search_output_file):
+            output_file, idx = model.meta.filename, None
+        try:
+            return str(self.make_output_path(basepath=output_file, suffix=suffix, idx=idx,
+                                             **components))  # fmt: skip
+        except (AttributeError, TypeError):  # no name to derive one from: stpipe decides
+            return None
+
+    def write_side_product(self, description: str, path: str, write) -> str:
+        """
+        Write a side product (plot, table, image) next to the main product, saying so.
+
+        Parameters
+        ----------
+        description : str
+            What it is, for the log ("the centroid plot").
+        path : str
+            Where.
+        write : callable
+            ``write(path)`` writes the file.
+
+        Returns
+        -------
+        str
+            ``path``. Inside one of the package's pipelines the file is
+            written once the whole pipeline has succeeded.
+        """
+
+        def run():
+            if Path(path).exists():
+                log.warning(f"Replacing the existing file {path}")
+            write(path)
+            log.info(f"Saved {description} {path}")
+
+        if self._deferred is not None:
+            self._deferred.append(run)
+        else:
+            run()
+        return path
 
     @staticmethod
     def get_stpipe_loggers():
@@ -245,7 +378,13 @@ class _MirispecBehaviour:
 
     def get_reference_file(self, input_file, reference_file_type):
         """
-        Resolve a reference file: override, packaged default, then CRDS.
+        Resolve a reference file: override; then CRDS, or the packaged default.
+
+        jwst's reftypes come from the override, else CRDS, else (only when CRDS
+        cannot be reached) the packaged fallback where one exists, with a
+        warning; the product records it. The package's own reftypes
+        (``mrsresol``, ``mrspsf``, ``mrsmaps``) come from the override, else
+        the packaged default.
 
         Parameters
         ----------
@@ -261,34 +400,133 @@ class _MirispecBehaviour:
 
         Raises
         ------
+        ReferenceFileError
+            An override names a file that does not exist.
         CrdsUnavailableError
-            If CRDS cannot be reached (or gives up) and no override was given.
+            CRDS cannot be reached (or gives up), no override was given and
+            there is no packaged fallback; or an own reftype without default
+            (``mrsmaps``) was not given.
         """
-        override = self.get_ref_override(reference_file_type)
+        reftype = reference_file_type
+        override = self.get_ref_override(reftype)
         if override is not None:
             if isinstance(override, str) and override != "N/A" and not Path(override).exists():
                 raise ReferenceFileError(
-                    f"override_{reference_file_type}: reference file {override} does not exist"
+                    f"override_{reftype}: reference file {override} does not exist"
                 )
-            return super().get_reference_file(input_file, reference_file_type)
-        if reference_file_type in self.packaged_defaults:
-            path = packaged_reference(self.packaged_defaults[reference_file_type])
-            self._reference_files_used.append((reference_file_type, Path(path).name))
-            log.info(f"Using packaged default {reference_file_type} reference file {path}")
-            return path
+            return super().get_reference_file(input_file, reftype)
+        if reftype in OWN_REFTYPES:
+            if OWN_REFTYPES[reftype] is None:
+                raise CrdsUnavailableError(f"no '{reftype}' file was given")
+            return self._packaged(reftype, OWN_REFTYPES[reftype], "packaged default")
         self._crds_used = True
         try:
-            return _call_guarded(super().get_reference_file, input_file, reference_file_type)
+            return call_guarded(super().get_reference_file, input_file, reftype)
         except BaseException as exc:
             if not is_crds_failure(exc):
                 raise
-            if isinstance(exc, SystemExit):
-                exc = "the CRDS client gave up: no server and no cache"
-            raise CrdsUnavailableError(
-                f"Cannot get a '{reference_file_type}' reference file from CRDS ({exc}). "
-                f"Pass one with --override_{reference_file_type}=<path> "
-                f"(Python: override_{reference_file_type}='<path>')."
-            ) from None
+            reason = "no server and no cache" if isinstance(exc, SystemExit) else str(exc)
+            if not is_crds_unreachable(exc):
+                raise CrdsUnavailableError(
+                    f"CRDS has no '{reftype}' reference file for these data ({reason.strip()})"
+                ) from None
+            if reftype in CRDS_FALLBACKS:
+                if not self._preflight:
+                    log.warning(
+                        f"CRDS cannot be reached ({reason}): using the packaged fallback "
+                        f"{CRDS_FALLBACKS[reftype]} for '{reftype}' (pass --override_{reftype} "
+                        "to choose the file)"
+                    )
+                return self._packaged(
+                    reftype, CRDS_FALLBACKS[reftype], "fallback, CRDS unreachable"
+                )
+            raise CrdsUnavailableError(f"CRDS cannot be reached ({reason})") from None
+
+    def _packaged(self, reftype: str, filename: str, role: str) -> str:
+        """A packaged file, recorded in the product as ``mirispec_steps://<name> (<role>)``."""
+        path = packaged_reference(filename)
+        if not self._preflight:
+            self._reference_files_used.append((reftype, f"mirispec_steps://{filename} ({role})"))
+            log.info(f"Using the {role} {reftype} reference file {path}")
+        return path
+
+    def needed_references(self, model) -> list[str]:
+        """
+        The reftypes this step will ask for when it processes ``model``.
+
+        Parameters
+        ----------
+        model : DataModel
+            One input exposure.
+
+        Returns
+        -------
+        list of str
+            Reftypes (by default all of ``reference_file_types``).
+        """
+        return list(self.reference_file_types)
+
+    def missing_references(self, model, prefix: str = "", exclude=()) -> list[str]:
+        """
+        Which of the references this step needs for ``model`` cannot be had, without any work.
+
+        Parameters
+        ----------
+        model : DataModel
+            One input exposure.
+        prefix : str
+            Written before each ``override_<reftype>`` flag (``steps.<name>.``
+            inside a pipeline).
+        exclude : tuple of str
+            Reftypes an earlier step makes unnecessary (``mrsmaps`` after assign_wcs).
+
+        Returns
+        -------
+        list of str
+            One line per missing reftype with the flag to pass.
+        """
+        missing = []
+        self._preflight = True
+        try:
+            for reftype in self.needed_references(model):
+                if reftype in exclude:
+                    continue
+                try:
+                    self.get_reference_file(model, reftype)
+                except CrdsUnavailableError as exc:
+                    missing.append(missing_line(reftype, exc, prefix))
+        finally:
+            self._preflight = False
+        return missing
+
+    def resolve_references(self, model) -> dict[str, str]:
+        """
+        Every reference this step needs for ``model``, or one error naming all that are missing.
+
+        Parameters
+        ----------
+        model : DataModel
+            One input exposure.
+
+        Returns
+        -------
+        dict
+            Reftype to path (or ``"N/A"``).
+
+        Raises
+        ------
+        CrdsUnavailableError
+            Listing every missing reftype and its override flag (nothing was done).
+        """
+        resolved, missing = {}, []
+        for reftype in self.needed_references(model):
+            try:
+                resolved[reftype] = self.get_reference_file(model, reftype)
+            except CrdsUnavailableError as exc:
+                missing.append(missing_line(reftype, exc))
+        if missing:
+            raise CrdsUnavailableError(missing_message(missing))
+        return resolved
 
     def side_path(self, model, suffix: str, extension: str, index: int | None = None) -> str:
         """
@@ -372,20 +610,31 @@ class _MirispecBehaviour:
 
     def skipped(self, model, reason: str):
         """
-        A copy of ``model`` marked SKIPPED, with ``reason`` logged (the input is untouched).
+        Input of another mode: an error when the step runs on its own, SKIPPED inside a pipeline.
+
+        Inside a pipeline (ours, or jwst's as a substep or hook) the step
+        returns a copy of ``model`` marked SKIPPED, as jwst's steps do; run on
+        its own it refuses, so that nothing is written for data it cannot use.
 
         Parameters
         ----------
         model : JwstDataModel
-            The input that this step does not apply to.
+            The input that this step does not apply to (never modified).
         reason : str
-            Logged as a warning.
+            What the input is.
 
         Returns
         -------
         JwstDataModel
             The marked copy.
+
+        Raises
+        ------
+        InputDataError
+            When the step runs on its own.
         """
+        if self.parent is None:
+            raise InputDataError(f"{reason}: {self.class_alias} does not apply to it")
         log.warning(f"{reason}: skipped")
         result = model.copy()
         self.record_step_status(result, "SKIPPED")
@@ -419,14 +668,20 @@ class _MirispecBehaviour:
             return
         result.meta.calibration_software_version = __version__
         for reftype, filename in reference_files_used:
-            node = getattr(result.meta.ref_file, reftype, None)
-            if node is not None:
-                node.name = filename
+            if hasattr(result.meta.ref_file, reftype):
+                getattr(result.meta.ref_file, reftype).name = filename
+        if reference_files_used:
+            # jwst's schemas name only some reftypes (not apcorr, psf, mrspsf...): all go here.
+            recorded = references_used(result)
+            recorded.update({reftype: str(name) for reftype, name in reference_files_used})
+            result.mirispec_references = recorded
         if reference_files_used and getattr(self, "_crds_used", False):
             result.meta.ref_file.crds.sw_version = crds_client.get_svn_version()
             try:
-                context = _call_guarded(crds_client.get_context_used, result.crds_observatory)
-            except Exception:
+                context = call_guarded(crds_client.get_context_used, result.crds_observatory)
+            except BaseException as exc:
+                if not is_crds_failure(exc):
+                    raise
                 context = "unavailable (offline)"
             result.meta.ref_file.crds.context_used = context
         if self.class_alias:
@@ -477,7 +732,61 @@ class ReferencesPerStep:
 
 
 class MirispecPipeline(_MirispecBehaviour, ReferencesPerStep, JwstPipeline):
-    """Base class of the package's pipelines (not used directly)."""
+    """
+    Base class of the package's pipelines (not used directly).
+
+    Every file the pipeline and its steps would write (products, plots,
+    tables) waits until the whole run has succeeded: a run that fails writes
+    nothing.
+    """
+
+    def run(self, *args):
+        """
+        Run the pipeline; write its files only when every step succeeded.
+
+        Returns
+        -------
+        object
+            The pipeline's product.
+        """
+        parent_pending = getattr(self.parent, "_deferred", None)
+        pending = parent_pending if parent_pending is not None else []
+        steps = [getattr(self, name) for name in self.step_defs]
+        ours = [step for step in (self, *steps) if isinstance(step, _MirispecBehaviour)]
+        for step in ours:
+            step._deferred = pending
+        try:
+            result = super().run(*args)
+        finally:
+            for step in ours:
+                step._deferred = None
+        if parent_pending is None:
+            for write in pending:
+                write()
+        return result
+
+    def check_step_references(self, model, steps: dict) -> None:
+        """
+        Before any work: every reference the given substeps need for ``model``, or one error.
+
+        Parameters
+        ----------
+        model : DataModel
+            One input exposure.
+        steps : dict
+            Substep name to substep, for the steps that will run.
+
+        Raises
+        ------
+        CrdsUnavailableError
+            Listing every missing reftype of every step with its
+            ``--steps.<step>.override_<reftype>`` flag.
+        """
+        missing = []
+        for name, step in steps.items():
+            missing.extend(step.missing_references(model, prefix=f"steps.{name}."))
+        if missing:
+            raise CrdsUnavailableError(missing_message(missing))
 
     def substep_output(self, step, model, tag: str | None = None) -> None:
         """

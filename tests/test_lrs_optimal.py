@@ -402,11 +402,11 @@ def test_zero_variances_and_masked_rows_are_flagged(cal_noise_free):
     np.testing.assert_array_equal(model.data, original)
 
 
-def test_wrong_exposure_type_is_skipped(cal_noise_free):
+def test_wrong_exposure_type(cal_noise_free):
     model = cal_noise_free.model.copy()
     model.meta.exposure.type = "MIR_IMAGE"
-    result = optimal(model)
-    assert result.meta.cal_step.lrs_optimal_extract == "SKIPPED"
+    with pytest.raises(InputDataError, match="MIR_IMAGE, not LRS"):
+        optimal(model)
 
 
 # ---------------------------------------------------------------- ways of use
@@ -427,7 +427,7 @@ def test_strun_with_scene_model(cal_noise_free, tmp_path):
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     names = sorted(p.name for p in tmp_path.iterdir())
-    x1d = [n for n in names if n.endswith("_x1d.fits")]
+    x1d = [n for n in names if n.endswith("_optimal_x1d.fits")]
     scene = [n for n in names if n.endswith("_scene_model.fits")]
     residual = [n for n in names if n.endswith("_residual.fits")]
     assert x1d and scene and residual, names

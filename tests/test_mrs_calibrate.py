@@ -235,11 +235,16 @@ def test_double_calibration_refused(mrs_noisy):
 
 
 @pytest.mark.parametrize("exp_type", ["MIR_LRS-FIXEDSLIT", "MIR_IMAGE"])
-def test_other_miri_modes_skipped(mrs_noisy, exp_type):
+def test_other_miri_modes(mrs_noisy, exp_type):
+    """Standalone: refused, naming the data; inside the MRS pipeline's chain: SKIPPED."""
+    from mirispec_steps import MrsPointSourcePipeline
+
     simulated, files = mrs_noisy
     model = simulated.rate.copy()
     model.meta.exposure.type = exp_type
-    result = calibrate(model, files)
+    with pytest.raises(InputDataError, match=f"{exp_type}, not MRS"):
+        calibrate(model, files)
+    result = MrsPointSourcePipeline().mrs_calibrate.run(model)
     assert result.meta.cal_step.mrs_calibrate == "SKIPPED"
     assert result.meta.bunit_data == "DN/s"
 

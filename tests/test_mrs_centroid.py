@@ -353,7 +353,8 @@ def test_uncalibrated_and_other_modes(mrs_noisy):
         centroid(simulated.rate)
     other = simulated.rate.copy()
     other.meta.exposure.type = "MIR_LRS-FIXEDSLIT"
-    assert centroid(other).meta.cal_step.mrs_centroid == "SKIPPED"
+    with pytest.raises(InputDataError, match="MIR_LRS-FIXEDSLIT, not MRS"):
+        centroid(other)
 
 
 def test_no_wcs_needs_maps(mrs_noisy, tmp_path):

@@ -344,7 +344,7 @@ def test_chain_strun_products_and_plot(mrs_noisy, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     from stdatamodels.jwst import datamodels
 
-    with datamodels.open(tmp_path / "sim_x1d.fits") as x1d:
+    with datamodels.open(tmp_path / "sim_aperture_x1d.fits") as x1d:
         assert isinstance(x1d, datamodels.MRSMultiSpecModel)
         assert [spec.name for spec in x1d.spec] == ["1A", "2A"]
         assert x1d.meta.cal_step.mrs_extract == "COMPLETE"
@@ -376,7 +376,7 @@ def test_chain_strun_products_and_plot(mrs_noisy, tmp_path):
     assert np.all((apcorr["apcorr"] > 0.7) & (apcorr["apcorr"] < 1.6))
     from PIL import Image
 
-    with Image.open(tmp_path / "sim_x1d.png") as image:
+    with Image.open(tmp_path / "sim_aperture_x1d.png") as image:
         assert image.format == "PNG"
         assert image.size[0] > 900 and image.size[1] > 500
     # Step.call with the optimal default on the in-memory model gives the same spectrum
@@ -436,7 +436,8 @@ def test_bad_input(mrs_noisy):
         extract(simulated.rate, alpha=0, beta=0)
     other = simulated.rate.copy()
     other.meta.exposure.type = "MIR_LRS-FIXEDSLIT"
-    assert extract(other).meta.cal_step.mrs_extract == "SKIPPED"
+    with pytest.raises(InputDataError, match="MIR_LRS-FIXEDSLIT, not MRS"):
+        extract(other)
     before = np.array(calibrated.data)
     extract(calibrated, alpha=0.0, beta=0.0)
     assert_allclose(calibrated.data, before, equal_nan=True)  # input untouched

@@ -193,7 +193,7 @@ def test_mrs_pipeline_call_with_intermediate_products(mrs_files, tmp_path):
     with datamodels.open(tmp_path / f"{stem}_x1d.fits") as saved:
         assert saved.mirispec_extraction.instance["method"] == "aperture"
     assert_png(tmp_path / f"{stem}_centroid.png", min_size=(800, 500))
-    assert_png(tmp_path / f"{stem}_x1d.png", min_size=(800, 500))
+    assert_png(tmp_path / f"{stem}_aperture_x1d.png", min_size=(800, 500))
     assert_png(tmp_path / f"{stem}_mrscal.png", min_size=(1200, 450))
 
 

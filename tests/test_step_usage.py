@@ -22,7 +22,8 @@ def call(model, **parameters):
     return LrsBoxExtractStep.call(model, **parameters)
 
 
-def test_strun_writes_x1d(tmp_path, s2d_nod_a, write_extract1d, apcorr_file):
+def test_strun_writes_box_x1d(tmp_path, s2d_nod_a, write_extract1d, apcorr_file):
+    """The standalone step names its product after the method; a second run warns it replaces it."""
     path = tmp_path / "sim_s2d.fits"
     s2d_nod_a.model.save(path)
     extract1d = write_extract1d(xstart=27, xstop=34, use_source_posn=False)
@@ -40,7 +41,11 @@ def test_strun_writes_x1d(tmp_path, s2d_nod_a, write_extract1d, apcorr_file):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    output = tmp_path / "sim_x1d.fits"
+    output = tmp_path / "sim_box_x1d.fits"
+    assert f"Saved model in {output}" in result.stderr
+    assert "Replacing" not in result.stderr
+    again = subprocess.run(result.args, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0 and f"Replacing the existing file {output}" in again.stderr
     with datamodels.open(output) as x1d:
         table = x1d.spec[0].spec_table
         assert x1d.meta.cal_step.lrs_box_extract == "COMPLETE"
@@ -80,11 +85,19 @@ def test_call_does_not_modify_input(cal_nod_a, write_extract1d):
     np.testing.assert_array_equal(model.dq, before[1])
 
 
-def test_wrong_exposure_type_is_skipped(s2d_nod_a):
+def test_wrong_exposure_type(s2d_nod_a, tmp_path):
+    """Standalone: an error naming the data, nothing written; inside a pipeline: SKIPPED."""
+    from mirispec_steps import LrsExtractPipeline
+
     model = s2d_nod_a.model.copy()
     model.meta.instrument.name = "NIRSPEC"
     model.meta.exposure.type = "NRS_FIXEDSLIT"
-    result = call(model)
+    for step_class in (LrsBoxExtractStep, LrsExtractPipeline):
+        with pytest.raises(InputDataError, match="NIRSPEC NRS_FIXEDSLIT, not LRS"):
+            step_class.call(model, output_dir=str(tmp_path), save_results=True)
+    assert list(tmp_path.iterdir()) == []
+    pipeline = LrsExtractPipeline()
+    result = pipeline.lrs_box_extract.run(model)
     assert result.meta.cal_step.lrs_box_extract == "SKIPPED"
 
 
@@ -123,21 +136,21 @@ def test_zero_variances(s2d_nod_a, write_extract1d):
 )
 def test_malformed_extract1d(aperture, message, s2d_nod_a, write_extract1d):
     with pytest.raises(ReferenceFileError, match=message):
-        call(s2d_nod_a.model, override_extract1d=write_extract1d(**aperture))
+        call(s2d_nod_a.model, override_extract1d=write_extract1d(**aperture), apply_apcorr=False)
 
 
 def test_empty_apertures(tmp_path, s2d_nod_a):
     path = tmp_path / "empty.json"
     path.write_text(json.dumps({"apertures": []}))
     with pytest.raises(ReferenceFileError, match="non-empty list"):
-        call(s2d_nod_a.model, override_extract1d=str(path))
+        call(s2d_nod_a.model, override_extract1d=str(path), apply_apcorr=False)
 
 
 def test_not_json(tmp_path, s2d_nod_a):
     path = tmp_path / "broken.json"
     path.write_text("{apertures: [")
     with pytest.raises(ReferenceFileError, match="cannot be read as JSON"):
-        call(s2d_nod_a.model, override_extract1d=str(path))
+        call(s2d_nod_a.model, override_extract1d=str(path), apply_apcorr=False)
 
 
 def test_bkg_order_too_large(s2d_nod_a, write_extract1d):
@@ -179,10 +192,25 @@ def test_bug_during_crds_lookup_is_not_reported_as_crds_unavailable(
         call(s2d_nod_a.model, override_extract1d=write_extract1d(xstart=27, xstop=34))
 
 
-def test_cal_with_s2d_frame_limits_explains(cal_nod_a):
-    """The operational (s2d-frame) limits on a cal file: say what to do."""
+def test_cal_with_s2d_frame_limits_follows_the_source(caplog):
+    """The operational (s2d-frame) limits on a cal file: the box follows the source, 8 px wide."""
+    from conftest import truth_at
+
+    from mirispec_steps.simulate import simulate_lrs
+
+    sim = simulate_lrs("cal", noise=False, background=0.0, seed=13)
+    table = call(sim.model, apply_apcorr=False).spec[0].spec_table
+    assert "rectified (s2d) frame" in caplog.text
+    assert np.nanmedian(table["NPIXELS"]) == pytest.approx(8.0)
+    select = (table["WAVELENGTH"] > 5) & (table["WAVELENGTH"] < 12)
+    # without the aperture correction, an 8 px box centred on the source holds the PSF's
+    # 8 px fraction of the light (the simulated PSF's own number)
+    ratio = np.asarray(table["FLUX"])[select] / truth_at(table, sim.truth)[select]
+    enclosed = sim.truth.psf.box_fraction(8.0, np.asarray(table["WAVELENGTH"])[select])
+    assert np.median(ratio / enclosed) == pytest.approx(1.0, abs=0.003)
+    # keeping the limits as given is the user's explicit choice, with an explanation
     with pytest.raises(InputDataError, match="use_source_posn"):
-        call(cal_nod_a.model, apply_apcorr=False)
+        call(sim.model, apply_apcorr=False, use_source_posn=False)
 
 
 def test_packaged_extract1d_matches_operational_file():

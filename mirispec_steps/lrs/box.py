@@ -11,6 +11,7 @@ reference file, else a default.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -51,6 +52,9 @@ class BoxParameters:
 
     Limits are in the input's pixel frame, 0-indexed and inclusive;
     ``xdisp_start/stop`` are along the cross-dispersion axis (x for LRS).
+    ``use_source_posn`` None (unrectified data, not set by the user or the
+    file) means: follow the source through the WCS when the nominal
+    aperture does not lie on the data (limits given in the s2d frame).
     """
 
     xdisp_start: float
@@ -65,7 +69,7 @@ class BoxParameters:
     bkg_fit: str | None
     bkg_order: int
     smoothing_length: int
-    use_source_posn: bool
+    use_source_posn: bool | None
     position_offset: float
     bkg_sigma_clip: float | None
     replace_bad_pixels: bool
@@ -112,7 +116,8 @@ def resolve_box_parameters(
         Step parameters; None means "take the reference file's value".
     use_source_posn : bool or None
         None: the reference file's value, else True for fixed-slit point
-        sources.
+        sources on rectified data, and on unrectified data "follow the source
+        if the nominal aperture misses the data" (see :class:`BoxParameters`).
     position_offset : float
         Extra cross-dispersion shift in pixels.
     bkg_sigma_clip : float or None
@@ -151,13 +156,15 @@ def resolve_box_parameters(
         if fit == "mean":  # jwst accepts this only as a step parameter; we accept it anywhere
             fit, order = "poly", 0
 
-    if use_source_posn is None:
+    if use_source_posn is None and exposure.rectified:
         use_source_posn = aperture.use_source_posn
         if use_source_posn is None:
             use_source_posn = exposure.fixed_slit
         if exposure.source_type != "POINT" and use_source_posn:
             log.info(f"Setting use_source_posn to False for source type {exposure.source_type}")
             use_source_posn = False
+    elif use_source_posn is None and aperture.use_source_posn:
+        use_source_posn = True
     smoothing = aperture.smoothing_length if smoothing_length is None else smoothing_length
     offset = position_offset if position_offset else (aperture.position_offset or 0.0)
     if bkg_sigma_clip is not None and bkg_sigma_clip < 0:
@@ -175,7 +182,7 @@ def resolve_box_parameters(
         bkg_fit=fit,
         bkg_order=int(order),
         smoothing_length=_smoothing(smoothing or 0),
-        use_source_posn=bool(use_source_posn),
+        use_source_posn=None if use_source_posn is None else bool(use_source_posn),
         position_offset=float(offset),
         bkg_sigma_clip=bkg_sigma_clip or None,
         replace_bad_pixels=replace_bad_pixels,
@@ -261,6 +268,33 @@ def _nominal_centre(params, exposure, region, middle_row) -> float:
     return profile_centre(profile[0], full_index)
 
 
+def _follow_when_off_the_data(params: BoxParameters, exposure, region):
+    """
+    On unrectified data, an aperture given in the s2d frame misses the data: follow the source.
+
+    Returns the parameters to use (with the file's width when it only gives
+    limits) and the sky position to follow, or None to keep the limits as given.
+    """
+    middle_row = int(region.disp_index[region.disp_index.size // 2])
+    nominal = _nominal_centre(params, exposure, region, middle_row)
+    if region.xdisp_index[0] <= nominal <= region.xdisp_index[-1]:
+        return params, None
+    sky = lrs_exposure.source_sky_position(exposure)
+    if sky is None:
+        return params, None
+    width = params.extract_width
+    if width is None and params.src_coeff is None:
+        width = params.xdisp_stop - params.xdisp_start + 1.0
+    log.info(
+        f"The extract1d aperture (centre column {nominal:.1f}) lies off this unrectified "
+        f"image's data (columns {region.xdisp_index[0]}-{region.xdisp_index[-1]}): it is "
+        "given in the rectified (s2d) frame. The aperture follows the source trace through "
+        f"the WCS instead{'' if width is None else f', {width:g} px wide'} "
+        "(use_source_posn=False keeps the limits as given)."
+    )
+    return dataclasses.replace(params, extract_width=width, use_source_posn=True), sky
+
+
 def build_box_apertures(
     params: BoxParameters, exposure: LrsExposure, region: LrsRegion, wavelength: np.ndarray
 ) -> BoxApertures:
@@ -287,8 +321,12 @@ def build_box_apertures(
     xd_start, xd_stop = params.xdisp_start, params.xdisp_stop
     src_coeff, bkg_coeff = params.src_coeff, params.bkg_coeff
     trace = None
-    if params.use_source_posn:
-        location = lrs_exposure.source_location(exposure, region)
+    follow, sky = params.use_source_posn, None
+    if follow is None:
+        params, sky = _follow_when_off_the_data(params, exposure, region)
+        follow = sky is not None
+    if follow:
+        location = lrs_exposure.source_location(exposure, region, sky)
         if location is not None:
             middle_row, middle_wl, position = location
             nominal = _nominal_centre(params, exposure, region, middle_row)
@@ -303,7 +341,7 @@ def build_box_apertures(
             else:
                 bkg_coeff = _shift_coefficients(bkg_coeff, offset)
             xd_start, xd_stop = xd_start + offset, xd_stop + offset
-            trace = lrs_exposure.source_trace(exposure, region, wavelength)
+            trace = lrs_exposure.source_trace(exposure, region, wavelength, sky)
     if params.position_offset:
         offset = params.position_offset
         log.info(f"Applying additional cross-dispersion offset {offset:+.2f} px")
@@ -486,7 +524,8 @@ def extract_box(
             "the extraction aperture holds no pixel with a valid wavelength; "
             f"cross-dispersion limits {apertures.lower:.1f}..{apertures.upper:.1f} vs data "
             f"columns {region.xdisp_index[0]}..{region.xdisp_index[-1]} "
-            "(for unrectified cal data, set use_source_posn=True or give limits in this frame)"
+            "(on unrectified data, leave use_source_posn unset or True to follow the source, "
+            "or give limits in this image's frame)"
         )
     pixels = lrs_exposure.read_pixels(exposure, region)
     n_int, n_disp, n_xdisp = pixels.data.shape

@@ -36,7 +36,7 @@ class LrsBoxExtractStep(MirispecStep):
     """
 
     class_alias = "lrs_box_extract"
-    product_suffix = "x1d"
+    product_suffix = "box_x1d"
 
     spec = """
     subtract_background = boolean(default=None)  # subtract background? (None: if bkg_coeff given)
@@ -73,14 +73,30 @@ class LrsBoxExtractStep(MirispecStep):
         """
         return self.process_each(input_data, self._extract_one)
 
+    def needed_references(self, model) -> list[str]:
+        """
+        extract1d, and apcorr for a point source when the correction is on.
+
+        Parameters
+        ----------
+        model : DataModel
+            One LRS exposure.
+
+        Returns
+        -------
+        list of str
+            Reftypes.
+        """
+        point = read_exposure(model).source_type == "POINT"
+        return ["extract1d", *(["apcorr"] if self.apply_apcorr and point else [])]
+
     def _extract_one(self, model, index):
         if not is_lrs(model):
             exp_type = model.meta.exposure.type
             return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not LRS")
         exposure = read_exposure(model)
-        aperture = select_aperture(
-            load_extract1d(self.get_reference_file(model, "extract1d")), exposure.slit_name
-        )
+        references = self.resolve_references(model)
+        aperture = select_aperture(load_extract1d(references["extract1d"]), exposure.slit_name)
         params = resolve_box_parameters(
             aperture,
             exposure,
@@ -95,19 +111,19 @@ class LrsBoxExtractStep(MirispecStep):
             fixed_background=self.fixed_background,
         )
         apcorr = None
-        if self.apply_apcorr:
-            if exposure.source_type == "POINT":
-                apcorr_ref = self.get_reference_file(model, "apcorr")
-                if apcorr_ref != "N/A":
-                    apcorr = load_apcorr(apcorr_ref, exposure.subarray)
-            else:
-                log.info("Aperture correction skipped: source type is not POINT")
+        if references.get("apcorr", "N/A") != "N/A":
+            apcorr = load_apcorr(references["apcorr"], exposure.subarray)
+        elif self.apply_apcorr and exposure.source_type != "POINT":
+            log.info("Aperture correction skipped: source type is not POINT")
         products = extract_box(exposure, params, apcorr)
         result = products.x1d
         self.record_step_status(result, "COMPLETE")
         if self.save_plots:
             from mirispec_steps.lrs.plots import plot_lrs_box
 
-            path = plot_lrs_box(exposure, products, self.plot_path(result, model, index))
-            log.info(f"Saved the box extraction plot {path}")
+            self.write_side_product(
+                "the box extraction plot",
+                self.plot_path(result, model, index),
+                lambda path: plot_lrs_box(exposure, products, path),
+            )
         return result

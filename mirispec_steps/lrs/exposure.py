@@ -47,6 +47,7 @@ __all__ = [
     "region_wavelengths",
     "sky_position",
     "source_location",
+    "source_sky_position",
     "source_trace",
     "to_dispersion_major",
 ]
@@ -455,7 +456,27 @@ def dithered_sky_position(exposure: LrsExposure) -> tuple[float, float] | None:
     return float(dither.dithered_ra), float(dither.dithered_dec)
 
 
-def source_location(exposure: LrsExposure, region: LrsRegion) -> tuple[int, float, float] | None:
+def source_sky_position(exposure: LrsExposure) -> tuple[float, float] | None:
+    """
+    Where the source is on the sky: the dithered pointing (fixed slit), else the aperture reference.
+
+    Parameters
+    ----------
+    exposure : LrsExposure
+        LRS exposure with a WCS.
+
+    Returns
+    -------
+    (float, float) or None
+        RA and Dec in degrees; None when neither is known.
+    """
+    sky = dithered_sky_position(exposure) if exposure.fixed_slit else None
+    return sky if sky is not None else reference_sky_position(exposure)
+
+
+def source_location(
+    exposure: LrsExposure, region: LrsRegion, sky: tuple[float, float] | None = None
+) -> tuple[int, float, float] | None:
     """
     Cross-dispersion position of the source at the middle of the spectrum.
 
@@ -467,9 +488,12 @@ def source_location(exposure: LrsExposure, region: LrsRegion) -> tuple[int, floa
     Parameters
     ----------
     exposure : LrsExposure
-        Fixed-slit LRS exposure.
+        LRS exposure with a WCS.
     region : LrsRegion
         The cutout (for the bounding box).
+    sky : (float, float) or None
+        The source's RA, Dec; None: the dithered pointing, known for fixed
+        slit only (as in jwst).
 
     Returns
     -------
@@ -478,13 +502,14 @@ def source_location(exposure: LrsExposure, region: LrsRegion) -> tuple[int, floa
         cross-dispersion position; None (with a warning) when the position
         is unknown or falls outside the bounding box.
     """
-    if not exposure.fixed_slit:
-        log.warning("Source position is only known for MIR_LRS-FIXEDSLIT; not shifting")
-        return None
-    sky = dithered_sky_position(exposure)
     if sky is None:
-        log.warning("meta.dither.dithered_ra/dec not set; cannot locate the source")
-        return None
+        if not exposure.fixed_slit:
+            log.warning("Source position is only known for MIR_LRS-FIXEDSLIT; not shifting")
+            return None
+        sky = dithered_sky_position(exposure)
+        if sky is None:
+            log.warning("meta.dither.dithered_ra/dec not set; cannot locate the source")
+            return None
     box = exposure.model.meta.wcs.bounding_box
     if box is None:
         (x_low, x_high) = (-0.5, region.full_shape[1] - 0.5)

@@ -213,8 +213,8 @@ def _nominal_traces(exposure: LrsExposure, region, wavelength, params):
     """Positive (and optionally negative-nod) traces from the WCS, per cutout row."""
     sky = None
     if params.use_source_posn and exposure.fixed_slit:
-        sky = lrs_exposure.dithered_sky_position(exposure)
-        if sky is None:
+        sky = lrs_exposure.source_sky_position(exposure)
+        if lrs_exposure.dithered_sky_position(exposure) is None:
             log.warning("dithered source position unknown; using the aperture reference point")
     if sky is None:
         sky = lrs_exposure.reference_sky_position(exposure)

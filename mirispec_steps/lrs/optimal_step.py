@@ -39,7 +39,7 @@ class LrsOptimalExtractStep(MirispecStep):
     """
 
     class_alias = "lrs_optimal_extract"
-    product_suffix = "x1d"
+    product_suffix = "optimal_x1d"
 
     spec = """
     subtract_background = boolean(default=None)  # fit a background polynomial (None: extract1d file, else True)
@@ -84,10 +84,9 @@ class LrsOptimalExtractStep(MirispecStep):
             exp_type = model.meta.exposure.type
             return self.skipped(model, f"Input is {model.meta.instrument.name} {exp_type}, not LRS")
         exposure = read_exposure(model, rectified_ok=False)
-        aperture = select_aperture(
-            load_extract1d(self.get_reference_file(model, "extract1d")), exposure.slit_name
-        )
-        psf = load_lrs_psf(self.get_reference_file(model, "psf"), exposure.model_name)
+        references = self.resolve_references(model)
+        aperture = select_aperture(load_extract1d(references["extract1d"]), exposure.slit_name)
+        psf = load_lrs_psf(references["psf"], exposure.model_name)
         params = self._parameters(aperture, exposure)
         products = extract_optimal(exposure, params, psf)
         result = products.x1d
@@ -96,8 +95,11 @@ class LrsOptimalExtractStep(MirispecStep):
         if self.save_plots:
             from mirispec_steps.lrs.plots import plot_lrs_optimal
 
-            path = plot_lrs_optimal(exposure, products, self.plot_path(result, model, index))
-            log.info(f"Saved the optimal extraction plot {path}")
+            self.write_side_product(
+                "the optimal extraction plot",
+                self.plot_path(result, model, index),
+                lambda path: plot_lrs_optimal(exposure, products, path),
+            )
         return result
 
     def _parameters(self, aperture, exposure) -> OptimalParameters:
@@ -181,6 +183,5 @@ class LrsOptimalExtractStep(MirispecStep):
             output.update(model, only="PRIMARY")
             output.meta.wcs = None
             self.record_step_status(output, "COMPLETE")
-            path = self.make_output_path(basepath=model.meta.filename, suffix=suffix, idx=index)
-            output.save(path)
-            log.info(f"Saved {suffix} to {path}")
+            path = self.side_path(model, suffix, ".fits", index)
+            self.write_side_product(f"the {attribute} image", path, output.save)

@@ -8,7 +8,7 @@ from jwst.datamodels import ModelContainer
 
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.lrs.box_step import LrsBoxExtractStep
-from mirispec_steps.lrs.exposure import read_exposure
+from mirispec_steps.lrs.exposure import is_lrs, read_exposure
 from mirispec_steps.lrs.optimal_step import LrsOptimalExtractStep
 from mirispec_steps.stepbase import MirispecPipeline
 
@@ -32,8 +32,7 @@ class LrsExtractPipeline(MirispecPipeline):
     each step writes its own diagnostics as ``<root>_<method>_x1d.png``.
 
     Rectified (s2d) input has no pixel grid for the PSF fit: only the box
-    extraction runs, with a warning. On cal data the box aperture is centred
-    on the source unless ``use_source_posn`` is set for it. A container (an association, as
+    extraction runs, with a warning. A container (an association, as
     calwebb_spec3 passes to ``extract_1d``) runs the primary method only.
     """
 
@@ -66,27 +65,25 @@ class LrsExtractPipeline(MirispecPipeline):
             cannot run).
         """
         model = self.prepare_output(input_data, make_copy=False)
+        exposures = list(model) if isinstance(model, ModelContainer) else [model]
+        for exposure in exposures:
+            if not is_lrs(exposure):
+                kind = f"{exposure.meta.instrument.name} {exposure.meta.exposure.type}"
+                return self.skipped(model, f"Input is {kind}, not LRS")
         methods = self._methods(model)
+        steps = {METHOD_STEPS[m]: getattr(self, METHOD_STEPS[m]) for m in methods}
+        for exposure in exposures:
+            self.check_step_references(exposure, steps)
         primary = self.primary if self.primary in methods else methods[0]
         if primary != self.primary:
             log.warning(f"{self.primary} extraction cannot run here: {primary} is the product")
-        if (
-            "box" in methods
-            and self.lrs_box_extract.use_source_posn is None
-            and not isinstance(model, ModelContainer)
-            and not _is_rectified(model)
-        ):
-            # The extract1d apertures are given in the s2d frame; on cal data the
-            # box must follow the source, as the optimal extraction does.
-            log.info("cal input: the box aperture is centred on the source (use_source_posn)")
-            self.lrs_box_extract.use_source_posn = True
         spectra = {}
         for method in methods:
             step = getattr(self, METHOD_STEPS[method])
             # The pipeline saves the primary's spectrum as its own product; each
             # step's side products (the other spectrum, plots) carry the method.
             step.save_results = self.save_results and method != primary
-            self.substep_output(step, model, method)
+            self.substep_output(step, model, "")
             if self.save_plots and hasattr(step, "save_plots"):
                 step.save_plots = True
             spectra[method] = step.run(model)
@@ -118,13 +115,15 @@ class LrsExtractPipeline(MirispecPipeline):
     def _plot(self, model, spectra) -> None:
         from mirispec_steps.plots import plot_spectra
 
-        path = self.plot_path(spectra["box"], model)
-        plot_spectra(
-            {"box": spectra["box"], "optimal": spectra["optimal"]},
-            path,
-            title="MIRI LRS: box and optimal extraction (S/N below)",
+        self.write_side_product(
+            "the box vs optimal plot",
+            self.plot_path(spectra["box"], model),
+            lambda path: plot_spectra(
+                {"box": spectra["box"], "optimal": spectra["optimal"]},
+                path,
+                title="MIRI LRS: box and optimal extraction (S/N below)",
+            ),
         )
-        log.info(f"Saved box vs optimal plot to {path}")
 
 
 def _is_rectified(model) -> bool:

@@ -59,6 +59,23 @@ class MrsCalibrateStep(MirispecStep):
         """
         return self.process_each(input_data, self._calibrate_one)
 
+    def needed_references(self, model) -> list[str]:
+        """
+        fringe and photom; ``mrsmaps`` too when given and the input has no WCS.
+
+        Parameters
+        ----------
+        model : IFUImageModel
+            One exposure.
+
+        Returns
+        -------
+        list of str
+            Reftypes.
+        """
+        maps = not has_wcs(model) and self.get_ref_override("mrsmaps") is not None
+        return ["fringe", "photom", *(["mrsmaps"] if maps else [])]
+
     def _calibrate_one(self, model, index):
         if not is_mrs_exposure(model):
             exp_type = model.meta.exposure.type
@@ -69,17 +86,12 @@ class MrsCalibrateStep(MirispecStep):
                 f"input is already calibrated (BUNIT {model.meta.bunit_data!r}, photom "
                 f"{getattr(model.meta.cal_step, 'photom', None)}): refusing to calibrate twice"
             )
-        background = load_backgrounds(self.background, model, self.background_sigma)
-        fringe_path = self.get_reference_file(model, "fringe")
-        photom_path = self.get_reference_file(model, "photom")
-        if photom_path == "N/A":
+        paths = self.resolve_references(model)
+        if paths["photom"] == "N/A":
             raise InputDataError("no photom reference file: pass --override_photom=<path>")
-        references = load_calibration_references(model, fringe_path, photom_path)
-        maps = None
-        needs_maps = references.time_tables and self.apply_time_correction
-        if needs_maps and not has_wcs(model):
-            if self.get_ref_override("mrsmaps") is not None:
-                maps = self.get_reference_file(model, "mrsmaps")
+        background = load_backgrounds(self.background, model, self.background_sigma)
+        references = load_calibration_references(model, paths["fringe"], paths["photom"])
+        maps = paths.get("mrsmaps")
         result = calibrate_mrs(
             model,
             references,
@@ -92,6 +104,9 @@ class MrsCalibrateStep(MirispecStep):
         if self.save_plots:
             from mirispec_steps.mrs.plots import plot_mrs_calibrated
 
-            path = plot_mrs_calibrated(result, self.plot_path(result, model, index))
-            log.info(f"Saved the calibration plot {path}")
+            self.write_side_product(
+                "the calibration plot",
+                self.plot_path(result, model, index),
+                lambda path: plot_mrs_calibrated(result, path),
+            )
         return result

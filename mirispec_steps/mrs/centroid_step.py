@@ -74,8 +74,9 @@ class MrsCentroidStep(CalibratedMrsStep):
         skipped, maps = self.calibrated_mrs_input(model)
         if skipped is not None:
             return skipped
-        resolution = load_mrs_resolution(self.get_reference_file(model, "mrsresol"))
-        psf_reference = load_mrs_psf(self.get_reference_file(model, "mrspsf"))
+        references = self.resolve_references(model)
+        resolution = load_mrs_resolution(references["mrsresol"])
+        psf_reference = load_mrs_psf(references["mrspsf"])
         settings = CentroidSettings(
             rotation=self.rotation,
             min_snr=self.min_snr,
@@ -100,13 +101,17 @@ class MrsCentroidStep(CalibratedMrsStep):
         if self.save_centroid_table or self.save_plots:
             table = centroid_table(tree)
             if self.save_centroid_table:
-                path = self.side_path(model, "centroid", ".ecsv")
-                table.write(path, format="ascii.ecsv", overwrite=True)
-                log.info(f"Saved the centroid table {path}")
+                self.write_side_product(
+                    "the centroid table",
+                    self.side_path(model, "centroid", ".ecsv", index),
+                    lambda path: table.write(path, format="ascii.ecsv", overwrite=True),
+                )
             if self.save_plots:
                 from mirispec_steps.mrs.plots import plot_centroid
 
-                path = self.side_path(model, "centroid", ".png")
-                plot_centroid(table, path)
-                log.info(f"Saved the centroid plot {path}")
+                self.write_side_product(
+                    "the centroid plot",
+                    self.side_path(model, "centroid", ".png", index),
+                    lambda path: plot_centroid(table, path),
+                )
         return result

@@ -39,7 +39,11 @@ class MrsExtractStep(CalibratedMrsStep):
     """
 
     class_alias = "mrs_extract"
-    product_suffix = "x1d"
+
+    @property
+    def product_suffix(self) -> str:
+        """``optimal_x1d`` or ``aperture_x1d``: named after the method (pipelines write ``x1d``)."""
+        return f"{self.method}_x1d"
 
     spec = """
     method = option("optimal", "aperture", default="optimal")  # PSF-weighted fit or aperture sum
@@ -107,22 +111,30 @@ class MrsExtractStep(CalibratedMrsStep):
             raise InputDataError("radius must be > 0")
         settings = self._settings()
         settings.annulus_factors()  # a nonsense annulus fails before any work
-        psf_path = self.get_reference_file(model, "mrspsf")
+        references = self.resolve_references(model)
+        psf_path = references["mrspsf"]
         psf_reference = load_mrs_psf(psf_path)
-        resolution = load_mrs_resolution(self.get_reference_file(model, "mrsresol"))
+        resolution = load_mrs_resolution(references["mrsresol"])
         results = extract_channels(model, settings, psf_reference, resolution, maps)
         output = x1d_model(model, results, settings, Path(psf_path).name)
         self.record_step_status(output, "COMPLETE")
         if self.save_apcorr and settings.method == "aperture":
-            path = self.side_path(model, "apcorr", ".ecsv")
-            apcorr_table(results, settings).write(path, format="ascii.ecsv", overwrite=True)
-            log.info(f"Saved the aperture correction {path}")
+            table = apcorr_table(results, settings)
+            self.write_side_product(
+                "the aperture correction table",
+                self.side_path(model, "apcorr", ".ecsv", index),
+                lambda path: table.write(path, format="ascii.ecsv", overwrite=True),
+            )
         elif self.save_apcorr:
             log.info("save_apcorr: optimal extraction measures the total flux; nothing to save")
         if self.save_plots:
             from mirispec_steps.mrs.plots import plot_mrs_extraction
 
-            path = self.plot_path(output, model, index)
-            plot_mrs_extraction(model, results, settings, path, self.plot_wavelength)
-            log.info(f"Saved the extraction plot {path}")
+            self.write_side_product(
+                "the extraction plot",
+                self.plot_path(output, model, index),
+                lambda path: plot_mrs_extraction(
+                    model, results, settings, path, self.plot_wavelength
+                ),
+            )
         return output

@@ -12,8 +12,15 @@ from mirispec_steps.errors import CrdsUnavailableError, InputDataError
 from mirispec_steps.mrs.calibrate_step import MrsCalibrateStep
 from mirispec_steps.mrs.centroid_step import MrsCentroidStep
 from mirispec_steps.mrs.extract_step import MrsExtractStep
+from mirispec_steps.mrs.geometry import is_mrs_exposure
 from mirispec_steps.progress import progress
-from mirispec_steps.stepbase import MirispecPipeline, is_crds_failure
+from mirispec_steps.stepbase import (
+    MirispecPipeline,
+    call_guarded,
+    is_crds_failure,
+    is_crds_unreachable,
+    missing_message,
+)
 
 __all__ = ["MrsPointSourcePipeline"]
 
@@ -75,6 +82,7 @@ class MrsPointSourcePipeline(MirispecPipeline):
                 step.save_plots = True
         model = self.prepare_output(input_data, make_copy=False)
         if not isinstance(model, ModelContainer):
+            self._check_before_work([model])
             for step in (self.mrs_calibrate, self.mrs_centroid, self.mrs_extract):
                 # Intermediate products and plots are named after the pipeline's product.
                 self.substep_output(step, model, "" if self.output_file else None)
@@ -82,16 +90,71 @@ class MrsPointSourcePipeline(MirispecPipeline):
         science = [m for m in model if getattr(m.meta.asn, "exptype", None) != "background"]
         if not science:
             raise InputDataError("the input association holds no science exposure")
+        self._check_before_work(science)
         results = ModelContainer()
         for exposure in progress(science, "MRS exposures", log):
             results.append(self._one_exposure(exposure))
         return results
 
+    def _check_before_work(self, exposures) -> None:
+        """Every exposure is an MRS image and every reference file can be had, before any work."""
+        missing = []
+        for model in exposures:
+            if not isinstance(model, datamodels.IFUImageModel):
+                raise InputDataError(
+                    f"input is a {type(model).__name__}; expected an MRS rate image (IFUImageModel)"
+                )
+            if not is_mrs_exposure(model):
+                if self.parent is None:
+                    kind = f"{model.meta.instrument.name} {model.meta.exposure.type}"
+                    raise InputDataError(
+                        f"Input is {kind}, not MRS: {self.class_alias} does not apply"
+                    )
+                continue
+            exclude = ()
+            if self._needs_assign_wcs(model):
+                missing.extend(self._missing_assign_wcs_references(model))
+                exclude = ("mrsmaps",)  # the steps after assign_wcs get a WCS
+            elif getattr(model.meta, "wcs", None) is None and self.assign_wcs.skip:
+                self._with_wcs(model)  # says what to do
+            steps = {
+                name: getattr(self, name)
+                for name in ("mrs_calibrate", "mrs_centroid", "mrs_extract")
+                if not getattr(self, name).skip
+            }
+            for name, step in steps.items():
+                missing.extend(step.missing_references(model, f"steps.{name}.", exclude))
+        if missing:
+            raise CrdsUnavailableError(missing_message(sorted(set(missing), key=missing.index)))
+
+    def _needs_assign_wcs(self, model) -> bool:
+        return (
+            getattr(model.meta, "wcs", None) is None
+            and self.mrs_centroid.get_ref_override("mrsmaps") is None
+            and not self.assign_wcs.skip
+        )
+
+    def _missing_assign_wcs_references(self, model) -> list[str]:
+        """assign_wcs's reftypes CRDS cannot give (offline: every one without an override)."""
+        step = self.assign_wcs
+        missing = []
+        for reftype in step.reference_file_types:
+            if step.get_ref_override(reftype) is not None:
+                continue
+            try:
+                call_guarded(step.get_reference_file, model, reftype)
+            except BaseException as exc:
+                if not is_crds_failure(exc):
+                    raise
+                value = "<file>" if reftype in ASSIGN_WCS_REFTYPES else "N/A"
+                reason = "CRDS cannot be reached" if is_crds_unreachable(exc) else str(exc)
+                missing.append(
+                    f"  assign_wcs {reftype}: {reason}; pass "
+                    f"--steps.assign_wcs.override_{reftype}={value}"
+                )
+        return missing
+
     def _one_exposure(self, model):
-        if not isinstance(model, datamodels.IFUImageModel):
-            raise InputDataError(
-                f"input is a {type(model).__name__}; expected an MRS rate image (IFUImageModel)"
-            )
         log.info(f"MRS point-source chain on {model.meta.filename}")
         model = self._with_wcs(model)
         calibrated = self.mrs_calibrate.run(model)

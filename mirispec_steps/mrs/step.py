@@ -51,4 +51,21 @@ class CalibratedMrsStep(MirispecStep):
                 "the input has no WCS: run jwst's assign_wcs first, or pass "
                 "--override_mrsmaps=<mrsmaps file> (see docs/reference_files)"
             )
-        return None, self.get_reference_file(model, "mrsmaps")
+        return None, self.get_ref_override("mrsmaps")
+
+    def needed_references(self, model) -> list[str]:
+        """
+        The step's reftypes; ``mrsmaps`` only for an input without a WCS.
+
+        Parameters
+        ----------
+        model : IFUImageModel
+            One exposure.
+
+        Returns
+        -------
+        list of str
+            Reftypes.
+        """
+        needed = [r for r in self.reference_file_types if r != "mrsmaps"]
+        return needed if has_wcs(model) else [*needed, "mrsmaps"]

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import asdf
 
+# Hooks given as "Class(parameters)" (no dots in the values): the spectra are jwst's
+# x1d products of the exposure, hence suffix x1d (the steps' own default names the method).
 MRS_EXTRACT_HOOKS = [
     "mirispec_steps.MrsCentroidStep",
-    "mirispec_steps.MrsExtractStep(save_results=True)",
+    "mirispec_steps.MrsExtractStep(save_results=True, suffix='x1d')",
 ]
-LRS_EXTRACT_HOOKS = ["mirispec_steps.LrsOptimalExtractStep(save_results=True)"]
+LRS_EXTRACT_HOOKS = ["mirispec_steps.LrsOptimalExtractStep(save_results=True, suffix='x1d')"]
 
 
 def _step(class_path: str, name: str, **parameters) -> dict:

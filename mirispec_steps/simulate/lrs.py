@@ -26,8 +26,9 @@ from mirispec_steps.simulate.shared import assign_wcs_offline
 __all__ = [
     "LrsTruth",
     "SimulatedLrs",
-    "simulate_lrs",
     "default_spectrum",
+    "lrs_rate_and_photom",
+    "simulate_lrs",
     "write_lrs_apcorr",
 ]
 
@@ -223,6 +224,7 @@ def simulate_lrs(
     dead_pixels: list[tuple[int, int]] | None = None,
     cosmic_rays: int = 0,
     trace_drift: float = 0.0,
+    product: str = "slit",
     seed: int | None = None,
 ) -> SimulatedLrs:
     """
@@ -267,6 +269,12 @@ def simulate_lrs(
     trace_drift : float
         Extra linear shift of the true trace (pixels) from the top to the
         bottom of the spectrum, not known to the WCS.
+    product : {"slit", "image"}
+        Model class of cal and calints: ``"slit"`` a ``SlitModel`` (2-D or
+        3-D) as jwst 2.0 and later write them (calwebb_spec2 converts LRS
+        exposures before calibration, recording the subarray in
+        xstart/ystart/xsize/ysize); ``"image"`` the ``ImageModel`` or
+        ``CubeModel`` of older products. s2d is always a ``SlitModel``.
     seed : int or None
         Random seed.
 
@@ -279,6 +287,8 @@ def simulate_lrs(
     psf = psf or LrsPsf()
     kind = kind.lower()
     model, geometry = _blank_exposure(kind, n_integrations, nod, geometry)
+    for name in ("exposure_time", "effective_exposure_time", "measurement_time"):
+        setattr(model.meta.exposure, name, float(exposure_time))
     sky = _assign_geometry(model, kind, geometry, reference_dir)
     scene = _scene(
         model, sky, spectrum, psf, background, background_slope, trace_drift, nod_subtracted, kind
@@ -290,6 +300,8 @@ def simulate_lrs(
     data, variances, noiseless = _expose_scene(scene, noise_model, n_int, nod_subtracted)
     dq, cr_pixels = _defects(data, scene.in_box, rng, bad_pixel_fraction, dead_pixels, cosmic_rays)
     _fill_model(model, kind, data, dq, variances)
+    if kind != "s2d":
+        model = _as_product(model, product)
     truth = LrsTruth(
         rows=scene.rows,
         wavelength=scene.wavelength,
@@ -305,6 +317,19 @@ def simulate_lrs(
     )
     model.meta.filename = f"mirispec_sim_lrs_{kind}.fits"
     return SimulatedLrs(model, truth)
+
+
+def _as_product(model, product: str):
+    """The exposure in the model class of the product format asked for (jwst's conversion)."""
+    if product == "image":
+        return model
+    if product != "slit":
+        raise ValueError(f"product must be 'slit' or 'image', not {product!r}")
+    slit = datamodels.SlitModel(model)
+    for name in ("xstart", "ystart", "xsize", "ysize"):
+        setattr(slit, name, getattr(model.meta.subarray, name))
+    slit.meta.wcs = model.meta.wcs
+    return slit
 
 
 def _blank_exposure(kind: str, n_integrations: int, nod: str, geometry: LrsGeometry | None):
@@ -516,6 +541,93 @@ def _add_int_times(model, n_int: int) -> None:
         table[f"int_{name}_MJD_UTC"] = start + offset
         table[f"int_{name}_BJD_TDB"] = start + offset + 0.0005
     model.int_times = table
+
+
+def lrs_relative_response(wavelength: np.ndarray) -> np.ndarray:
+    """The simulator's LRS relative response: smooth, 0.55-1 over 4-15 um, peak near 8 um."""
+    wavelength = np.asarray(wavelength, dtype=float)
+    return 1.0 - 0.45 * ((wavelength - 8.0) / 7.0) ** 2
+
+
+def lrs_rate_and_photom(simulated: SimulatedLrs, photmjsr: float = 60.0):
+    """
+    The uncalibrated slope image (rate, DN/s, no WCS) of a simulated fixed-slit cal, and
+    the ``photom`` reference (jwst's ``MirLrsPhotomModel``) that calibrates it back.
+
+    jwst's photom multiplies LRS slopes by ``PHOTMJSR * relresponse(lambda)``
+    with each pixel's wavelength from the WCS; the rate is the cal divided by
+    exactly that, so calwebb_spec2 (assign_wcs, photom) on the rate returns the
+    simulated cal.
+
+    Parameters
+    ----------
+    simulated : SimulatedLrs
+        A fixed-slit ``cal`` simulation (any product format).
+    photmjsr : float
+        The scalar conversion (MJy/sr per DN/s).
+
+    Returns
+    -------
+    (ImageModel, MirLrsPhotomModel)
+        The rate (as a level-2a product: assign_wcs and photom not run) and the reference.
+    """
+    model = simulated.model
+    if model.data.ndim != 2 or str(model.meta.cal_step.resample).upper() == "COMPLETE":
+        raise ValueError("lrs_rate_and_photom needs a fixed-slit cal simulation")
+    (x_low, x_high), (y_low, y_high) = (tuple(b) for b in model.meta.wcs.bounding_box)
+    rows = np.arange(int(np.ceil(y_low)), int(np.floor(y_high)) + 1)
+    columns = np.arange(max(int(np.ceil(x_low)), 0), int(np.floor(x_high)) + 1)
+    y, x = np.meshgrid(rows, columns, indexing="ij")
+    with np.errstate(invalid="ignore"):
+        wavelength = np.asarray(model.meta.wcs(x.astype(float), y.astype(float))[2])
+    conversion = np.full(model.data.shape, np.nan)
+    conversion[y, x] = photmjsr * lrs_relative_response(wavelength)
+    scale = np.where(np.isfinite(conversion), 1.0 / conversion, 0.0)
+    rate = datamodels.ImageModel(model.data.shape)
+    rate.update(model, only="PRIMARY")
+    rate.meta.wcsinfo = model.meta.wcsinfo.instance
+    rate.meta.dither = model.meta.dither.instance
+    rate.meta.target.source_type = None  # srctype decides, as in the archive's rate files
+    rate.data = (np.nan_to_num(model.data) * scale).astype(np.float32)
+    for name in ("var_poisson", "var_rnoise", "var_flat"):
+        setattr(rate, name, (np.nan_to_num(getattr(model, name)) * scale**2).astype(np.float32))
+    rate.err = np.sqrt(rate.var_poisson + rate.var_rnoise + rate.var_flat).astype(np.float32)
+    rate.dq = np.array(model.dq, dtype=np.uint32)
+    missing = np.isnan(model.data)
+    for name in ("data", "err", "var_poisson", "var_rnoise", "var_flat"):
+        getattr(rate, name)[missing] = np.nan
+    rate.meta.bunit_data = rate.meta.bunit_err = "DN/s"
+    for step in ("assign_wcs", "photom", "srctype", "resample", "extract_1d"):
+        setattr(rate.meta.cal_step, step, None)
+    rate.meta.photometry.pixelarea_steradians = None
+    rate.meta.photometry.pixelarea_arcsecsq = None
+    rate.meta.wcs = None
+    rate.meta.filename = "mirispec_sim_lrs_rate.fits"
+
+    grid = np.linspace(3.5, 15.5, 241)
+    table = np.zeros(
+        1,
+        dtype=[
+            ("filter", "S12"), ("subarray", "S17"), ("photmjsr", "<f4"), ("uncertainty", "<f4"),
+            ("nelem", "<i2"), ("wavelength", "<f4", (grid.size,)),
+            ("relresponse", "<f4", (grid.size,)), ("reluncertainty", "<f4", (grid.size,)),
+        ],
+    )  # fmt: skip
+    table[0] = ("P750L", "FULL", photmjsr, 0.0, grid.size, grid, lrs_relative_response(grid), 0)
+    photom = datamodels.MirLrsPhotomModel()
+    photom.phot_table = table
+    photom.meta.instrument.name = "MIRI"
+    photom.meta.instrument.detector = "MIRIMAGE"
+    photom.meta.instrument.filter = "P750L"
+    photom.meta.exposure.type = "MIR_LRS-FIXEDSLIT"
+    photom.meta.reftype = "PHOTOM"
+    photom.meta.author = "mirispec_steps simulator"
+    photom.meta.description = "LRS photom matching the mirispec_steps simulator's response"
+    photom.meta.pedigree = "DUMMY"
+    photom.meta.useafter = "2022-01-01T00:00:00"
+    photom.meta.photometry.pixelarea_steradians = PIXEL_SOLID_ANGLE
+    photom.meta.photometry.pixelarea_arcsecsq = PIXEL_SCALE**2
+    return rate, photom
 
 
 def write_lrs_apcorr(

@@ -14,6 +14,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from crds.core.utils import clear_function_caches
+
 __all__ = ["offline_crds", "SERVER_CONFIG"]
 
 SERVER_CONFIG = (
@@ -56,6 +58,8 @@ def offline_crds(cache_dir: str | Path | None = None):
     }
     previous = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
+    # The CRDS client keeps its configuration for the process: start from this one.
+    clear_function_caches()
     try:
         yield cache
     finally:
@@ -64,5 +68,6 @@ def offline_crds(cache_dir: str | Path | None = None):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        clear_function_caches()
         if owned is not None:
             owned.cleanup()
