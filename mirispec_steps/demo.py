@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,7 @@ def main(argv=None):
 
     from mirispec_steps.simulate import offline_crds
 
-    with warnings.catch_warnings(), offline_crds():
-        warnings.simplefilter("ignore")
+    with offline_crds():
         lrs = _lrs_demo(out, args.seed)
         mrs = _mrs_demo(out, args.seed)
     summary = _plot_summary(lrs, mrs, out / "demo_summary.png")
@@ -46,19 +44,20 @@ def _lrs_demo(out: Path, seed: int) -> dict:
     from mirispec_steps import LrsBoxExtractStep, LrsExtractPipeline, LrsOptimalExtractStep
     from mirispec_steps.simulate import simulate_lrs, write_lrs_apcorr
 
-    simulated = simulate_lrs("cal", seed=seed, nod_subtracted=False, background=0.0)
+    simulated = simulate_lrs("cal", seed=seed)
     cal_path = out / "demo_lrs_cal.fits"
     simulated.model.save(cal_path)
     apcorr = str(write_lrs_apcorr(out / "demo_lrs_apcorr.fits"))
     extract1d = out / "demo_lrs_extract1d.json"
-    aperture = {"id": "ANY", "dispaxis": 2, "xstart": 27, "xstop": 34, "extract_width": 8}
-    aperture["use_source_posn"] = True
+    # The operational aperture (8 px, s2d frame) with sky regions 12-18 px either side.
+    aperture = {
+        "id": "ANY", "dispaxis": 2, "xstart": 27, "xstop": 34, "use_source_posn": True,
+        "bkg_coeff": [[12.5], [18.5], [42.5], [48.5]], "bkg_order": 1, "bkg_fit": "poly",
+    }  # fmt: skip
     extract1d.write_text(json.dumps({"reftype": "EXTRACT1D", "apertures": [aperture]}, indent=2))
     common = {"output_dir": str(out), "save_results": True, "save_plots": True}
     box_references = {"override_extract1d": str(extract1d), "override_apcorr": apcorr}
-    box = LrsBoxExtractStep.call(
-        str(cal_path), output_file="demo_lrs", **box_references, **common
-    )
+    box = LrsBoxExtractStep.call(str(cal_path), output_file="demo_lrs", **box_references, **common)
     optimal = LrsOptimalExtractStep.call(str(cal_path), output_file="demo_lrs", **common)
     pipeline = LrsExtractPipeline.call(
         str(cal_path), output_file="demo_lrs_pipeline",
@@ -113,9 +112,7 @@ def _mrs_demo(out: Path, seed: int) -> dict:
     )
     centroids = MrsCentroidStep.call(calibrated, save_centroid_table=True, **common)
     spectra = {
-        method: MrsExtractStep.call(
-            centroids, method=method, output_file="demo_mrs", **common
-        )
+        method: MrsExtractStep.call(centroids, method=method, output_file="demo_mrs", **common)
         for method in ("optimal", "aperture")
     }
     pipeline = MrsPointSourcePipeline.call(
@@ -143,14 +140,13 @@ def _mrs_demo(out: Path, seed: int) -> dict:
             f"{out / 'demo_mrs_centroid.png'}): {np.mean(rows['status'] == 'ok'):.1%} of "
             f"{len(rows)} bins ok, track within {np.max(offset) * 1e3:.1f} mas of the truth"
         )
-    lines = np.array([line.wavelength for line in simulated.truth.lines])
     for label, x1d, path in (
         ("optimal step", spectra["optimal"], "demo_mrs_optimal_x1d.fits"),
         ("aperture step", spectra["aperture"], "demo_mrs_aperture_x1d.fits"),
         ("mrs_point_source pipeline", pipeline, "demo_mrs_pipeline_x1d.fits"),
     ):
         for spec in x1d.spec:
-            ratio = _mrs_ratio(spec, simulated, lines)
+            ratio = _mrs_ratio(spec, simulated)
             snr = np.nanmedian(spec.spec_table["FLUX"] / spec.spec_table["FLUX_ERROR"])
             print(
                 f"MRS {spec.name} {label} ({out / path}): median FLUX/truth "
@@ -162,69 +158,103 @@ def _mrs_demo(out: Path, seed: int) -> dict:
         for a, b in zip(pipeline.spec, spectra["optimal"].spec, strict=True)
     )
     print(f"MRS pipeline product identical to the step-by-step optimal spectra: {same}")
-    return {"spectra": spectra, "simulated": simulated, "lines": lines}
+    return {"spectra": spectra, "simulated": simulated}
 
 
-def _mrs_ratio(spec, simulated, lines) -> np.ndarray:
-    """FLUX / truth away from the emission lines (a bin averages a line over its width)."""
-    wavelength = np.asarray(spec.spec_table["WAVELENGTH"])
-    clear = np.min(np.abs(wavelength[:, None] - lines[None, :]), axis=1) > 0.02
-    flux = np.asarray(spec.spec_table["FLUX"])[clear]
-    return flux / simulated.truth.flux(wavelength[clear], spec.name)
+def _mrs_ratio(spec, simulated) -> np.ndarray:
+    """FLUX / truth, the truth binned like the data (lines included)."""
+    wavelength = np.asarray(spec.spec_table["WAVELENGTH"], dtype=float)
+    expected = binned_truth(simulated, spec.name, wavelength, np.gradient(wavelength))
+    return np.asarray(spec.spec_table["FLUX"]) / expected
+
+
+def binned_truth(simulated, band: str, wavelength, width) -> np.ndarray:
+    """
+    The true MRS spectrum as the data measure it: at the band's resolution, averaged over each bin.
+
+    Parameters
+    ----------
+    simulated : SimulatedMrs
+        The simulation.
+    band : str
+        ``1A`` ...
+    wavelength, width : ndarray
+        Bin centres and widths (micron).
+
+    Returns
+    -------
+    ndarray
+        Mean flux density (Jy) over each bin.
+    """
+    offsets = (np.arange(21) + 0.5) / 21 - 0.5
+    samples = wavelength[:, None] + width[:, None] * offsets[None, :]
+    return simulated.truth.flux(samples.ravel(), band).reshape(samples.shape).mean(axis=1)
+
+
+def summary_figure(lrs: dict, mrs: dict):
+    """
+    LRS and MRS spectra against the simulated truth (mJy), with their deviations from it.
+
+    Parameters
+    ----------
+    lrs : dict
+        ``spectra`` (label to x1d) and ``truth`` (wavelength, Jy) of the LRS demo.
+    mrs : dict
+        ``spectra`` (method to x1d) and ``simulated`` of the MRS demo.
+
+    Returns
+    -------
+    Figure
+        One column for LRS, one per MRS channel.
+
+    Notes
+    -----
+    The MRS truth is drawn as the instrument sees it: at the band's
+    resolving power and averaged over each spectral bin, like the data;
+    the deviations include the emission lines.
+    """
+    from matplotlib.figure import Figure
+
+    from mirispec_steps.plots import spectrum_arrays, spectrum_panels
+
+    channels = [spec.name for spec in next(iter(mrs["spectra"].values())).spec]
+    figure = Figure(figsize=(6 + 4.8 * len(channels), 6.8), layout="constrained")
+    grid = figure.add_gridspec(2, 1 + len(channels), height_ratios=[3, 1.3],
+                               width_ratios=[1.3] + [1.0] * len(channels))  # fmt: skip
+    top, bottom = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[1, 0])
+    truth = lrs["truth"]
+    order = np.argsort(truth[0])
+    spectrum_panels(
+        top, bottom,
+        {label: spectrum_arrays(x1d.spec[0]) for label, x1d in lrs["spectra"].items()},
+        (truth[0][order], truth[1][order]),
+    )  # fmt: skip
+    top.set_title("MIRI LRS (simulated)", loc="left", fontsize=10, pad=22)
+    simulated = mrs["simulated"]
+    for column, channel in enumerate(channels, start=1):
+        top, bottom = figure.add_subplot(grid[0, column]), figure.add_subplot(grid[1, column])
+        spectra = {}
+        for method, x1d in mrs["spectra"].items():
+            spec = next(spec for spec in x1d.spec if spec.name == channel)
+            spectra[f"MRS {method}"] = spectrum_arrays(spec)
+        spec = next(
+            spec for spec in next(iter(mrs["spectra"].values())).spec if spec.name == channel
+        )
+        wavelength = np.asarray(spec.spec_table["WAVELENGTH"], dtype=float)
+        width = np.gradient(wavelength)
+        expected = binned_truth(simulated, channel, wavelength, width)
+        spectrum_panels(top, bottom, spectra, (wavelength, expected))
+        top.set_title(f"MIRI MRS {channel} (simulated; truth binned like the data)",
+                      loc="left", fontsize=10, pad=22)  # fmt: skip
+    figure.suptitle("mirispec_steps demo: extracted spectra against the simulated truth")
+    return figure
 
 
 def _plot_summary(lrs: dict, mrs: dict, path: Path) -> str:
-    """One figure: LRS and MRS spectra against the truth, and their ratios to it."""
-    from mirispec_steps.plots import new_figure
+    """Write :func:`summary_figure`."""
+    from mirispec_steps.plots import save_figure
 
-    figure, axes = new_figure(
-        2, 2, figsize=(13, 7.5), sharex="col", gridspec_kw={"height_ratios": [3, 1]}
-    )
-    truth = lrs["truth"]
-    order = np.argsort(truth[0])
-    for index, (label, x1d) in enumerate(lrs["spectra"].items()):
-        table = x1d.spec[0].spec_table
-        wavelength, flux = np.asarray(table["WAVELENGTH"]), np.asarray(table["FLUX"])
-        error = np.asarray(table["FLUX_ERROR"])
-        axes[0, 0].fill_between(
-            wavelength, (flux - error) * 1e3, (flux + error) * 1e3, color=f"C{index}", alpha=0.3
-        )
-        axes[0, 0].plot(wavelength, flux * 1e3, color=f"C{index}", lw=0.8, label=label)
-        expected = np.interp(wavelength, truth[0][order], truth[1][order])
-        axes[1, 0].plot(wavelength, flux / expected - 1, color=f"C{index}", lw=0.6)
-    axes[0, 0].plot(truth[0][order], truth[1][order] * 1e3, "k--", lw=0.8, label="truth")
-    axes[0, 0].set_title("MIRI LRS (simulated)")
-
-    simulated = mrs["simulated"]
-    for index, (method, x1d) in enumerate(mrs["spectra"].items()):
-        for channel, spec in enumerate(x1d.spec):
-            table = spec.spec_table
-            wavelength, flux = np.asarray(table["WAVELENGTH"]), np.asarray(table["FLUX"])
-            label = f"MRS {method}" if channel == 0 else None
-            axes[0, 1].plot(wavelength, flux * 1e3, color=f"C{index}", lw=0.8, label=label)
-            # A bin averages a line over its width: ratios away from the lines only.
-            clear = np.min(np.abs(wavelength[:, None] - mrs["lines"][None, :]), axis=1) > 0.02
-            ratio = np.where(clear, flux / simulated.truth.flux(wavelength, spec.name) - 1, np.nan)
-            axes[1, 1].plot(wavelength, ratio, color=f"C{index}", lw=0.6)
-            fine = np.linspace(wavelength.min(), wavelength.max(), 2000)
-            axes[0, 1].plot(
-                fine, simulated.truth.flux(fine, spec.name) * 1e3, "k--", lw=0.6,
-                label="truth" if index == channel == 0 else None,
-            )  # fmt: skip
-    axes[0, 1].set_title(
-        f"MIRI MRS {'/'.join(simulated.truth.band_names)} (simulated; ratios away from lines)"
-    )
-    for column in range(2):
-        axes[0, column].set_ylabel("FLUX (mJy)")
-        axes[0, column].legend(fontsize=8)
-        axes[1, column].set_ylabel("FLUX / truth - 1")
-        axes[1, column].set_ylim(-0.05, 0.05)
-        axes[1, column].axhline(0, color="k", lw=0.5)
-        axes[1, column].set_xlabel("wavelength (micron)")
-    figure.suptitle("mirispec_steps demo: extracted spectra against the simulated truth")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return str(path)
+    return save_figure(summary_figure(lrs, mrs), path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 It adds to jwst's ``JwstStep`` what a plugin needs to behave like a native
 step on a machine with or without CRDS:
 
-- reference files resolved as ``--override_<reftype>`` -> packaged default
-  (our own reftypes, and ``extract1d``) -> CRDS, where a CRDS client that calls
-  ``sys.exit`` or never answers becomes a :class:`CrdsUnavailableError`
-  naming the override to pass;
+- reference files resolved as ``--override_<reftype>`` -> CRDS for jwst's
+  reftypes (a packaged fallback only when CRDS cannot be reached, said in a
+  warning), ``--override_<reftype>`` -> packaged default for our own
+  reftypes; a CRDS client that calls ``sys.exit`` or never answers becomes a
+  :class:`CrdsUnavailableError` naming the override to pass (see
+  :mod:`mirispec_steps.crds_guard`);
 - no CRDS look-up of step parameter files (our steps have none in CRDS);
 - ``meta.ref_file.<type>.name`` and ``meta.cal_step.<alias>`` recorded,
   without the CRDS context look-up that aborts offline runs;
@@ -18,17 +20,8 @@ step on a machine with or without CRDS:
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from pathlib import Path
 
-from crds.core.exceptions import (
-    CrdsDownloadError,
-    CrdsError,
-    CrdsNetworkError,
-    CrdsWebError,
-    ServiceError,
-)
 from jwst.lib.suffix import remove_suffix as jwst_remove_suffix
 from jwst.stpipe import Pipeline as JwstPipeline
 from jwst.stpipe import Step as JwstStep
@@ -36,6 +29,7 @@ from stdatamodels.jwst.datamodels import JwstDataModel, TSOMultiSpecModel
 from stpipe import _log, crds_client
 
 from mirispec_steps import __version__
+from mirispec_steps.crds_guard import call_guarded, is_crds_failure, is_crds_unreachable
 from mirispec_steps.errors import CrdsUnavailableError, InputDataError, ReferenceFileError
 from mirispec_steps.progress import progress
 from mirispec_steps.references import packaged_reference, references_used
@@ -46,9 +40,6 @@ __all__ = [
     "MirispecPipeline",
     "MirispecStep",
     "ReferencesPerStep",
-    "call_guarded",
-    "is_crds_failure",
-    "is_crds_unreachable",
     "missing_line",
     "missing_message",
 ]
@@ -82,51 +73,6 @@ OWN_REFTYPES = {
     "mrsmaps": None,  # describes one exposure's geometry: no default, override only
 }
 
-#: Seconds to wait for a CRDS answer before giving up with a clear error.
-CRDS_TIMEOUT = float(os.environ.get("MIRISPEC_CRDS_TIMEOUT", "60"))
-
-
-def is_crds_failure(exc: BaseException) -> bool:
-    """
-    True for the ways the CRDS client fails when it has no server: its own
-    errors, its ``sys.exit``, or no answer in time.
-
-    Parameters
-    ----------
-    exc : BaseException
-        What a CRDS look-up raised.
-
-    Returns
-    -------
-    bool
-        Whether it means "CRDS is unavailable" (anything else is a bug to
-        report with its traceback).
-    """
-    return isinstance(exc, (CrdsError, SystemExit, TimeoutError))
-
-
-def is_crds_unreachable(exc: BaseException) -> bool:
-    """
-    True when CRDS could not be asked at all (no server, no cache, no answer in time).
-
-    A CRDS that answers "no such reference for these data" is reachable: that
-    is not a reason to use a packaged fallback.
-
-    Parameters
-    ----------
-    exc : BaseException
-        What a CRDS look-up raised.
-
-    Returns
-    -------
-    bool
-        Whether the failure is CRDS's unavailability.
-    """
-    return isinstance(
-        exc,
-        (SystemExit, TimeoutError, CrdsDownloadError, CrdsNetworkError, CrdsWebError, ServiceError),
-    )
-
 
 def missing_line(reftype: str, reason: BaseException | str, prefix: str = "") -> str:
     """One line of :func:`missing_message`: the reftype, why it is missing, the flag to pass."""
@@ -149,26 +95,6 @@ def missing_message(lines: list[str]) -> str:
         + "\n".join(lines)
         + "\n(Python: override_<reftype>='<path>'; in a pipeline: steps={'<step>': {...}})"
     )
-
-
-def call_guarded(function, *args):
-    """Run a CRDS client call, turning ``sys.exit`` and hangs into exceptions."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = function(*args)
-        except BaseException as exc:  # the CRDS client raises SystemExit
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True, name="mirispec-crds")
-    thread.start()
-    thread.join(CRDS_TIMEOUT)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer from CRDS within {CRDS_TIMEOUT:.0f} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 class _MirispecBehaviour:

@@ -42,8 +42,8 @@ class LrsOptimalExtractStep(MirispecStep):
     product_suffix = "optimal_x1d"
 
     spec = """
-    subtract_background = boolean(default=None)  # fit a background polynomial (None: extract1d file, else True)
-    bkg_order = integer(default=None, min=0)  # background polynomial order (None: extract1d file with bkg_coeff regions, else 1)
+    subtract_background = boolean(default=True)  # fit the background with the source (bkg_coeff regions if given, else the fit window)
+    bkg_order = integer(default=None, min=0)  # background polynomial order (None: the extract1d bkg_order with bkg_coeff regions, else 1)
     bkg_smoothing_length = integer(default=0, min=0)  # smooth the background along dispersion over N rows (0: joint per-row fit)
     use_source_posn = boolean(default=True)  # centre on the dithered source position (else the aperture reference point)
     position_offset = float(default=0)  # extra cross-dispersion offset (pixels)
@@ -104,9 +104,8 @@ class LrsOptimalExtractStep(MirispecStep):
 
     def _parameters(self, aperture, exposure) -> OptimalParameters:
         """Step parameters over the extract1d aperture's values."""
-        subtract = self.subtract_background
-        if subtract is None:
-            subtract = True
+        # None (an old parameter file) meant "yes" before it became a plain boolean.
+        subtract = self.subtract_background is not False
         if self.bkg_order is not None:
             order = self.bkg_order
         elif aperture.bkg_coeff is not None:

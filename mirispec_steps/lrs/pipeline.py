@@ -121,7 +121,7 @@ class LrsExtractPipeline(MirispecPipeline):
             lambda path: plot_spectra(
                 {"box": spectra["box"], "optimal": spectra["optimal"]},
                 path,
-                title="MIRI LRS: box and optimal extraction (S/N below)",
+                title="MIRI LRS: box and optimal extraction (relative 1-sigma error below)",
             ),
         )
 

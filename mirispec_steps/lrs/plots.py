@@ -1,31 +1,70 @@
-"""Diagnostic plots of the LRS extractions."""
+"""Diagnostic plots of the LRS extractions.
+
+Each figure is built by a ``*_figure`` function (returns a matplotlib
+Figure, for notebooks and tests) and written by the matching ``plot_*``.
+Images show the region around the source with a colour bar in the data's
+unit; spectra come with their 1-sigma band and, below, the relative error.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from mirispec_steps.core.robust import quiet_empty_slices
 from mirispec_steps.lrs.exposure import LrsExposure, to_dispersion_major
-from mirispec_steps.plots import new_figure, save_figure, spectrum_panel, stretch
+from mirispec_steps.plots import (
+    legend_above,
+    save_figure,
+    spectrum_arrays,
+    spectrum_panels,
+    stretch,
+)
 
-__all__ = ["plot_lrs_box", "plot_lrs_optimal"]
+__all__ = ["box_figure", "optimal_figure", "plot_lrs_box", "plot_lrs_optimal"]
+
+#: Columns shown either side of the extraction region.
+MARGIN_COLUMNS = 8
 
 
-def _dispersion_major_image(data: np.ndarray, dispaxis: int) -> np.ndarray:
-    """The image (mean over integrations) with dispersion along the rows."""
-    image = np.asarray(data, dtype=float)
+def _mean_image(values: np.ndarray, dispaxis: int) -> np.ndarray:
+    """An image (the mean over integrations) with dispersion along the rows."""
+    image = np.asarray(values, dtype=float)
     if image.ndim == 3:
         with quiet_empty_slices():  # never-valid pixels stay NaN
             image = np.nanmean(image, axis=0)
     return to_dispersion_major(image, dispaxis)
 
 
-def plot_lrs_box(
-    exposure: LrsExposure, products, path, title="LRS box extraction (mirispec_steps)"
-):
+def _data_unit(exposure: LrsExposure) -> str:
+    return str(exposure.model.meta.bunit_data or "data units")
+
+
+def _layout(width_ratios, figsize) -> tuple[Figure, list, object]:
+    """Image panels in one row, and a spectrum column of two rows (flux over error)."""
+    figure = Figure(figsize=figsize, layout="constrained")
+    grid = figure.add_gridspec(2, len(width_ratios), width_ratios=width_ratios,
+                               height_ratios=[3, 1.2])  # fmt: skip
+    images = [figure.add_subplot(grid[:, column]) for column in range(len(width_ratios) - 1)]
+    flux_axis = figure.add_subplot(grid[0, -1])
+    error_axis = figure.add_subplot(grid[1, -1], sharex=flux_axis)
+    return figure, images, (flux_axis, error_axis)
+
+
+def _show_image(figure, axis, image, cut, extent, label, cmap="gray_r", limits=None):
+    vmin, vmax = limits or stretch(image[cut])
+    shown = axis.imshow(image[cut], origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
+                        vmax=vmax, extent=extent, interpolation="nearest")  # fmt: skip
+    figure.colorbar(shown, ax=axis, label=label, shrink=0.9, pad=0.02)
+    axis.set_xlabel("cross-dispersion pixel")
+    axis.set_ylabel("dispersion pixel")
+    return shown
+
+
+def box_figure(exposure: LrsExposure, products, title="LRS box extraction") -> Figure:
     """
-    The aperture and background regions over the 2-D image, and the extracted spectrum.
+    The aperture (and background regions, when used) over the image, and the spectrum.
 
     Parameters
     ----------
@@ -33,63 +72,64 @@ def plot_lrs_box(
         The LRS input (s2d, cal or calints; the mean of the integrations is shown).
     products : BoxProducts
         From :func:`mirispec_steps.lrs.box.extract_box`.
-    path : str or Path
-        PNG file to write.
     title : str
         Figure title.
 
     Returns
     -------
-    str
-        The path written.
+    Figure
+        The figure.
     """
-    image = _dispersion_major_image(exposure.model.data, exposure.dispaxis)
+    image = _mean_image(exposure.model.data, exposure.dispaxis)
     aperture = np.asarray(products.aperture, dtype=float)
-    aperture = aperture[0] if aperture.ndim == 3 else aperture
     background = products.background_region
-    if background is not None:
-        background = np.asarray(background, dtype=float)
-        background = background[0] if background.ndim == 3 else background
-    used = aperture > 0 if background is None else (aperture > 0) | (background > 0)
+    has_background = background is not None and np.any(np.asarray(background) > 0)
+    used = aperture > 0 if not has_background else (aperture > 0) | (background > 0)
     rows, columns = np.nonzero(used)
     top, bottom = max(rows.min() - 5, 0), min(rows.max() + 6, image.shape[0])
-    left, right = max(columns.min() - 8, 0), min(columns.max() + 9, image.shape[1])
+    left = max(columns.min() - MARGIN_COLUMNS, 0)
+    right = min(columns.max() + MARGIN_COLUMNS + 1, image.shape[1])
     cut = (slice(top, bottom), slice(left, right))
     extent = (left - 0.5, right - 0.5, top - 0.5, bottom - 0.5)
 
-    figure, (image_axis, spectrum_axis) = new_figure(
-        1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [1.0, 2.2]}
+    figure, (image_axis,), (flux_axis, error_axis) = _layout([1.0, 2.3], (13, 6.5))
+    _show_image(
+        figure, image_axis, image, cut, extent, f"surface brightness ({_data_unit(exposure)})"
     )
-    vmin, vmax = stretch(image[cut])
-    image_axis.imshow(
-        image[cut], origin="lower", aspect="auto", cmap="gray_r", vmin=vmin, vmax=vmax,
-        extent=extent,
-    )  # fmt: skip
-    image_axis.contour(
-        np.arange(left, right), np.arange(top, bottom), aperture[cut], levels=[1e-6],
-        colors="tab:orange", linewidths=1.2,
-    )  # fmt: skip
+    grid = (np.arange(left, right), np.arange(top, bottom))
+    image_axis.contour(*grid, aperture[cut], levels=[0.5], colors="tab:orange", linewidths=1.2)
     handles = [Line2D([], [], color="tab:orange", label="source aperture")]
-    if background is not None and np.any(background[cut] > 0):
-        image_axis.contour(
-            np.arange(left, right), np.arange(top, bottom), background[cut], levels=[1e-6],
-            colors="tab:cyan", linewidths=1.0,
-        )  # fmt: skip
+    if has_background:
+        image_axis.contour(*grid, np.asarray(background)[cut], levels=[0.5], colors="tab:cyan",
+                           linewidths=1.0)  # fmt: skip
         handles.append(Line2D([], [], color="tab:cyan", label="background regions"))
-    image_axis.legend(handles=handles, fontsize=8, loc="upper right")
-    image_axis.set_xlabel("cross-dispersion pixel")
-    image_axis.set_ylabel("dispersion pixel")
-    image_axis.set_title("aperture and background on the image", fontsize=10)
-    spectrum_panel(spectrum_axis, products.x1d, "box FLUX")
-    spectrum_axis.set_title("extracted spectrum", fontsize=10)
-    return save_figure(figure, path, title, dpi=90)
+    image_axis.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=2,
+                      fontsize=8, frameon=False, borderaxespad=0.0)  # fmt: skip
+    spectrum_panels(flux_axis, error_axis, {"box FLUX": spectrum_arrays(products.x1d.spec[0])})
+    figure.suptitle(title)
+    return figure
 
 
-def plot_lrs_optimal(
-    exposure: LrsExposure, products, path, title="LRS optimal extraction (mirispec_steps)"
-):
+def _residual_significance(exposure: LrsExposure, products, rows, columns) -> np.ndarray:
+    """(data - scene) / sigma on the cutout, for the mean of the integrations."""
+    model = exposure.model
+    variance = sum(
+        np.nan_to_num(np.asarray(getattr(model, name), dtype=float))
+        for name in ("var_poisson", "var_rnoise", "var_flat")
+        if model.hasattr(name) and getattr(model, name) is not None
+    )
+    variance = np.array(variance, dtype=float, ndmin=3)
+    residual = products.residual[(slice(None), rows, columns)]
+    count = np.sum(np.isfinite(residual), axis=0)
+    with quiet_empty_slices(), np.errstate(invalid="ignore", divide="ignore"):
+        mean_residual = np.nanmean(residual, axis=0)
+        mean_variance = np.nanmean(variance[(slice(None), rows, columns)], axis=0)
+        return mean_residual / np.sqrt(mean_variance / np.maximum(count, 1))
+
+
+def optimal_figure(exposure: LrsExposure, products, title="LRS optimal extraction") -> Figure:
     """
-    Trace and its fit, the data and residual images, and the extracted spectrum.
+    Data with the trace, residuals in sigma, the trace fit, and the spectrum.
 
     Parameters
     ----------
@@ -97,78 +137,88 @@ def plot_lrs_optimal(
         The LRS input.
     products : OptimalProducts
         From :func:`mirispec_steps.lrs.optimal.extract_optimal`.
-    path : str or Path
-        PNG file to write.
     title : str
         Figure title.
 
     Returns
     -------
-    str
-        The path written.
+    Figure
+        The figure.
 
     Notes
     -----
-    The residual panel shows data - scene model over the pixels the fit
-    used, scaled to the 99th percentile of its absolute value; the trace panel shows the
-    local trace offsets the smooth fit was made from, with their errors.
+    The residual panel shows ``(data - scene model) / sigma`` over the pixels
+    the fit used (mean of the integrations for a time series): structure
+    there means the PSF or background model does not describe the data.
+    The trace panel shows the fitted offset from the WCS trace, with the
+    local offsets it was fitted to when a polynomial was fitted; its scale
+    is never narrower than +-0.1 px, so that numerical noise is not shown
+    as a measurement.
     """
-    rows_slice, columns_slice = products.slices
-    data = np.asarray(products.data, dtype=float)
-    data = data if data.ndim == 3 else data[None]
-    with quiet_empty_slices():  # rows with no valid pixel stay NaN
-        cutout = np.nanmean(data[(slice(None), rows_slice, columns_slice)], axis=0)
-        residual = np.nanmean(products.residual[(slice(None), rows_slice, columns_slice)], axis=0)
-    # Residuals grow with the source's Poisson noise: scale to their own tail, not the sky's.
-    finite_residual = np.abs(residual[np.isfinite(residual)])
-    limit = float(np.percentile(finite_residual, 99)) if finite_residual.size else 1.0
-    extent = (
-        columns_slice.start - 0.5, columns_slice.stop - 0.5,
-        rows_slice.start - 0.5, rows_slice.stop - 0.5,
-    )  # fmt: skip
+    rows, columns = products.slices
+    data = _mean_image(products.data, exposure.dispaxis)
+    cutout = data[rows, columns]
+    significance = _residual_significance(exposure, products, rows, columns)
+    extent = (columns.start - 0.5, columns.stop - 0.5, rows.start - 0.5, rows.stop - 0.5)
+    whole = (slice(None), slice(None))
 
-    figure, axes = new_figure(
-        1, 4, figsize=(15, 6), gridspec_kw={"width_ratios": [1.0, 1.0, 1.0, 2.4]}
+    figure, (data_axis, residual_axis, trace_axis), (flux_axis, error_axis) = _layout(
+        [1.0, 1.0, 0.8, 2.2], (17, 6.8)
     )
-    data_axis, residual_axis, trace_axis, spectrum_axis = axes
-    vmin, vmax = stretch(cutout)
-    data_axis.imshow(
-        cutout, origin="lower", aspect="auto", cmap="gray_r", vmin=vmin, vmax=vmax, extent=extent
-    )
-    data_axis.plot(products.trace, products.rows, "-", color="tab:orange", lw=1, label="trace")
+    _show_image(figure, data_axis, cutout, whole, extent, f"data ({_data_unit(exposure)})")
+    data_axis.plot(products.trace, products.rows, "-", color="tab:orange", lw=0.8,
+                   label="fitted trace")  # fmt: skip
     if products.shift is not None:
         nominal = products.trace - products.shift.shift
         data_axis.plot(nominal, products.rows, "--", color="tab:cyan", lw=0.8, label="WCS trace")
-    data_axis.legend(fontsize=7, loc="upper right")
-    data_axis.set_title("data and trace", fontsize=10)
-    data_axis.set_xlabel("cross-dispersion pixel")
-    data_axis.set_ylabel("dispersion pixel")
+    legend_above(data_axis, ncol=1)
 
-    limit = limit if limit > 0 else 1.0
-    shown = residual_axis.imshow(
-        residual, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
-        extent=extent,
-    )  # fmt: skip
-    figure.colorbar(shown, ax=residual_axis, fraction=0.08, label="data - model")
-    residual_axis.set_title(f"residual ({products.n_rejected} px rejected)", fontsize=10)
-    residual_axis.set_xlabel("cross-dispersion pixel")
+    _show_image(figure, residual_axis, significance, whole, extent, "(data - model) / sigma",
+                cmap="RdBu_r", limits=(-5.0, 5.0))  # fmt: skip
+    residual_axis.set_title(f"residual; {products.n_rejected} px rejected", fontsize=9)
 
-    if products.shift is not None:
-        solution = products.shift
-        if solution.block_rows.size:
-            trace_axis.errorbar(
-                solution.block_shifts, solution.block_rows, xerr=solution.block_errors,
-                fmt=".", ms=3, color="0.4", label="local offsets",
-            )  # fmt: skip
-        trace_axis.plot(solution.shift, products.rows, "-", color="tab:orange", label="fit")
-        trace_axis.legend(fontsize=7)
+    _trace_panel(trace_axis, products)
+    spectrum_panels(flux_axis, error_axis, {"optimal FLUX": spectrum_arrays(products.x1d.spec[0])})
+    figure.suptitle(title)
+    return figure
+
+
+def _trace_panel(axis, products) -> None:
+    """Fitted offset of the trace from the WCS per row, with the local offsets behind it."""
+    axis.set_xlabel("trace offset from the WCS (px)")
+    axis.set_ylabel("dispersion pixel")
+    axis.set_ylim(products.rows[0] - 0.5, products.rows[-1] + 0.5)
+    axis.ticklabel_format(axis="x", useOffset=False)
+    if products.shift is None:
+        axis.text(0.5, 0.5, "trace from the WCS\n(location not fitted)", ha="center",
+                  va="center", transform=axis.transAxes, fontsize=9)  # fmt: skip
+        axis.set_xlim(-0.5, 0.5)
+        return
+    solution = products.shift
+    values = [solution.shift]
+    if solution.block_rows.size:
+        # Block centres are in the normalised row coordinate (-1..1).
+        block_rows = np.interp(solution.block_rows, [-1.0, 1.0], products.rows[[0, -1]])
+        axis.errorbar(solution.block_shifts, block_rows, xerr=solution.block_errors, fmt="o",
+                      ms=2.5, color="0.45", ecolor="0.7", label="local offsets")  # fmt: skip
+        values.append(solution.block_shifts)
+    if solution.coefficients.size == 1:
+        label = f"fitted global offset {float(solution.coefficients[0]):+.3f} px"
     else:
-        trace_axis.text(0.5, 0.5, "trace from the WCS\n(not fitted)", ha="center",
-                        transform=trace_axis.transAxes)  # fmt: skip
-    trace_axis.set_xlabel("trace offset from the WCS (pixel)")
-    trace_axis.set_ylim(rows_slice.start - 0.5, rows_slice.stop - 0.5)
-    trace_axis.set_title("trace fit", fontsize=10)
+        label = f"fitted polynomial (order {solution.coefficients.size - 1})"
+    axis.plot(solution.shift, products.rows, "-", color="tab:orange", lw=1.5, label=label)
+    values = np.concatenate([np.atleast_1d(v) for v in values])
+    centre = float(np.median(values))
+    half = max(0.1, 1.2 * float(np.max(np.abs(values - centre))))
+    axis.set_xlim(centre - half, centre + half)
+    legend_above(axis, ncol=1)
 
-    spectrum_panel(spectrum_axis, products.x1d, "optimal FLUX")
-    spectrum_axis.set_title("extracted spectrum", fontsize=10)
-    return save_figure(figure, path, title, dpi=90)
+
+def plot_lrs_box(exposure: LrsExposure, products, path, title="LRS box extraction") -> str:
+    """Write :func:`box_figure` to the PNG ``path``; returns the path."""
+    return save_figure(box_figure(exposure, products, title), path, dpi=90)
+
+
+def plot_lrs_optimal(exposure: LrsExposure, products, path, title="LRS optimal extraction") -> str:
+    """Write :func:`optimal_figure` to the PNG ``path``; returns the path."""
+    return save_figure(optimal_figure(exposure, products, title), path, dpi=90)

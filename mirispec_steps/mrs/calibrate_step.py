@@ -107,6 +107,6 @@ class MrsCalibrateStep(MirispecStep):
             self.write_side_product(
                 "the calibration plot",
                 self.plot_path(result, model, index),
-                lambda path: plot_mrs_calibrated(result, path),
+                lambda path: plot_mrs_calibrated(result, path, maps=maps),
             )
         return result

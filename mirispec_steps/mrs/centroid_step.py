@@ -44,9 +44,9 @@ class MrsCentroidStep(CalibratedMrsStep):
     track_order = integer(default=2, min=0, max=6)  # polynomial order of the smooth track
     clip_sigma = float(default=4.0, min=1)  # bins beyond N sigma of the track are outliers
     reject_spikes = boolean(default=True)  # leave out single-pixel spikes (unflagged cosmic rays)
-    fixed_position = float_list(min=2, max=2, default=None)  # (alpha, beta) arcsec: skip fitting
+    fixed_position = float_list(min=2, max=2, default=None)  # two numbers: (alpha, beta) in arcsec; skip fitting
     save_centroid_table = boolean(default=False)  # write the per-bin table (ECSV)
-    save_plots = boolean(default=False)  # write a PNG of centroid versus wavelength
+    save_plots = boolean(default=False)  # PNG: alpha and beta per bin (mas) with the smooth track
     """  # noqa: E501
 
     reference_file_types = ["mrsresol", "mrspsf", "mrsmaps"]

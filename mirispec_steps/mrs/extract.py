@@ -140,6 +140,8 @@ class ChannelSpectrum:
         ``(K,)`` aperture semi-major axis (arcsec; aperture method).
     spectrum : BinSpectrum
         The sums.
+    psf : MrsPsf or CubePsf
+        The PSF the extraction used.
     """
 
     geometry: ChannelGeometry
@@ -148,6 +150,7 @@ class ChannelSpectrum:
     beta: np.ndarray
     semi_major: np.ndarray
     spectrum: BinSpectrum
+    psf: object
 
 
 def _check_in_field(geometry: ChannelGeometry, alpha: np.ndarray, beta: np.ndarray) -> None:
@@ -359,7 +362,7 @@ def extract_channels(
             )
         spectrum = _extract(pixels, grid, track, settings, psf, members, shape)
         _report(geometry, settings, spectrum)
-        results.append(ChannelSpectrum(geometry, grid, alpha, beta, semi_major, spectrum))
+        results.append(ChannelSpectrum(geometry, grid, alpha, beta, semi_major, spectrum, psf))
     return results
 
 

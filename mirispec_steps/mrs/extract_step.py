@@ -47,12 +47,12 @@ class MrsExtractStep(CalibratedMrsStep):
 
     spec = """
     method = option("optimal", "aperture", default="optimal")  # PSF-weighted fit or aperture sum
-    radius = float(default=2.0, min=0)  # aperture semi-major axis, in radius_units
+    radius = float(default=2.0, min=0.05)  # aperture semi-major axis, in radius_units
     radius_units = option("fwhm", "arcsec", default="fwhm")  # multiples of the PSF FWHM(lambda), or arcsec
     axis_ratio = float(default=1.0, min=0.05, max=1.0)  # aperture semi-minor / semi-major axis
     position_angle = float(default=0.0, min=-360, max=360)  # aperture major axis from +alpha towards +beta (deg)
     subtract_background = boolean(default=False)  # annulus background (aperture) or fitted constant (optimal)
-    annulus = float_list(min=2, max=2, default=None)  # inner, outer annulus radius in radius_units (default 1.5, 2 x radius)
+    annulus = float_list(min=2, max=2, default=None)  # two numbers: inner, outer annulus radius in radius_units (None: 1.5, 2 x radius)
     clip_sigma = float(default=3.0, min=0.5)  # annulus pixels beyond N sigma are left out
     apply_apcorr = boolean(default=True)  # correct aperture fluxes to total with the PSF model
     reject_sigma = float(default=5.0, min=0)  # optimal: reject pixels beyond N model sigma (0: off)
@@ -61,8 +61,8 @@ class MrsExtractStep(CalibratedMrsStep):
     alpha = float(default=None)  # fixed source alpha (arcsec); with beta, replaces the centroid
     beta = float(default=None)  # fixed source beta (arcsec)
     save_apcorr = boolean(default=False)  # write the per-wavelength aperture correction (ECSV)
-    save_plots = boolean(default=False)  # write a PNG: spectra with errors, aperture on the detector
-    plot_wavelength = float(default=None)  # bin drawn on the detector image (None: mid-band)
+    save_plots = boolean(default=False)  # PNG: spectra with errors, one bin's pixels and aperture in (alpha, beta)
+    plot_wavelength = float(default=None)  # wavelength (um) of the bin drawn in the field (None: mid-band)
     """  # noqa: E501
 
     reference_file_types = ["mrspsf", "mrsresol", "mrsmaps"]

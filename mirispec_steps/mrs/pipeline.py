@@ -8,19 +8,14 @@ from jwst.assign_wcs import AssignWcsStep
 from jwst.datamodels import ModelContainer
 from stdatamodels.jwst import datamodels
 
+from mirispec_steps.crds_guard import call_guarded, is_crds_failure, is_crds_unreachable
 from mirispec_steps.errors import CrdsUnavailableError, InputDataError
 from mirispec_steps.mrs.calibrate_step import MrsCalibrateStep
 from mirispec_steps.mrs.centroid_step import MrsCentroidStep
 from mirispec_steps.mrs.extract_step import MrsExtractStep
 from mirispec_steps.mrs.geometry import is_mrs_exposure
 from mirispec_steps.progress import progress
-from mirispec_steps.stepbase import (
-    MirispecPipeline,
-    call_guarded,
-    is_crds_failure,
-    is_crds_unreachable,
-    missing_message,
-)
+from mirispec_steps.stepbase import MirispecPipeline, missing_message
 
 __all__ = ["MrsPointSourcePipeline"]
 

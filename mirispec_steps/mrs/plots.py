@@ -1,68 +1,254 @@
-"""Diagnostic plots of the MRS steps: calibrated image, centroids, extraction."""
+"""Diagnostic plots of the MRS steps: calibrated exposure, centroids, extraction.
+
+Each figure is built by a ``*_figure`` function (returns a matplotlib Figure,
+for notebooks and tests) and written by the matching ``plot_*``. Images of
+the field are drawn in the (alpha, beta) plane from every pixel's footprint,
+so what is shown is the sky as the slicer samples it; positions are in
+milliarcseconds, spectra in the product's flux unit.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import Normalize, PowerNorm, SymLogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Ellipse
 
-from mirispec_steps.mrs.geometry import mrs_geometry
-from mirispec_steps.plots import new_figure, save_figure, stretch
+from mirispec_steps.core.robust import robust_sigma
+from mirispec_steps.mrs.core.spectral_grid import bin_members
+from mirispec_steps.mrs.exposure import has_wcs
+from mirispec_steps.mrs.geometry import ChannelGeometry, mrs_geometry
+from mirispec_steps.plots import legend_above, save_figure, spectrum_panels, stretch
 
-__all__ = ["plot_centroid", "plot_mrs_calibrated", "plot_mrs_extraction"]
+__all__ = [
+    "calibrated_figure",
+    "centroid_figure",
+    "extraction_figure",
+    "plot_centroid",
+    "plot_mrs_calibrated",
+    "plot_mrs_extraction",
+]
+
+#: Detector rows shown around the middle of the band in the calibrated-image panels.
+HALF_ROWS = 40
 
 
-def plot_centroid(table, path, title="MRS source position (mirispec_steps)"):
+def _footprints(geometry: ChannelGeometry, pixels: np.ndarray) -> np.ndarray:
+    """``(n, 4, 2)`` (alpha, beta) corners of the footprints of the given pixels."""
+    a0, a1 = geometry.alpha_low[pixels], geometry.alpha_high[pixels]
+    b0, b1 = geometry.beta_low[pixels], geometry.beta_high[pixels]
+    return np.stack(
+        [np.stack([a0, b0], -1), np.stack([a1, b0], -1), np.stack([a1, b1], -1),
+         np.stack([a0, b1], -1)],
+        axis=1,
+    )  # fmt: skip
+
+
+def _field_panel(figure, axis, geometry, pixels, values, label, norm, cmap="magma"):
+    """Pixel footprints in (alpha, beta) coloured by ``values``, with a colour bar."""
+    collection = PolyCollection(_footprints(geometry, pixels), array=values, cmap=cmap,
+                                norm=norm, edgecolors="none")  # fmt: skip
+    axis.add_collection(collection)
+    axis.set_xlim(np.min(geometry.alpha_low), np.max(geometry.alpha_high))
+    axis.set_ylim(np.min(geometry.beta_low), np.max(geometry.beta_high))
+    axis.set_aspect("equal")
+    axis.set_xlabel("alpha (arcsec)")
+    axis.set_ylabel("beta (arcsec)")
+    figure.colorbar(collection, ax=axis, label=label, shrink=0.85, pad=0.02)
+    return collection
+
+
+def _pixels_at(geometry: ChannelGeometry, wavelength: float) -> np.ndarray:
+    """One pixel per slice column at a wavelength: those whose span contains it."""
+    inside = (geometry.wavelength_low <= wavelength) & (geometry.wavelength_high > wavelength)
+    return np.flatnonzero(inside)
+
+
+def calibrated_figure(model, title="MRS calibrated exposure", maps=None) -> Figure:
     """
-    Centroid versus wavelength with the smooth track, one row of panels per channel.
+    Each channel at full resolution: detector rows at mid-band, and the field in surface
+    brightness and S/N.
+
+    Parameters
+    ----------
+    model : IFUImageModel
+        The output of MrsCalibrateStep (MJy/sr with ERR).
+    title : str
+        Figure title.
+    maps : str or None
+        An ``mrsmaps`` file for data without a WCS; with neither, only the
+        detector image is drawn.
+
+    Returns
+    -------
+    Figure
+        The figure.
+
+    Notes
+    -----
+    Left: the detector rows around the middle of each channel's band, at
+    one screen pixel per few detector pixels, with slice numbers on top
+    (an arcsinh-like stretch shows the source's slices and the sky between
+    them). Middle and right: the field at that wavelength, every pixel drawn
+    as its footprint in (alpha, beta): where the source is, and how well
+    each pixel measures it.
+    """
+    data = np.asarray(model.data, dtype=float)
+    error = np.asarray(model.err, dtype=float)
+    unit = str(model.meta.bunit_data or "data units")
+    if not has_wcs(model) and maps is None:
+        return _detector_only_figure(data, unit, title)
+    geometries = mrs_geometry(model, maps=maps)
+    figure = Figure(figsize=(17, 4.6 * len(geometries)), layout="constrained")
+    axes = figure.subplots(len(geometries), 3, squeeze=False,
+                           gridspec_kw={"width_ratios": [2.4, 1.0, 1.0]})  # fmt: skip
+    for row, geometry in zip(axes, geometries, strict=True):
+        middle = float(np.median(geometry.wavelength))
+        centre_row = int(np.median(geometry.y[np.abs(geometry.wavelength - middle) < 0.002]))
+        low, high = max(centre_row - HALF_ROWS, 0), min(centre_row + HALF_ROWS, data.shape[0])
+        left, right = int(geometry.x.min()), int(geometry.x.max()) + 1
+        cutout = data[low:high, left:right]
+        scale = max(float(np.nanpercentile(np.abs(cutout), 50)), 1e-6)
+        norm = SymLogNorm(
+            linthresh=scale, vmin=-scale, vmax=max(stretch(cutout, 1, 99.9)[1], 2 * scale)
+        )
+        shown = row[0].imshow(cutout, origin="lower", aspect="auto", cmap="magma", norm=norm,
+                              extent=(left - 0.5, right - 0.5, low - 0.5, high - 0.5),
+                              interpolation="nearest")  # fmt: skip
+        figure.colorbar(shown, ax=row[0], label=f"surface brightness ({unit})", pad=0.01)
+        row[0].set_xlabel("detector column")
+        row[0].set_ylabel("detector row")
+        _slice_ticks(row[0], geometry)
+        row[0].set_title(f"channel {geometry.name}: rows around {middle:.3f} um", fontsize=10)
+
+        pixels = _pixels_at(geometry, middle)
+        values = data[geometry.y[pixels], geometry.x[pixels]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            snr = values / error[geometry.y[pixels], geometry.x[pixels]]
+        peak = max(float(np.nanmax(values)) if np.any(np.isfinite(values)) else 1.0, 1e-6)
+        field_scale = max(float(np.nanmedian(np.abs(values))), 1e-3 * peak)
+        _field_panel(figure, row[1], geometry, pixels, values, f"surface brightness ({unit})",
+                     SymLogNorm(linthresh=field_scale, vmin=-field_scale, vmax=peak))  # fmt: skip
+        row[1].set_title(f"field at {middle:.3f} um", fontsize=10)
+        top_snr = max(float(np.nanmax(snr)) if np.any(np.isfinite(snr)) else 10.0, 10.0)
+        snr_norm = SymLogNorm(linthresh=3.0, vmin=-3.0, vmax=top_snr)
+        _field_panel(figure, row[2], geometry, pixels, snr, "S/N (data / ERR)", snr_norm,
+                     cmap="viridis")  # fmt: skip
+        row[2].set_title(f"S/N at {middle:.3f} um (max {top_snr:.0f})", fontsize=10)
+    figure.suptitle(f"{title}: {model.meta.instrument.detector} {model.meta.instrument.band}")
+    return figure
+
+
+def _detector_only_figure(data, unit, title) -> Figure:
+    """The whole detector, when nothing says where the slices are (no WCS, no mrsmaps)."""
+    figure = Figure(figsize=(9, 8), layout="constrained")
+    axis = figure.subplots()
+    scale = max(float(np.nanpercentile(np.abs(data), 50)), 1e-6)
+    norm = SymLogNorm(linthresh=scale, vmin=-scale, vmax=max(stretch(data, 1, 99.9)[1], 2 * scale))
+    shown = axis.imshow(data, origin="lower", cmap="magma", norm=norm, interpolation="nearest")
+    figure.colorbar(shown, ax=axis, label=f"surface brightness ({unit})")
+    axis.set_xlabel("detector column")
+    axis.set_ylabel("detector row")
+    figure.suptitle(f"{title} (no WCS: slices and field not drawn)")
+    return figure
+
+
+def _slice_ticks(axis, geometry: ChannelGeometry) -> None:
+    """Slice numbers (integers) above a detector panel, at each slice's median column."""
+    numbers = np.unique(geometry.slice_number)
+    centres = np.array([np.median(geometry.x[geometry.slice_number == n]) for n in numbers])
+    top = axis.secondary_xaxis("top")
+    step = 1 if numbers.size <= 12 else 2
+    order = np.argsort(centres)[::step]
+    top.set_xticks(centres[order], [str(int(n)) for n in numbers[order]], fontsize=7)
+    top.set_xlabel("slice", fontsize=8)
+
+
+def centroid_figure(table, title="MRS source position per spectral bin") -> Figure:
+    """
+    Centroid versus wavelength with the smooth track, per band: alpha and beta in mas.
 
     Parameters
     ----------
     table : astropy.table.Table
         From :func:`mirispec_steps.read_centroid`.
-    path : str or Path
-        PNG file to write.
     title : str
         Figure title.
 
     Returns
     -------
-    str
-        The path written.
+    Figure
+        The figure.
+
+    Notes
+    -----
+    The vertical scale follows the good bins (their spread and errors);
+    bins flagged as outliers that fall beyond it are drawn on the edge as
+    triangles and counted in the title, so that they cannot squash the scale.
     """
     bands = list(dict.fromkeys(np.asarray(table["band"]).tolist()))
-    figure, axes = new_figure(len(bands), 2, figsize=(11, 3.2 * len(bands)), squeeze=False)
-    colours = {"ok": "tab:blue", "low_signal": "tab:orange", "outlier": "tab:red", "fixed": "k"}
+    figure = Figure(figsize=(12, 3.4 * len(bands)), layout="constrained")
+    axes = figure.subplots(len(bands), 2, squeeze=False)
     for row, band in zip(axes, bands, strict=True):
         rows = table[table["band"] == band]
-        wavelength = np.asarray(rows["wavelength"])
+        wavelength = np.asarray(rows["wavelength"], dtype=float)
         status = np.asarray(rows["status"]).astype(str)
         for axis, name in zip(row, ("alpha", "beta"), strict=True):
-            for label, colour in colours.items():
-                chosen = status == label
-                if np.any(chosen):
-                    axis.errorbar(
-                        wavelength[chosen],
-                        np.asarray(rows[name])[chosen],
-                        yerr=np.asarray(rows[f"{name}_err"])[chosen],
-                        fmt=".",
-                        ms=3,
-                        color=colour,
-                        alpha=0.6,
-                        label=f"{label} ({np.count_nonzero(chosen)})",
-                    )
-            failed = np.count_nonzero(status == "failed")
-            axis.plot(wavelength, np.asarray(rows[f"{name}_smooth"]), "g-", lw=1.5, label="track")
-            axis.set_xlabel("wavelength (micron)")
-            axis.set_ylabel(f"{name} (arcsec), band {band}")
-            axis.set_title(f"{band} {name}" + (f"; {failed} failed bins" if failed else ""))
-            axis.legend(fontsize=7, loc="best")
-    return save_figure(figure, path, title, dpi=90)
+            _centroid_panel(axis, wavelength, status, rows, name, band)
+    figure.suptitle(title)
+    return figure
 
 
-def plot_mrs_extraction(
-    model, results, settings, path, plot_wavelength=None, title="MRS spectrum (mirispec_steps)"
-):
+def _centroid_panel(axis, wavelength, status, rows, name, band) -> None:
+    value = np.asarray(rows[name], dtype=float) * 1e3
+    error = np.asarray(rows[f"{name}_err"], dtype=float) * 1e3
+    track = np.asarray(rows[f"{name}_smooth"], dtype=float) * 1e3
+    ok = status == "ok"
+    low_signal = status == "low_signal"
+    if np.any(ok):
+        centre = float(np.median(value[ok]))
+        spread = 4.0 * max(float(robust_sigma(value[ok])), float(np.median(error[ok])), 0.05)
+        limits = (centre - spread, centre + spread)
+    else:
+        limits = (float(np.nanmin(track)) - 50.0, float(np.nanmax(track)) + 50.0)
+    for chosen, colour, label in ((ok, "tab:blue", "ok"), (low_signal, "tab:orange", "low signal")):
+        if np.any(chosen):
+            axis.errorbar(wavelength[chosen], value[chosen], yerr=error[chosen], fmt=".", ms=2.5,
+                          color=colour, ecolor="0.75", elinewidth=0.6, zorder=1,
+                          label=f"{label} ({np.count_nonzero(chosen)})")  # fmt: skip
+    outlier = status == "outlier"
+    beyond = outlier & ((value < limits[0]) | (value > limits[1]))
+    inside = outlier & ~beyond
+    if np.any(inside):
+        axis.plot(wavelength[inside], value[inside], "x", color="tab:red", ms=4, zorder=2,
+                  label=f"outlier ({np.count_nonzero(inside)})")  # fmt: skip
+    if np.any(beyond):
+        edge = np.where(value[beyond] > limits[1], limits[1], limits[0])
+        marker = np.where(value[beyond] > limits[1], "^", "v")
+        for symbol in ("^", "v"):
+            chosen = marker == symbol
+            if np.any(chosen):
+                axis.plot(wavelength[beyond][chosen], edge[chosen], symbol, color="tab:red", ms=5,
+                          zorder=2, clip_on=False)  # fmt: skip
+    axis.plot(wavelength, track, "-", color="black", lw=2.0, zorder=3, label="smooth track")
+    axis.set_ylim(*limits)
+    axis.set_xlabel("wavelength (micron)")
+    axis.set_ylabel(f"{name} (mas)")
+    failed = int(np.count_nonzero(status == "failed"))
+    notes = [f"{band} {name}"]
+    if np.any(beyond):
+        notes.append(f"{np.count_nonzero(beyond)} outliers beyond the axis (triangles)")
+    if failed:
+        notes.append(f"{failed} failed bins")
+    axis.set_title("; ".join(notes), fontsize=9, loc="right")
+    legend_above(axis, ncol=4)
+
+
+def extraction_figure(model, results, settings, plot_wavelength=None,
+                      title="MRS point-source spectra") -> Figure:  # fmt: skip
     """
-    MRS extraction diagnostics: per channel, the spectrum with errors and one bin on the detector.
+    Per channel: the spectrum with its errors, and the pixels of one bin in the field.
 
     Parameters
     ----------
@@ -72,169 +258,115 @@ def plot_mrs_extraction(
         From :func:`mirispec_steps.mrs.extract.extract_channels`.
     settings : ExtractionSettings
         Method and aperture.
-    path : str or Path
-        PNG file to write.
     plot_wavelength : float or None
-        Wavelength of the bin drawn on the detector (None: mid-band of each channel).
+        Wavelength of the bin drawn in the field (None: mid-band of each channel).
     title : str
         Figure title.
 
     Returns
     -------
-    str
-        The path written.
+    Figure
+        The figure.
 
     Notes
     -----
-    The right panels show the detector rows around the chosen bin, with the
-    bin's pixels marked by their aperture weight (the exact overlap of the
-    pixel footprint with the aperture; for optimal extraction the aperture
-    of ``radius`` is drawn for reference) and the source position's pixels.
+    Right: the footprints of the chosen bin's pixels in (alpha, beta),
+    coloured by what each contributes. Aperture photometry: the exact
+    overlap of the footprint with the ellipse (drawn). Optimal extraction:
+    the share of the PSF falling on the footprint, for the pixels the fit
+    used (a circle of the PSF's FWHM is drawn). The cross marks the source
+    position used for the bin.
     """
     from mirispec_steps.mrs.core.ellipse_overlap import EllipticalAperture, ellipse_overlap
-    from mirispec_steps.mrs.core.spectral_grid import bin_members
     from mirispec_steps.mrs.extract import ARCSEC2_TO_SR
 
-    figure, axes = new_figure(
-        len(results), 2, figsize=(12, 3.6 * len(results)), squeeze=False,
-        gridspec_kw={"width_ratios": [1.6, 1.0]},
-    )  # fmt: skip
-    for row, result in zip(axes, results, strict=True):
-        spectrum, grid, geometry = result.spectrum, result.grid, result.geometry
-        correction = (
-            spectrum.aperture_correction
-            if settings.method == "aperture" and settings.apply_apcorr
-            else 1.0
-        )
-        flux = spectrum.flux * correction * ARCSEC2_TO_SR * 1e6
-        error = spectrum.flux_error * np.abs(correction) * ARCSEC2_TO_SR * 1e6
-        axis = row[0]
-        axis.fill_between(grid.wavelength, flux - error, flux + error, color="0.75", lw=0)
-        axis.plot(grid.wavelength, flux, "k-", lw=0.8, label=f"{settings.method} FLUX +- 1 sigma")
-        axis.set_xlabel("wavelength (micron)")
-        axis.set_ylabel("flux density (Jy)")
-        finite = np.isfinite(flux)
-        snr = np.nanmedian(flux[finite] / error[finite]) if finite.any() else np.nan
-        axis.set_title(f"channel {geometry.name}: {len(grid)} bins, median SNR {snr:.0f}")
-        axis.legend(fontsize=8, loc="best")
+    figure = Figure(figsize=(14, 4.6 * len(results)), layout="constrained")
+    grid = figure.add_gridspec(2 * len(results), 2, width_ratios=[1.7, 1.0],
+                               height_ratios=[3, 1.2] * len(results))  # fmt: skip
+    aperture_method = settings.method == "aperture"
+    for index, result in enumerate(results):
+        flux_axis = figure.add_subplot(grid[2 * index, 0])
+        error_axis = figure.add_subplot(grid[2 * index + 1, 0], sharex=flux_axis)
+        field_axis = figure.add_subplot(grid[2 * index : 2 * index + 2, 1])
+        spec = _spec_of(result, settings, ARCSEC2_TO_SR)
+        spectrum_panels(flux_axis, error_axis, {f"{settings.method} FLUX": spec})
+        flux_axis.set_title(f"channel {result.geometry.name}: {len(result.grid)} bins, median S/N "
+                            f"{np.nanmedian(spec.flux / spec.error):.0f}", fontsize=10,
+                            loc="left", pad=20)  # fmt: skip
 
+        geometry, grid_bins = result.geometry, result.grid
         target = np.mean(geometry.wavelength_range) if plot_wavelength is None else plot_wavelength
-        chosen = int(np.argmin(np.abs(grid.wavelength - target)))
-        members = bin_members(geometry.wavelength, grid)
+        chosen = int(np.argmin(np.abs(grid_bins.wavelength - target)))
+        members = bin_members(geometry.wavelength, grid_bins)
         pixels = members.index[chosen][members.inside[chosen]]
-        aperture = EllipticalAperture(
-            result.semi_major[chosen], settings.axis_ratio, settings.position_angle
-        )
-        weight = ellipse_overlap(
-            geometry.alpha_low[pixels],
-            geometry.alpha_high[pixels],
-            geometry.beta_low[pixels],
-            geometry.beta_high[pixels],
-            result.alpha[chosen],
-            result.beta[chosen],
-            aperture,
-        )
-        rows, columns = geometry.y[pixels], geometry.x[pixels]
-        top, bottom = int(rows.min()) - 6, int(rows.max()) + 7
-        left, right = int(geometry.x.min()), int(geometry.x.max()) + 1
-        image = np.asarray(model.data[max(top, 0) : bottom, left:right], dtype=float)
-        finite_image = image[np.isfinite(image)]
-        low, high = np.percentile(finite_image, (1, 99.7)) if finite_image.size else (0, 1)
-        axis = row[1]
-        axis.imshow(
-            image, origin="lower", aspect="auto", cmap="gray_r", vmin=low, vmax=high,
-            extent=(left - 0.5, right - 0.5, max(top, 0) - 0.5, bottom - 0.5),
+        alpha, beta = float(result.alpha[chosen]), float(result.beta[chosen])
+        if aperture_method:
+            aperture = EllipticalAperture(result.semi_major[chosen], settings.axis_ratio,
+                                          settings.position_angle)  # fmt: skip
+            weight = ellipse_overlap(
+                geometry.alpha_low[pixels], geometry.alpha_high[pixels],
+                geometry.beta_low[pixels], geometry.beta_high[pixels], alpha, beta, aperture,
+            )  # fmt: skip
+            label = "overlap with the aperture"
+            norm = Normalize(0.0, 1.0)
+        else:
+            psf = result.psf
+            weight = psf.footprint_fraction(
+                geometry.alpha_low[pixels], geometry.alpha_high[pixels],
+                geometry.beta_low[pixels], geometry.beta_high[pixels], alpha, beta,
+                geometry.wavelength[pixels],
+            )  # fmt: skip
+            label = "share of the PSF on the pixel"
+            # A square-root stretch, so that the wings the fit also uses stay visible.
+            norm = PowerNorm(0.5, 0.0, max(float(np.max(weight)), 1e-6))
+        near = weight > 0 if aperture_method else weight > 1e-4 * np.max(weight)
+        _field_panel(figure, field_axis, geometry, pixels[near], weight[near], label, norm,
+                     cmap="viridis")  # fmt: skip
+        field_axis.plot(alpha, beta, "+", color="tab:red", ms=6, mew=1.0, label="source position")
+        if aperture_method:
+            field_axis.add_patch(Ellipse((alpha, beta), 2 * aperture.semi_major,
+                                         2 * aperture.semi_major * settings.axis_ratio,
+                                         angle=settings.position_angle, fill=False,
+                                         color="tab:red", lw=1.2, label="aperture"))  # fmt: skip
+            caption = f"aperture a = {float(result.semi_major[chosen]):.2f} arcsec"
+        else:
+            fwhm = float(result.psf.fwhm(grid_bins.wavelength[chosen]))
+            field_axis.add_patch(Circle((alpha, beta), fwhm / 2, fill=False, color="tab:red",
+                                        lw=1.5, ls="--", label="PSF FWHM"))  # fmt: skip
+            caption = "optimal: PSF-weighted fit"
+        field_axis.set_title(
+            f"{geometry.name} bin at {grid_bins.wavelength[chosen]:.4f} um; {caption}\nsource "
+            f"at ({alpha * 1e3:.0f}, {beta * 1e3:.0f}) mas", fontsize=9, loc="left", pad=20,
         )  # fmt: skip
-        axis.scatter(columns, rows, s=2, c="tab:blue", alpha=0.4, label="bin pixels")
-        inside = weight > 0
-        marks = axis.scatter(
-            columns[inside], rows[inside], s=14, c=weight[inside], cmap="autumn_r",
-            vmin=0, vmax=1, marker="s", label="aperture weight",
-        )  # fmt: skip
-        figure.colorbar(marks, ax=axis, label="aperture overlap", fraction=0.05)
-        axis.set_xlabel("detector column")
-        axis.set_ylabel("detector row")
-        axis.set_title(
-            f"{geometry.name} bin at {grid.wavelength[chosen]:.4f} um; "
-            f'aperture {result.semi_major[chosen]:.2f}" at '
-            f"({result.alpha[chosen]:.2f}, {result.beta[chosen]:.2f})",
-            fontsize=9,
-        )
-        axis.legend(fontsize=7, loc="upper right")
-    return save_figure(figure, path, title, dpi=90)
+        legend_above(field_axis, ncol=2)
+    figure.suptitle(title)
+    return figure
 
 
-def plot_mrs_calibrated(model, path, title="MRS calibrated exposure (mirispec_steps)"):
-    """
-    The calibrated detector image, its slice map and its signal-to-noise image.
+def _spec_of(result, settings, arcsec2_to_sr):
+    """The channel's spectrum in Jy, as the x1d writes it (aperture correction applied)."""
+    from mirispec_steps.plots import SpectrumArrays
 
-    Parameters
-    ----------
-    model : IFUImageModel
-        The output of MrsCalibrateStep (MJy/sr with ERR). The slice map needs
-        a WCS; without one that panel is left out.
-    path : str or Path
-        PNG file to write.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    str
-        The path written.
-
-    Notes
-    -----
-    The image uses an arcsinh-like (symmetric log) stretch, so that both the
-    point source's peak and the faint sky between slices show.
-    """
-    from matplotlib.colors import SymLogNorm
-
-    data = np.asarray(model.data, dtype=float)
-    error = np.asarray(model.err, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.where(error > 0, data / error, np.nan)
-    slice_map = _slice_map(model, data.shape)
-    panels = 2 if slice_map is None else 3
-    figure, axes = new_figure(1, panels, figsize=(6.2 * panels, 6.2))
-    finite = np.abs(data[np.isfinite(data)])
-    scale = float(np.percentile(finite, 50)) if finite.size else 1.0
-    _, top = stretch(data, 1.0, 99.95)
-    shown = axes[0].imshow(
-        data, origin="lower", cmap="magma",
-        norm=SymLogNorm(linthresh=max(scale, 1e-6), vmin=-scale, vmax=max(top, 2 * scale)),
-    )  # fmt: skip
-    figure.colorbar(shown, ax=axes[0], fraction=0.046, label=f"{model.meta.bunit_data}")
-    instrument = model.meta.instrument
-    axes[0].set_title(f"{instrument.detector} {instrument.band}: calibrated image", fontsize=10)
-    if slice_map is not None:
-        shown = axes[1].imshow(slice_map, origin="lower", cmap="tab20", interpolation="nearest")
-        figure.colorbar(shown, ax=axes[1], fraction=0.046, label="slice number")
-        axes[1].set_title("slice map (from the WCS)", fontsize=10)
-    _, snr_top = stretch(snr, 2.0, 99.9)
-    shown = axes[-1].imshow(
-        snr, origin="lower", cmap="viridis",
-        norm=SymLogNorm(linthresh=3.0, vmin=-3.0, vmax=max(snr_top, 10.0)),
-    )  # fmt: skip
-    figure.colorbar(shown, ax=axes[-1], fraction=0.046, label="S/N (data / ERR)")
-    usable = np.isfinite(snr)
-    axes[-1].set_title(
-        f"S/N: median {np.median(snr[usable]) if usable.any() else np.nan:.1f}, "
-        f"max {np.max(snr[usable]) if usable.any() else np.nan:.0f} "
-        f"({usable.sum()} usable pixels)",
-        fontsize=10,
-    )
-    for axis in axes:
-        axis.set_xlabel("detector column")
-        axis.set_ylabel("detector row")
-    return save_figure(figure, path, title, dpi=80)
+    spectrum = result.spectrum
+    correction = spectrum.aperture_correction if settings.method == "aperture" and \
+        settings.apply_apcorr else 1.0  # fmt: skip
+    flux = spectrum.flux * correction * arcsec2_to_sr * 1e6
+    error = spectrum.flux_error * np.abs(correction) * arcsec2_to_sr * 1e6
+    return SpectrumArrays(result.grid.wavelength, flux, error, "Jy")
 
 
-def _slice_map(model, shape) -> np.ndarray | None:
-    """Slice number of every pixel (NaN outside slices), or None without a WCS."""
-    if getattr(model.meta, "wcs", None) is None:
-        return None
-    slice_map = np.full(shape, np.nan)
-    for geometry in mrs_geometry(model):
-        slice_map[geometry.y, geometry.x] = geometry.slice_number
-    return slice_map
+def plot_mrs_calibrated(model, path, title="MRS calibrated exposure", maps=None) -> str:
+    """Write :func:`calibrated_figure` to a PNG; returns the path."""
+    return save_figure(calibrated_figure(model, title, maps), path, dpi=80)
+
+
+def plot_centroid(table, path, title="MRS source position per spectral bin") -> str:
+    """Write :func:`centroid_figure` to a PNG; returns the path."""
+    return save_figure(centroid_figure(table, title), path, dpi=90)
+
+
+def plot_mrs_extraction(model, results, settings, path, plot_wavelength=None,
+                        title="MRS point-source spectra") -> str:  # fmt: skip
+    """Write :func:`extraction_figure` to a PNG; returns the path."""
+    figure = extraction_figure(model, results, settings, plot_wavelength, title)
+    return save_figure(figure, path, dpi=90)
