@@ -1,4 +1,13 @@
-"""LrsOptimalExtractStep against the simulator's truth, box extraction and jwst's optimal mode."""
+"""
+LrsOptimalExtractStep against the simulator's truth, box extraction and jwst's optimal mode.
+
+No inverse crime: unless a test says otherwise, the data are simulated with
+one of the simulator's PSF families the package does not model
+(``DiffractionLrsPsf``, ``AsymmetricLrsPsf``, ``MoffatLrsPsf``) and extracted
+with the packaged ``psf`` reference (the package's two-Gaussian ``LrsPsf``).
+Tests of error propagation (pulls) simulate with ``LrsPsf`` itself, so that
+they measure the error bars and not a profile mismatch; they say so.
+"""
 
 import json
 import subprocess
@@ -16,7 +25,14 @@ from mirispec_steps.errors import InputDataError, ParameterError, ReferenceFileE
 from mirispec_steps.lrs.core.psf_profile import evaluate_profile
 from mirispec_steps.lrs.references import load_lrs_psf
 from mirispec_steps.references import packaged_reference
-from mirispec_steps.simulate import LrsPsf, default_spectrum, simulate_lrs
+from mirispec_steps.simulate import (
+    AsymmetricLrsPsf,
+    DiffractionLrsPsf,
+    LrsPsf,
+    MoffatLrsPsf,
+    default_spectrum,
+    simulate_lrs,
+)
 from mirispec_steps.simulate.psf import write_lrs_psf_reference
 
 PSF_FILE = packaged_reference("mirispec_miri_lrs_psf.fits")
@@ -77,12 +93,12 @@ def test_profile_matches_the_model_it_was_made_from():
         np.testing.assert_allclose(actual, expected, atol=1e-5 * expected.max())
 
 
-def test_jwst_places_the_profile_half_a_pixel_off(cal_noise_free):
+def test_jwst_places_the_profile_half_a_pixel_off(cal_model_psf):
     """jwst's psf_profile on the same trace puts the centroid ~0.5 px away; ours does not."""
     from jwst.extract_1d.psf_profile import psf_profile
 
-    model = cal_noise_free.model
-    truth = cal_noise_free.truth
+    model = cal_model_psf.model
+    truth = cal_model_psf.truth
     ny, nx = model.data.shape
     y, x = np.mgrid[:ny, :nx]
     wl_array = model.meta.wcs(x, y)[2]
@@ -108,23 +124,38 @@ def test_jwst_places_the_profile_half_a_pixel_off(cal_noise_free):
 
 @pytest.fixture(scope="module")
 def cal_noise_free():
+    """Simulated with DiffractionLrsPsf, extracted with the packaged LrsPsf reference."""
+    return simulate_lrs("cal", noise=False, seed=1, psf=DiffractionLrsPsf())
+
+
+@pytest.fixture(scope="module")
+def cal_model_psf():
+    """Simulated with the package's own LrsPsf: for tests of the PSF path's mechanics only."""
     return simulate_lrs("cal", noise=False, seed=1)
 
 
 def test_noise_free_flux_matches_truth(cal_noise_free):
-    ratio = ratio_to_truth(optimal(cal_noise_free.model), cal_noise_free.truth)
+    """Diffraction PSF in the data, two-Gaussian reference: the measured profile finds the flux."""
+    x1d = optimal(cal_noise_free.model)
+    assert x1d.mirispec_profile.profile == "empirical"
+    ratio = ratio_to_truth(x1d, cal_noise_free.truth)
     assert np.median(np.abs(ratio - 1)) <= 1e-3
-    assert np.max(np.abs(ratio - 1)) < 3e-3
+    assert np.percentile(np.abs(ratio - 1), 90) < 5e-3
+    # the reference's profile alone is off by several percent somewhere on these data
+    psf_only = ratio_to_truth(optimal(cal_noise_free.model, profile="psf"), cal_noise_free.truth)
+    assert np.percentile(np.abs(psf_only - 1), 90) > 0.02
 
 
-def test_fit_window_and_default_background(cal_noise_free, caplog):
-    """Whole cutout and the +-15 px window agree; a constant sky model is reported."""
-    windowed = ratio_to_truth(optimal(cal_noise_free.model), cal_noise_free.truth)
-    whole = ratio_to_truth(optimal(cal_noise_free.model, fit_half_width=0), cal_noise_free.truth)
+def test_fit_window_and_default_background(cal_model_psf, caplog):
+    """PSF path (data simulated with the reference's own model, mechanics only): whole cutout
+    and the +-15 px window agree; a constant sky model is reported."""
+    model, truth = cal_model_psf.model, cal_model_psf.truth
+    windowed = ratio_to_truth(optimal(model, profile="psf"), truth)
+    whole = ratio_to_truth(optimal(model, profile="psf", fit_half_width=0), truth)
     assert np.median(np.abs(whole - 1)) <= 1e-3
     assert np.median(np.abs(windowed / whole - 1)) < 1e-4
     with pytest.raises(ParameterError, match="fit_half_width"):
-        optimal(cal_noise_free.model, fit_half_width=1)
+        optimal(model, fit_half_width=1)
     # The slitless simulation has a sky gradient: the default (linear) background
     # follows it; a constant one leaves the rejection eating the window edges.
     sim = simulate_lrs("calints", n_integrations=3, seed=8)
@@ -143,12 +174,16 @@ def test_fit_window_and_default_background(cal_noise_free, caplog):
 
 
 def test_noise_free_real_geometry(real_reference_dir):
-    sim = simulate_lrs("cal", noise=False, seed=2, reference_dir=real_reference_dir)
+    """AsymmetricLrsPsf in the data, the packaged reference, the flight geometry."""
+    sim = simulate_lrs(
+        "cal", noise=False, seed=2, reference_dir=real_reference_dir, psf=AsymmetricLrsPsf()
+    )
     ratio = ratio_to_truth(optimal(sim.model), sim.truth)
     assert np.median(np.abs(ratio - 1)) <= 1e-3
 
 
 def pulls(kind, n_realisations, **simulation):
+    """Pulls of noisy faint sources simulated with the package's own LrsPsf (error bars only)."""
     values = []
     for seed in range(n_realisations):
         sim = simulate_lrs(kind, seed=900 + seed, spectrum=faint, exposure_time=100.0, **simulation)
@@ -234,13 +269,14 @@ def test_signal_to_noise_against_box(scale, minimum, write_extract1d, apcorr_fil
 
 def test_cosmic_ray_and_dead_core_pixel(write_extract1d, apcorr_file):
     """A CR or a NaN in a row's core pixel changes its flux by < 1% (box: ~20% for the NaN)."""
-    clean = simulate_lrs("cal", noise=False, seed=5)
+    clean = simulate_lrs("cal", noise=False, seed=5, psf=DiffractionLrsPsf())
     rows = clean.truth.rows
     index_dead, index_cr = 150, 250
     core_dead = int(round(clean.truth.trace[index_dead]))
     damaged = simulate_lrs(
-        "cal", noise=False, seed=5, dead_pixels=[(core_dead, int(rows[index_dead]))]
-    )
+        "cal", noise=False, seed=5, dead_pixels=[(core_dead, int(rows[index_dead]))],
+        psf=DiffractionLrsPsf(),
+    )  # fmt: skip
     core_cr = int(round(clean.truth.trace[index_cr]))
     damaged.model.data[rows[index_cr], core_cr] += 5000.0
     reference = optimal(clean.model).spec[0].spec_table
@@ -262,8 +298,8 @@ def test_cosmic_ray_and_dead_core_pixel(write_extract1d, apcorr_file):
 
 
 def test_drifting_trace_is_followed():
-    """0.5 px linear drift from the WCS: fit_trace_order=1 recovers the flux to 0.5%."""
-    sim = simulate_lrs("cal", seed=6, trace_drift=0.5, spectrum=lambda w: default_spectrum(w))
+    """0.5 px linear drift from the WCS (MoffatLrsPsf data): fit_trace_order=1 recovers 0.5%."""
+    sim = simulate_lrs("cal", seed=6, trace_drift=0.5, psf=MoffatLrsPsf())
     followed = optimal(sim.model, fit_trace_order=1)
     ratio = ratio_to_truth(followed, sim.truth)
     assert abs(np.median(ratio) - 1) < 0.005
@@ -284,7 +320,7 @@ def shifted_columns(model, columns: int):
 
 def test_trace_far_from_the_wcs_is_found():
     """3 px off the WCS (beyond the first search grid): found, not clamped at the grid's edge."""
-    sim = simulate_lrs("cal", noise=False, seed=6, background=0.0)
+    sim = simulate_lrs("cal", noise=False, seed=6, background=0.0, psf=AsymmetricLrsPsf())
     ratio = ratio_to_truth(optimal(shifted_columns(sim.model, 3)), sim.truth)
     assert abs(np.median(ratio) - 1) < 0.002
 
@@ -330,7 +366,7 @@ def test_psf_mismatch_bias_is_bounded():
 
 
 def test_side_by_side_with_jwst_optimal(cal_noise_free):
-    """Same input and PSF file: jwst's optimal mode (optimised location) vs ours, both vs truth."""
+    """Same input and PSF file, the file not the data's PSF: jwst's optimal mode vs ours."""
     model, truth = cal_noise_free.model, cal_noise_free.truth
     theirs = Extract1dStep.call(
         model,
@@ -348,10 +384,12 @@ def test_side_by_side_with_jwst_optimal(cal_noise_free):
     ours = optimal(model)
     ratio_theirs = ratio_to_truth(theirs, truth)
     ratio_ours = ratio_to_truth(ours, truth)
-    # jwst (constant background, per-cutout normalisation, linear PSF interpolation)
-    # is within ~0.1% here; ours is exact to 1e-4.
-    assert abs(np.median(ratio_theirs) - 1) < 0.01
-    assert np.median(np.abs(ratio_ours - 1)) < np.median(np.abs(ratio_theirs - 1))
+    # The data's PSF (diffraction) is not the file's (two Gaussians): jwst's fluxes
+    # follow the file (6% low here); ours measure the profile and stay within 0.1%.
+    print(f"median FLUX/truth - 1: jwst {np.median(ratio_theirs) - 1:+.4f}, "
+          f"ours {np.median(ratio_ours) - 1:+.4f}")  # fmt: skip
+    assert abs(np.median(ratio_theirs) - 1) > 0.02
+    assert abs(np.median(ratio_ours) - 1) < 0.001
     assert ratio_ours.size > 0.9 * ratio_theirs.size
 
 
@@ -441,8 +479,12 @@ def test_strun_with_scene_model(cal_noise_free, tmp_path):
         assert np.all(modelled[near & science])
         assert not modelled[:, 0].any()
         misfit = np.where(science & modelled, np.abs(scene_model.data[rows] - data.data[rows]), 0)
-        # Noise-free data: the scene reproduces every science pixel to < 0.5% of the row peak.
-        assert np.max(misfit.max(axis=1) / np.nanmax(data.data[rows], axis=1)) < 5e-3
+        # Noise-free data (diffraction PSF, profile measured): the scene reproduces every
+        # science pixel to < 2% of the row peak; the worst rows sit at 6 um, where the
+        # reference's width law has a kink that the profile's row splines smooth over.
+        relative = misfit.max(axis=1) / np.nanmax(data.data[rows], axis=1)
+        assert np.max(relative) < 0.02
+        assert np.median(relative) < 2e-3
     with datamodels.open(tmp_path / x1d[0]) as spectrum:
         assert spectrum.meta.cal_step.lrs_optimal_extract == "COMPLETE"
         assert spectrum.spec[0].spec_table.columns["FLUX"].unit == "Jy"

@@ -48,7 +48,8 @@ def test_crds_reachable_is_used_and_recorded(cal, crds_files, tmp_path, write_ex
     extract1d = write_extract1d(xstart=27, xstop=34)
     with fake_crds(tmp_path / "crds", {**crds_files, "extract1d": extract1d}) as cache:
         box = LrsBoxExtractStep.call(cal)
-        optimal = LrsOptimalExtractStep.call(cal)
+        optimal = LrsOptimalExtractStep.call(cal, profile="psf")
+        measured = LrsOptimalExtractStep.call(cal)
     serial = next(cache.glob("mappings/jwst/jwst_*.pmap")).stem.split("_")[1]
     # recorded as jwst records CRDS files
     assert references_used(box)["apcorr"] == f"crds://jwst_miri_apcorr_{serial}.fits"
@@ -56,9 +57,15 @@ def test_crds_reachable_is_used_and_recorded(cal, crds_files, tmp_path, write_ex
     assert references_used(optimal)["psf"] == f"crds://jwst_miri_psf_{serial}.fits"
     assert box.meta.ref_file.crds.context_used == f"jwst_{serial}.pmap"
     # the CRDS PSF (10% wider) was the one used: a different flux than the packaged PSF gives
-    packaged = LrsOptimalExtractStep.call(cal, override_psf=OPERATIONAL_PSF)
+    packaged = LrsOptimalExtractStep.call(cal, profile="psf", override_psf=OPERATIONAL_PSF)
     flux = np.asarray(optimal.spec[0].spec_table["FLUX"])
     assert np.nanmedian(np.abs(flux / packaged.spec[0].spec_table["FLUX"] - 1)) > 0.01
+    # with the profile measured from the data (the default for a bright source) the
+    # reference's shape hardly matters
+    assert references_used(measured)["psf"] == f"crds://jwst_miri_psf_{serial}.fits"
+    measured_packaged = LrsOptimalExtractStep.call(cal, override_psf=OPERATIONAL_PSF)
+    flux = np.asarray(measured.spec[0].spec_table["FLUX"])
+    assert np.nanmedian(np.abs(flux / measured_packaged.spec[0].spec_table["FLUX"] - 1)) < 0.003
 
 
 def test_override_beats_crds(cal, crds_files, tmp_path, write_extract1d):

@@ -49,6 +49,7 @@ from mirispec_steps.lrs.core.trace_fit import (
     parabola_minimum,
 )
 from mirispec_steps.lrs.exposure import LrsExposure, LrsPixels, LrsRegion
+from mirispec_steps.lrs.profile import ProfileChoice, choose_profiles
 from mirispec_steps.progress import progress
 from mirispec_steps.x1d import SpectrumColumns
 
@@ -109,6 +110,9 @@ class OptimalParameters:
     fit_half_width : float or None
         Fit only the columns within this many pixels of the trace(s); None
         fits the whole cutout (always so with extract1d background regions).
+    profile : {"auto", "psf", "empirical"}
+        Source profile: the PSF reference, measured from the data, or the
+        latter when the source is bright enough (:mod:`mirispec_steps.lrs.profile`).
     """
 
     subtract_background: bool
@@ -125,6 +129,7 @@ class OptimalParameters:
     disp_start: float
     disp_stop: float
     fit_half_width: float | None = None
+    profile: str = "auto"
 
 
 @dataclass
@@ -155,6 +160,8 @@ class OptimalProducts:
         The input's science array (read only).
     slices : tuple of slice
         Where the cutout lies in the full frame.
+    profile_choice : ProfileChoice
+        Which profile was fitted, and why.
 
     Notes
     -----
@@ -173,6 +180,7 @@ class OptimalProducts:
     used_cutout: np.ndarray
     data: np.ndarray
     slices: tuple
+    profile_choice: ProfileChoice
 
     @functools.cached_property
     def scene(self) -> np.ndarray:
@@ -861,7 +869,8 @@ def extract_optimal(
     locate = (
         params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width
     )
-    mean = _MeanImage.of(pixels, valid) if (locate or n_int > 1) else None
+    needs_mean = locate or n_int > 1 or params.profile != "psf"
+    mean = _MeanImage.of(pixels, valid) if needs_mean else None
     shift, negative_shift, solution = np.zeros(n_rows), None, None
     if locate:
         shift, negative_shift, solution = _location(
@@ -877,7 +886,11 @@ def extract_optimal(
             )
         )
 
-    profiles = builder.profiles(shift, negative_shift)
+    choice = choose_profiles(
+        params.profile, builder, mean, shift, negative_shift, params.reject_sigma,
+        params.fit_half_width, exposure.nod_subtracted and geometry.negative is None,
+    )  # fmt: skip
+    profiles = choice.profiles
     n_profiles = len(profiles)
     row_basis = builder.basis(profiles)
     series_variance = None
@@ -910,12 +923,16 @@ def extract_optimal(
         _with_smoothed_background(
             stats, fit, profiles, background_model, bkg_basis, bkg_covariances
         )
+    if choice.flux_variance is not None:
+        # The measured profile's own noise: common to all integrations, like the flat's.
+        relative = np.tile(np.nan_to_num(choice.flux_variance), n_int)
+        stats.variances[2] = stats.variances[2] + np.nan_to_num(flux) ** 2 * relative
     _report_rejections(stats.n_rejected, fit_pixels, params)
     failed = keep[None, :] & ~fit.ok.reshape(n_int, n_rows)
     if failed.any():
         log.warning(f"{int(failed.sum())} spectral element(s) could not be fitted; flagged")
 
-    x1d = _x1d(exposure, geometry, flux, stats, shift)
+    x1d = _x1d(exposure, geometry, flux, stats, shift, choice)
     scene_cut = fit.model + background_model if separate else fit.model
     scene_cut = scene_cut.reshape(n_int, n_rows, n_xdisp)
     scene_cut[:, ~keep] = np.nan
@@ -932,10 +949,11 @@ def extract_optimal(
         used_cutout=valid,
         data=exposure.model.data,
         slices=region.slices,
+        profile_choice=choice,
     )
 
 
-def _x1d(exposure, geometry: _Geometry, flux, stats: _FluxStatistics, shift):
+def _x1d(exposure, geometry: _Geometry, flux, stats: _FluxStatistics, shift, choice):
     """The x1d of the fitted fluxes (rows without a PSF are left out)."""
     region, keep = geometry.region, geometry.keep
     n_rows = keep.size
@@ -971,4 +989,9 @@ def _x1d(exposure, geometry: _Geometry, flux, stats: _FluxStatistics, shift):
         good_rows,
     )
     x1d.spec[0].extraction_type = "OPTIMAL"
+    # Which profile made the fluxes: in the product's tree and as a FITS keyword.
+    x1d.mirispec_profile = choice.record()
+    x1d.extra_fits = {
+        "PRIMARY": {"header": [["OPTPROF", choice.kind.upper(), "mirispec optimal profile"]]}
+    }
     return x1d

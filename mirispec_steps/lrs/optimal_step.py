@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CUTOUT_BKG_ORDER = 1
 #: Smallest fit window half-width (pixels) that still holds the PSF core and some sky.
 MIN_FIT_HALF_WIDTH = 3.0
+#: Fitted columns either side of the trace with the PSF reference's profile (pixels).
+PSF_FIT_HALF_WIDTH = 15.0
 
 
 class LrsOptimalExtractStep(MirispecStep):
@@ -47,11 +49,12 @@ class LrsOptimalExtractStep(MirispecStep):
     bkg_smoothing_length = integer(default=0, min=0)  # smooth the background along dispersion over N rows (0: joint per-row fit)
     use_source_posn = boolean(default=True)  # centre on the dithered source position (else the aperture reference point)
     position_offset = float(default=0)  # extra cross-dispersion offset (pixels)
+    profile = option("auto", "psf", "empirical", default="auto")  # spatial profile: PSF reference, measured from the data, or measured when bright enough
     optimize_psf_location = boolean(default=True)  # fit a global shift of the trace
     optimize_psf_width = boolean(default=False)  # fit a global width scale of the PSF model
     fit_trace_order = integer(default=None, min=0, max=5)  # fit a smooth polynomial trace offset of this order
     model_nod_pair = boolean(default=True)  # model the negative trace of nod-subtracted data
-    fit_half_width = float(default=15, min=0)  # fit the columns within N pixels of the trace (0: whole cutout)
+    fit_half_width = float(default=None, min=0)  # fit the columns within N px of the trace(s) (None: 15 with profile='psf', else the whole cutout; 0: whole cutout)
     reject_sigma = float(default=5.0, min=0)  # reject outliers beyond N model sigma (0: off)
     save_scene_model = boolean(default=False)  # save the fitted scene as an image
     save_residual_image = boolean(default=False)  # save data minus scene
@@ -101,6 +104,16 @@ class LrsOptimalExtractStep(MirispecStep):
                 lambda path: plot_lrs_optimal(exposure, products, path),
             )
         return result
+
+    def _fit_half_width(self, exposure) -> float | None:
+        """Columns either side of the trace to fit; None: the whole cutout."""
+        if self.fit_half_width is None:
+            # A measured profile needs sky beyond the source's wings: the whole cutout
+            # (not for a nod pair fitted without its negative trace: only the PSF applies).
+            unmodelled_nod = exposure.nod_subtracted and not self.model_nod_pair
+            psf_only = self.profile == "psf" or unmodelled_nod
+            return PSF_FIT_HALF_WIDTH if psf_only else None
+        return float(self.fit_half_width) or None
 
     def _parameters(self, aperture, exposure) -> OptimalParameters:
         """Step parameters over the extract1d aperture's values."""
@@ -154,11 +167,12 @@ class LrsOptimalExtractStep(MirispecStep):
             optimize_psf_location=bool(self.optimize_psf_location),
             optimize_psf_width=bool(self.optimize_psf_width),
             fit_trace_order=-1 if self.fit_trace_order is None else int(self.fit_trace_order),
+            profile=str(self.profile),
             model_nod_pair=bool(self.model_nod_pair),
             reject_sigma=float(self.reject_sigma or 0.0),
             disp_start=float(disp_start),
             disp_stop=float(disp_stop),
-            fit_half_width=float(self.fit_half_width) if self.fit_half_width else None,
+            fit_half_width=self._fit_half_width(exposure),
         )
 
     def _save_images(self, model, products, index):

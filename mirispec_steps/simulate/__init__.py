@@ -20,12 +20,24 @@ from mirispec_steps.simulate.mrs_geometry import (
     build_mrs_wcs,
 )
 from mirispec_steps.simulate.offline_crds import offline_crds
-from mirispec_steps.simulate.psf import LrsPsf
+from mirispec_steps.simulate.psf import (
+    MISMATCHED_FAMILIES,
+    AsymmetricLrsPsf,
+    CumulativeLrsPsf,
+    DiffractionLrsPsf,
+    LrsPsf,
+    MoffatLrsPsf,
+)
 
 __all__ = [
+    "MISMATCHED_FAMILIES",
+    "AsymmetricLrsPsf",
+    "CumulativeLrsPsf",
+    "DiffractionLrsPsf",
     "LrsGeometry",
     "LrsPsf",
     "LrsTruth",
+    "MoffatLrsPsf",
     "SimulatedLrs",
     "assign_real_mrs_wcs",
     "blank_mrs_model",

@@ -20,7 +20,7 @@ from stdatamodels.jwst import datamodels
 
 from mirispec_steps.flags import DO_NOT_USE, NON_SCIENCE
 from mirispec_steps.simulate.lrs_geometry import LrsGeometry, build_lrs_wcs
-from mirispec_steps.simulate.psf import LrsPsf
+from mirispec_steps.simulate.psf import CumulativeLrsPsf, LrsPsf
 from mirispec_steps.simulate.shared import assign_wcs_offline
 
 __all__ = [
@@ -79,7 +79,7 @@ class LrsTruth:
         Position of the negative nod trace, if any.
     background : ndarray
         Noise-free background image (MJy/sr), full frame of one integration.
-    psf : LrsPsf
+    psf : CumulativeLrsPsf
         The PSF used.
     noiseless : ndarray
         Noise-free data (MJy/sr), same shape as the model's data.
@@ -91,7 +91,7 @@ class LrsTruth:
     trace: np.ndarray
     negative_trace: np.ndarray | None
     background: np.ndarray
-    psf: LrsPsf
+    psf: CumulativeLrsPsf
     noiseless: np.ndarray
     extras: dict = field(default_factory=dict)
 
@@ -212,7 +212,7 @@ def simulate_lrs(
     n_integrations: int = 1,
     geometry: LrsGeometry | None = None,
     reference_dir: str | Path | None = None,
-    psf: LrsPsf | None = None,
+    psf: CumulativeLrsPsf | None = None,
     background: float = 40.0,
     background_slope: float = 0.1,
     exposure_time: float = 1000.0,
@@ -249,8 +249,9 @@ def simulate_lrs(
         Folder holding the real LRS reference files (jwst_miri_specwcs_0005
         and the imager distortion); cal only. The WCS is then built by jwst's
         AssignWcsStep, offline.
-    psf : LrsPsf or None
-        Cross-dispersion PSF (default :class:`LrsPsf`).
+    psf : CumulativeLrsPsf or None
+        Cross-dispersion PSF (default :class:`LrsPsf`, the package's model;
+        accuracy tests use one of ``MISMATCHED_FAMILIES``).
     background : float
         Background at 10 micron on the slit centre (MJy/sr).
     background_slope : float
@@ -632,7 +633,7 @@ def lrs_rate_and_photom(simulated: SimulatedLrs, photmjsr: float = 60.0):
 
 def write_lrs_apcorr(
     path: str | Path,
-    psf: LrsPsf | None = None,
+    psf: CumulativeLrsPsf | None = None,
     subarrays: tuple[str, ...] = ("FULL", "SLITLESSPRISM"),
 ) -> Path:
     """
@@ -640,13 +641,13 @@ def write_lrs_apcorr(
 
     The correction for a box of ``size`` pixels at wavelength ``lambda`` is
     the inverse of the fraction of the light the box collects,
-    ``1 / LrsPsf.box_fraction(size, lambda)``.
+    ``1 / psf.box_fraction(size, lambda)``.
 
     Parameters
     ----------
     path : str or Path
         Output FITS file.
-    psf : LrsPsf or None
+    psf : CumulativeLrsPsf or None
         The PSF (default :class:`LrsPsf`).
     subarrays : tuple of str
         One table row per subarray.
@@ -687,7 +688,7 @@ def write_lrs_apcorr(
     model.meta.exposure.type = "MIR_LRS-FIXEDSLIT"
     model.meta.reftype = "APCORR"
     model.meta.author = "mirispec_steps simulator"
-    model.meta.description = "LRS aperture correction from the mirispec_steps LrsPsf model"
+    model.meta.description = f"LRS aperture correction from the PSF {type(psf).__name__}"
     model.meta.pedigree = "DUMMY"
     model.meta.useafter = "2022-01-01T00:00:00"
     path = Path(path)

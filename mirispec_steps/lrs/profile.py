@@ -1,0 +1,319 @@
+"""
+The spatial profile the LRS optimal extraction fits: the PSF reference, or measured from the data.
+
+``profile="psf"`` uses the ``psf`` reference file as it is. ``"empirical"``
+measures the profile from the data (the integration-mean image for a time
+series) as the reference plus a smooth correction
+(:mod:`mirispec_steps.lrs.core.empirical_profile`), alternating with the row
+fits until the fluxes settle. ``"auto"`` (default) takes the empirical profile
+when the source is bright enough to define it, the reference otherwise.
+
+Criterion of ``auto``: the median over rows of the flux S/N of the PSF fit to
+the (integration-mean) image is at least :data:`EMPIRICAL_MIN_SNR`, and at
+least :data:`EMPIRICAL_MIN_ROWS` rows have a fit. Below that the profile's own
+noise and the noise of the fluxes it is scaled by bias it (measured in the
+tests and the benchmark; see docs/lrs_optimal_extract.rst).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirispec_steps.core.optimal import fit_rows, solve_rows
+from mirispec_steps.errors import InputDataError
+from mirispec_steps.lrs.core.empirical_profile import (
+    ProfileBasis,
+    ProfileLayout,
+    ProfileSolution,
+    fit_profile_correction,
+)
+from mirispec_steps.lrs.core.psf_profile import evaluate_profile
+
+__all__ = ["EMPIRICAL_MIN_ROWS", "EMPIRICAL_MIN_SNR", "ProfileChoice", "choose_profiles"]
+
+log = logging.getLogger(__name__)
+
+#: Median per-row flux S/N (integration-mean image) from which ``auto`` measures the profile.
+EMPIRICAL_MIN_SNR = 20.0
+#: Rows with a fit needed for an empirical profile.
+EMPIRICAL_MIN_ROWS = 40
+#: Rows per B-spline interval of the profile along dispersion.
+ROWS_PER_INTERVAL = 25
+#: Alternations of profile and row fits, and the flux change that ends them (in units of
+#: each row's flux error, 95th percentile of the rows).
+MAX_ALTERNATIONS = 3
+FLUX_TOLERANCE = 0.02
+#: Half width of the measured profile when the whole cutout is fitted (pixels); with a
+#: narrower fit window, the profile stops SKY_MARGIN short of its edge. The pixels beyond
+#: the profile are where the sky is told apart from the source's wings.
+DEFAULT_PROFILE_HALF_WIDTH = 20.0
+SKY_MARGIN = 5.0
+MIN_PROFILE_HALF_WIDTH = 5.0
+#: In a nod pair the measured profile reaches this fraction of the traces' separation.
+NOD_SUPPORT_FRACTION = 0.8
+#: Prior width of the profile correction: this share of the reference profile, plus a
+#: floor (fraction of the flux per pixel) where the reference has almost no light.
+PRIOR_RELATIVE = 1.0
+#: Prior width of the correction's zeroth and first moments (see fit_profile_correction).
+MOMENT_SCALE = 1e-4
+PRIOR_FLOOR = 1e-4
+
+
+@dataclass
+class ProfileChoice:
+    """
+    The profiles the extraction fits, and how they were chosen.
+
+    Attributes
+    ----------
+    profiles : list of ndarray
+        ``(R, X)`` source profile(s) on the cutout (negative nod with its sign).
+    kind : str
+        ``"psf"`` or ``"empirical"``.
+    reason : str
+        Why (for the log and the product).
+    median_snr : float
+        Median per-row flux S/N of the PSF fit to the (mean) image.
+    correction : ProfileSolution or None
+        The fitted correction (empirical only).
+    window_fraction : ndarray or None
+        ``(R,)`` the reference's share of the light inside the fitted
+        columns, the flux scale of the empirical profile.
+    alternations : int
+        Profile and row fits made (empirical only).
+    flux_variance : ndarray or None
+        ``(R,)`` relative variance each row's flux takes from the measured
+        profile's own noise (empirical only; added to VAR_FLAT).
+    """
+
+    profiles: list
+    kind: str
+    reason: str
+    median_snr: float
+    correction: ProfileSolution | None = None
+    window_fraction: np.ndarray | None = None
+    alternations: int = 0
+    flux_variance: np.ndarray | None = None
+
+    @property
+    def least_window_fraction(self) -> float:
+        """Smallest share of the reference's light inside the fitted columns (rows with light)."""
+        fractions = self.window_fraction[self.window_fraction > 0]
+        return float(fractions.min()) if fractions.size else float("nan")
+
+    def record(self) -> dict:
+        """What the product records (``x1d.mirispec_profile``)."""
+        entry = {"profile": self.kind, "reason": self.reason, "median_snr": self.median_snr}
+        if self.correction is not None:
+            entry["n_rejected"] = self.correction.n_rejected
+            entry["chi2_per_pixel"] = self.correction.chi2_per_pixel
+            entry["half_width"] = self.correction.layout.half_width
+            entry["min_window_fraction"] = self.least_window_fraction
+            entry["median_profile_error"] = float(np.nanmedian(np.sqrt(self.flux_variance)))
+            entry["alternations"] = self.alternations
+        return entry
+
+
+def _row_snr(fit) -> np.ndarray:
+    """Flux S/N of every row from the fit's linear weights and model variance."""
+    weights = fit.pixel_weights[:, 0, :]
+    variance = np.where(fit.used, fit.variance, 0.0)
+    error = np.sqrt(np.sum(weights**2 * variance, axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.abs(fit.coefficients[:, 0]) / error
+    return np.where(fit.ok & np.isfinite(snr), snr, np.nan)
+
+
+def _fit_mean(mean, basis, n_profiles, reject_sigma):
+    return fit_rows(
+        mean.data, *mean.variances, mean.valid, basis, n_profiles,
+        reject_sigma=reject_sigma or None,
+    )  # fmt: skip
+
+
+def _normalised(raw: list[np.ndarray], reference: list[np.ndarray]) -> tuple[list, np.ndarray]:
+    """Scale each row of each profile so its sum over the cutout equals the reference's."""
+    scaled = []
+    for profile, ref in zip(raw, reference, strict=True):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            factor = ref.sum(axis=1, keepdims=True) / profile.sum(axis=1, keepdims=True)
+        scaled.append(profile * np.where(np.isfinite(factor), factor, 1.0))
+    return scaled, np.abs(reference[0].sum(axis=1))
+
+
+def choose_profiles(
+    mode: str, builder, mean, shift, negative_shift, reject_sigma: float, half_width: float | None,
+    unmodelled_nod: bool = False,
+) -> ProfileChoice:  # fmt: skip
+    """
+    The source profiles to fit: the reference, or the reference corrected by the data.
+
+    Parameters
+    ----------
+    mode : {"auto", "psf", "empirical"}
+        The step's ``profile`` parameter.
+    builder : _SceneBuilder
+        Reference profiles and background basis on the cutout.
+    mean : _MeanImage
+        The (integration-mean) image the profile is measured on.
+    shift, negative_shift : ndarray or None
+        Trace offsets from the location fit (per row).
+    reject_sigma : float
+        Outlier threshold of the fits.
+    half_width : float or None
+        Fitted columns either side of the trace (None: the whole cutout);
+        the measured profile stops :data:`SKY_MARGIN` short of them
+        (:data:`DEFAULT_PROFILE_HALF_WIDTH` for the whole cutout).
+    unmodelled_nod : bool
+        Nod-subtracted data whose negative trace is not modelled: a measured
+        profile would take that trace in, so only the reference is used.
+
+    Returns
+    -------
+    ProfileChoice
+        The profiles and how they were chosen.
+
+    Raises
+    ------
+    InputDataError
+        ``mode="empirical"`` on a source too faint or too short to define it.
+    """
+    reference = builder.profiles(shift, negative_shift)
+    n_profiles = len(reference)
+    if mode == "psf":
+        return ProfileChoice(reference, "psf", "profile='psf'", float("nan"))
+    if unmodelled_nod:
+        reason = "nod-subtracted data without the negative trace modelled (model_nod_pair=False)"
+        if mode == "empirical":
+            raise InputDataError(
+                f"profile='empirical' cannot measure the profile of {reason}: it would take "
+                "the negative trace in; set model_nod_pair=True or profile='psf'"
+            )
+        log.warning(f"Optimal extraction with the PSF reference's profile: {reason}")
+        return ProfileChoice(reference, "psf", reason, float("nan"))
+    start = _fit_mean(mean, builder.basis(reference), n_profiles, reject_sigma)
+    snr = _row_snr(start)
+    n_rows = int(np.count_nonzero(np.isfinite(snr)))
+    median_snr = float(np.nanmedian(snr)) if n_rows else 0.0
+    faint = median_snr < EMPIRICAL_MIN_SNR or n_rows < EMPIRICAL_MIN_ROWS
+    if faint:
+        reason = (
+            f"median row S/N {median_snr:.1f} over {n_rows} rows; an empirical profile needs "
+            f"S/N >= {EMPIRICAL_MIN_SNR:g} over >= {EMPIRICAL_MIN_ROWS} rows"
+        )
+        if mode == "empirical":
+            raise InputDataError(
+                f"profile='empirical': the source is too faint or too short to measure its "
+                f"profile ({reason}); use profile='psf' or 'auto'"
+            )
+        log.warning(f"Optimal extraction with the PSF reference's profile: {reason}")
+        return ProfileChoice(reference, "psf", reason, median_snr)
+    support = _support(half_width)
+    if builder.negative is not None:
+        # A nod pair's traces share the profile: a correction reaching the other trace's
+        # core could trade light between the two unseen (see docs); stay short of it.
+        separation = float(np.nanmedian(np.abs(builder.negative - builder.trace)))
+        support = min(support, NOD_SUPPORT_FRACTION * separation)
+    choice = _measure(builder, mean, shift, negative_shift, reference, start, reject_sigma,
+                      support)  # fmt: skip
+    choice.median_snr = median_snr
+    choice.reason = f"median row S/N {median_snr:.1f} >= {EMPIRICAL_MIN_SNR:g} ({mode})"
+    log.info(
+        f"Optimal extraction with a profile measured from the data ({choice.reason}); "
+        f"fit chi2/pixel {choice.correction.chi2_per_pixel:.2f}, "
+        f"{choice.correction.n_rejected} pixel(s) left out; the reference PSF puts "
+        f"{100 * (1 - choice.least_window_fraction):.2f}% of the light outside the "
+        "fitted columns at most"
+    )
+    return choice
+
+
+def _support(half_width: float | None) -> float:
+    """Half width of the measured profile for a fit window ``half_width`` (None: whole cutout)."""
+    if half_width is None:
+        return DEFAULT_PROFILE_HALF_WIDTH
+    return max(half_width - SKY_MARGIN, MIN_PROFILE_HALF_WIDTH)
+
+
+def _prior_scale(builder, layout: ProfileLayout, rho: np.ndarray) -> np.ndarray:
+    """``PRIOR_RELATIVE`` times the reference profile plus ``PRIOR_FLOOR``, at each coefficient."""
+    centres = layout.row_centres()
+    finite = np.isfinite(builder.row_wavelength)
+    wavelength = np.interp(centres, rho[finite], builder.row_wavelength[finite])
+    scale = builder.width_scale
+    offsets = np.broadcast_to(layout.offset_centres()[None, :] / scale,
+                              (centres.size, layout.offset_centres().size))  # fmt: skip
+    reference = evaluate_profile(builder.psf, offsets, wavelength).T / scale
+    return PRIOR_RELATIVE * np.abs(np.nan_to_num(reference)) + PRIOR_FLOOR
+
+
+def _measure(builder, mean, shift, negative_shift, reference, start, reject_sigma, half_width):
+    """Alternate profile and row fits on the mean image until the fluxes settle."""
+    n_rows = mean.data.shape[0]
+    rho = np.linspace(-1.0, 1.0, n_rows)
+    layout = ProfileLayout(
+        half_width=float(half_width),
+        n_row_intervals=int(np.clip(n_rows // ROWS_PER_INTERVAL, 2, 24)),
+    )
+    offsets = [builder.columns[None, :] - (builder.trace + shift)[:, None]]
+    if builder.negative is not None:
+        negative = shift if negative_shift is None else negative_shift
+        offsets.append(builder.columns[None, :] - (builder.negative + negative)[:, None])
+    variance = sum(mean.variances)
+    prior = _prior_scale(builder, layout, rho)
+    signs = [1.0] + [-1.0] * (len(reference) - 1)
+    step = 0.05
+    nod = negative_shift
+    ahead = builder.profiles(shift + step, None if nod is None else nod + step)
+    behind = builder.profiles(shift - step, None if nod is None else nod - step)
+    free = [
+        [sign * p, sign * (a - b) / (2 * step)]
+        for sign, p, a, b in zip(signs, reference, ahead, behind, strict=True)
+    ]
+    basis = ProfileBasis.at(layout, offsets, free, rho)
+    # The alternations only follow the fluxes: one linear solve per row with the start
+    # fit's weights (the extraction proper then fits the final profile as usual).
+    weights = np.where(start.used, 1.0 / np.where(start.used, start.variance, 1.0), 0.0)
+    clean = np.where(start.used, mean.data, 0.0)
+    flux_error = np.abs(start.coefficients[:, 0]) / _row_snr(start)
+    coefficients, ok = start.coefficients, start.ok
+    profiles, window_fraction = reference, None
+    use = mean.valid & start.ok[:, None]
+    for alternation in range(MAX_ALTERNATIONS):
+        amplitudes = [coefficients[:, index] for index in range(len(reference))]
+        reference_scene = sum(a[:, None] * p for a, p in zip(amplitudes, reference, strict=True))
+        # The negative nod's reference profile carries its sign; the shared correction
+        # enters each trace with the same sign as its reference profile.
+        correction = fit_profile_correction(
+            mean.data - reference_scene, variance, use & ok[:, None],
+            [sign * a for sign, a in zip(signs, amplitudes, strict=True)], basis,
+            builder.background_basis, layout, prior_scale=prior, moment_scale=MOMENT_SCALE,
+            # Outliers are found once; later passes only follow the fluxes.
+            reject_sigma=(reject_sigma or 0.0) if alternation == 0 else 0.0,
+        )  # fmt: skip
+        if alternation == 0:
+            use = correction.used
+        raw = [
+            p + sign * correction.evaluate(basis, index)
+            for index, (p, sign) in enumerate(zip(reference, signs, strict=True))
+        ]
+        profiles, window_fraction = _normalised(raw, reference)
+        previous = coefficients[:, 0]
+        coefficients, _, ok = solve_rows(clean, weights, builder.basis(profiles),
+                                         pixel_weights=False)  # fmt: skip
+        coefficients = np.where(ok[:, None], coefficients, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            change = np.abs(coefficients[:, 0] - previous) / flux_error
+        # Most rows settle in two passes; a few near a kink of the reference's width
+        # law settle slowly and must not hold up the rest.
+        if not np.any(np.isfinite(change)) or np.nanpercentile(change, 95) < FLUX_TOLERANCE:
+            break
+    # The profile's own noise, through the extraction's linear weights of the flux.
+    _, pixel_weights, _ = solve_rows(clean, weights, builder.basis(profiles))
+    flux_variance = correction.flux_variance(basis, pixel_weights[:, 0, :],
+                                             profiles[0].sum(axis=1))  # fmt: skip
+    return ProfileChoice(profiles, "empirical", "", float("nan"), correction, window_fraction,
+                         alternation + 1, flux_variance)  # fmt: skip
