@@ -1,5 +1,5 @@
 """
-The LRS optimal extraction with a profile measured from the data, on PSFs the package does not model.
+LRS optimal extraction with a profile measured from the data, on PSFs the package does not model.
 
 Every accuracy test here simulates with one of the simulator's mismatched
 families (``MISMATCHED_FAMILIES``: diffraction, asymmetric, Moffat) and
