@@ -5,7 +5,8 @@ stpipe entry points under the aliases in parentheses) and
 :func:`read_centroid`.
 
 - :class:`LrsBoxExtractStep` (``lrs_box_extract``), :class:`LrsOptimalExtractStep`
-  (``lrs_optimal_extract``), :class:`LrsExtractPipeline` (``lrs_extract``);
+  (``lrs_optimal_extract``), :class:`LrsExtractPipeline` (``lrs_extract``),
+  :class:`LrsPsfStep` (``lrs_psf``: a ``psf`` reference from a bright star);
 - :class:`MrsCalibrateStep` (``mrs_calibrate``), :class:`MrsCentroidStep`
   (``mrs_centroid``), :class:`MrsExtractStep` (``mrs_extract``),
   :class:`MrsPointSourcePipeline` (``mrs_point_source``);
@@ -24,6 +25,7 @@ __all__ = [
     "LrsBoxExtractStep",
     "LrsExtractPipeline",
     "LrsOptimalExtractStep",
+    "LrsPsfStep",
     "MirispecSpec2Pipeline",
     "MirispecSpec3Pipeline",
     "MrsCalibrateStep",
@@ -38,6 +40,7 @@ __all__ = [
 _PUBLIC = {
     "LrsBoxExtractStep": "mirispec_steps.lrs.box_step",
     "LrsOptimalExtractStep": "mirispec_steps.lrs.optimal_step",
+    "LrsPsfStep": "mirispec_steps.lrs.psf_step",
     "LrsExtractPipeline": "mirispec_steps.lrs.pipeline",
     "MrsCalibrateStep": "mirispec_steps.mrs.calibrate_step",
     "MrsCentroidStep": "mirispec_steps.mrs.centroid_step",

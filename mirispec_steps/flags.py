@@ -29,6 +29,7 @@ __all__ = [
     "NON_SCIENCE",
     "NO_BACKGROUND",
     "OUTLIER",
+    "SATURATED",
     "flag_names",
 ]
 
@@ -36,6 +37,7 @@ DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
 NON_SCIENCE = dqflags.pixel["NON_SCIENCE"]
 DEAD = dqflags.pixel["DEAD"]
 HOT = dqflags.pixel["HOT"]
+SATURATED = dqflags.pixel["SATURATED"]
 #: Part of the element's flux was rebuilt (bad-pixel repair).
 FLUX_ESTIMATED = dqflags.pixel["FLUX_ESTIMATED"]
 #: The background could not be fitted for the element (jwst has no sky flag).

@@ -11,6 +11,7 @@ __all__ = ["get_steps"]
 STEPS = (
     ("LrsBoxExtractStep", "lrs_box_extract", False),
     ("LrsOptimalExtractStep", "lrs_optimal_extract", False),
+    ("LrsPsfStep", "lrs_psf", False),
     ("MrsCalibrateStep", "mrs_calibrate", False),
     ("MrsCentroidStep", "mrs_centroid", False),
     ("MrsExtractStep", "mrs_extract", False),

@@ -593,15 +593,17 @@ class _MirispecBehaviour:
         if not isinstance(result, JwstDataModel):
             return
         result.meta.calibration_software_version = __version__
+        # Reference-file models (lrs_psf's product) have no meta.ref_file.
+        has_ref_file = "ref_file" in result.meta._schema.get("properties", {})
         for reftype, filename in reference_files_used:
-            if hasattr(result.meta.ref_file, reftype):
+            if has_ref_file and hasattr(result.meta.ref_file, reftype):
                 getattr(result.meta.ref_file, reftype).name = filename
         if reference_files_used:
             # jwst's schemas name only some reftypes (not apcorr, psf, mrspsf...): all go here.
             recorded = references_used(result)
             recorded.update({reftype: str(name) for reftype, name in reference_files_used})
             result.mirispec_references = recorded
-        if reference_files_used and getattr(self, "_crds_used", False):
+        if has_ref_file and reference_files_used and getattr(self, "_crds_used", False):
             result.meta.ref_file.crds.sw_version = crds_client.get_svn_version()
             try:
                 context = call_guarded(crds_client.get_context_used, result.crds_observatory)

@@ -26,7 +26,7 @@ from stdatamodels.jwst import datamodels
 
 from mirispec_steps.core.robust import quiet_empty_slices
 from mirispec_steps.errors import InputDataError
-from mirispec_steps.flags import DO_NOT_USE, NON_SCIENCE
+from mirispec_steps.flags import DO_NOT_USE, NON_SCIENCE, SATURATED
 from mirispec_steps.x1d import SpectrumColumns, SpectrumPlacement, build_x1d
 
 __all__ = [
@@ -381,6 +381,9 @@ class LrsPixels:
         ``(n_int, n_disp, n_xdisp)`` pixels flagged NON_SCIENCE in DQ (outside
         the slit or the illuminated area; valid for box extraction as in
         jwst, but not part of any source or sky model).
+    saturated : ndarray
+        ``(n_int, n_disp, n_xdisp)`` pixels flagged SATURATED in DQ (usable or
+        not: a ramp fitted from its first groups keeps the flag).
     """
 
     data: np.ndarray
@@ -388,6 +391,7 @@ class LrsPixels:
     var_poisson: np.ndarray
     var_flat: np.ndarray
     non_science: np.ndarray
+    saturated: np.ndarray
 
     @property
     def variances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -437,15 +441,18 @@ def read_pixels(exposure: LrsExposure, region: LrsRegion) -> LrsPixels:
         invalid |= np.isnan(err)
     dq = cut("dq", dtype=np.uint32)
     non_science = np.zeros(data.shape, dtype=bool)
+    saturated = np.zeros(data.shape, dtype=bool)
     if dq is not None:
         invalid |= (dq & DO_NOT_USE) != 0
         non_science = np.broadcast_to((dq & NON_SCIENCE) != 0, data.shape).copy()
+        saturated = np.broadcast_to((dq & SATURATED) != 0, data.shape).copy()
     data[invalid] = np.nan
     for array in arrays.values():
         array[invalid] = np.nan
     return LrsPixels(
-        data, arrays["var_rnoise"], arrays["var_poisson"], arrays["var_flat"], non_science
-    )
+        data, arrays["var_rnoise"], arrays["var_poisson"], arrays["var_flat"], non_science,
+        saturated,
+    )  # fmt: skip
 
 
 def dithered_sky_position(exposure: LrsExposure) -> tuple[float, float] | None:

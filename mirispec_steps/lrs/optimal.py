@@ -53,7 +53,13 @@ from mirispec_steps.lrs.profile import ProfileChoice, choose_profiles
 from mirispec_steps.progress import progress
 from mirispec_steps.x1d import SpectrumColumns
 
-__all__ = ["OptimalParameters", "OptimalProducts", "extract_optimal"]
+__all__ = [
+    "OptimalParameters",
+    "OptimalProducts",
+    "PreparedScene",
+    "extract_optimal",
+    "prepare_scene",
+]
 
 log = logging.getLogger(__name__)
 
@@ -833,6 +839,101 @@ def _separate_background(flat, row_basis, fit_pixels, params, n_profiles, series
     return background_model, covariances
 
 
+@dataclass
+class PreparedScene:
+    """
+    An exposure made ready for the row fits: cutout, usable pixels, trace and profiles.
+
+    Attributes
+    ----------
+    geometry : _Geometry
+        Cutout, wavelengths, traces and the rows the PSF describes.
+    pixels : LrsPixels
+        Data and variances on the cutout.
+    valid : ndarray
+        ``(n_int, n_rows, n_xdisp)`` pixels the fits may use.
+    builder : _SceneBuilder
+        Reference profiles and background basis.
+    mean : _MeanImage or None
+        The integration-mean image (when a location or profile fit needed it).
+    shift, negative_shift : ndarray or None
+        Fitted trace offsets from the WCS, per row.
+    solution : ShiftSolution or None
+        The location fit.
+    choice : ProfileChoice
+        The profiles to fit and how they were chosen.
+    """
+
+    geometry: _Geometry
+    pixels: LrsPixels
+    valid: np.ndarray
+    builder: _SceneBuilder
+    mean: _MeanImage | None
+    shift: np.ndarray
+    negative_shift: np.ndarray | None
+    solution: ShiftSolution | None
+    choice: ProfileChoice
+
+
+def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTable) -> PreparedScene:
+    """
+    Geometry, usable pixels, trace location and source profiles of an exposure.
+
+    The first stages of :func:`extract_optimal`, also used by the PSF
+    builder (:mod:`mirispec_steps.lrs.psf_builder`).
+
+    Parameters
+    ----------
+    exposure : LrsExposure
+        Checked LRS cal or calints; never modified.
+    params : OptimalParameters
+        Resolved parameters.
+    psf : PsfTable
+        The PSF reference.
+
+    Returns
+    -------
+    PreparedScene
+        Everything the row fits need.
+    """
+    geometry = _geometry(exposure, params, psf)
+    region, keep = geometry.region, geometry.keep
+    pixels = lrs_exposure.read_pixels(exposure, region)
+    n_int, n_rows, n_xdisp = pixels.data.shape
+    valid = _usable(pixels, keep)
+    builder = _SceneBuilder(
+        psf, region, geometry.row_wavelength, geometry.trace, geometry.negative, params, n_xdisp
+    )
+    if params.background_regions is not None and params.subtract_background:
+        valid = _select_background_regions(exposure, params, geometry, builder, valid)
+    locate = (
+        params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width
+    )
+    needs_mean = locate or n_int > 1 or params.profile != "psf"
+    mean = _MeanImage.of(pixels, valid) if needs_mean else None
+    shift, negative_shift, solution = np.zeros(n_rows), None, None
+    if locate:
+        shift, negative_shift, solution = _location(
+            builder, mean.data, mean.variances, mean.valid, params, geometry.negative is not None
+        )
+        log.info(
+            f"Trace offset from the WCS: median {np.median(shift):+.3f} px "
+            f"(range {shift.min():+.3f}..{shift.max():+.3f})"
+            + (
+                f"; negative nod {np.median(negative_shift):+.3f} px"
+                if negative_shift is not None
+                else ""
+            )
+        )
+    choice = choose_profiles(
+        params.profile, builder, mean, shift, negative_shift, params.reject_sigma,
+        params.fit_half_width, exposure.nod_subtracted and geometry.negative is None,
+    )  # fmt: skip
+    return PreparedScene(
+        geometry, pixels, valid, builder, mean, shift, negative_shift, solution, choice
+    )
+
+
 def extract_optimal(
     exposure: LrsExposure, params: OptimalParameters, psf: PsfTable
 ) -> OptimalProducts:
@@ -853,43 +954,14 @@ def extract_optimal(
     OptimalProducts
         x1d model and diagnostics.
     """
-    geometry = _geometry(exposure, params, psf)
+    scene = prepare_scene(exposure, params, psf)
+    geometry, pixels, valid, builder = scene.geometry, scene.pixels, scene.valid, scene.builder
     region, keep = geometry.region, geometry.keep
-    pixels = lrs_exposure.read_pixels(exposure, region)
+    mean, shift, choice = scene.mean, scene.shift, scene.choice
     n_int, n_rows, n_xdisp = pixels.data.shape
-    valid = _usable(pixels, keep)
-    builder = _SceneBuilder(
-        psf, region, geometry.row_wavelength, geometry.trace, geometry.negative, params, n_xdisp
-    )
-    if params.background_regions is not None and params.subtract_background:
-        valid = _select_background_regions(exposure, params, geometry, builder, valid)
     flat = [a.reshape(-1, n_xdisp) for a in (pixels.data, *pixels.variances)]
     fit_pixels = valid.reshape(-1, n_xdisp)
 
-    locate = (
-        params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width
-    )
-    needs_mean = locate or n_int > 1 or params.profile != "psf"
-    mean = _MeanImage.of(pixels, valid) if needs_mean else None
-    shift, negative_shift, solution = np.zeros(n_rows), None, None
-    if locate:
-        shift, negative_shift, solution = _location(
-            builder, mean.data, mean.variances, mean.valid, params, geometry.negative is not None
-        )
-        log.info(
-            f"Trace offset from the WCS: median {np.median(shift):+.3f} px "
-            f"(range {shift.min():+.3f}..{shift.max():+.3f})"
-            + (
-                f"; negative nod {np.median(negative_shift):+.3f} px"
-                if negative_shift is not None
-                else ""
-            )
-        )
-
-    choice = choose_profiles(
-        params.profile, builder, mean, shift, negative_shift, params.reject_sigma,
-        params.fit_half_width, exposure.nod_subtracted and geometry.negative is None,
-    )  # fmt: skip
     profiles = choice.profiles
     n_profiles = len(profiles)
     row_basis = builder.basis(profiles)
@@ -943,7 +1015,7 @@ def extract_optimal(
         profile=profile_full,
         trace=geometry.trace + shift,
         rows=region.disp_index,
-        shift=solution,
+        shift=scene.solution,
         n_rejected=stats.n_rejected,
         scene_cutout=scene_cut,
         used_cutout=valid,

@@ -13,7 +13,7 @@ from mirispec_steps.lrs.optimal import OptimalParameters, extract_optimal
 from mirispec_steps.lrs.references import load_extract1d, load_lrs_psf, select_aperture
 from mirispec_steps.stepbase import MirispecStep
 
-__all__ = ["LrsOptimalExtractStep"]
+__all__ = ["OPTIMAL_SETTINGS", "LrsOptimalExtractStep", "optimal_parameters"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,108 @@ DEFAULT_CUTOUT_BKG_ORDER = 1
 MIN_FIT_HALF_WIDTH = 3.0
 #: Fitted columns either side of the trace with the PSF reference's profile (pixels).
 PSF_FIT_HALF_WIDTH = 15.0
+
+
+#: Step parameters that shape the optimal extraction (see the step's spec).
+OPTIMAL_SETTINGS = (
+    "subtract_background", "bkg_order", "bkg_smoothing_length", "use_source_posn",
+    "position_offset", "profile", "optimize_psf_location", "optimize_psf_width",
+    "fit_trace_order", "model_nod_pair", "fit_half_width", "reject_sigma",
+)  # fmt: skip
+
+
+def _fit_half_width(settings: dict, exposure) -> float | None:
+    """Columns either side of the trace to fit; None: the whole cutout."""
+    if settings["fit_half_width"] is None:
+        # A measured profile needs sky beyond the source's wings: the whole cutout
+        # (not for a nod pair fitted without its negative trace: only the PSF applies).
+        unmodelled_nod = exposure.nod_subtracted and not settings["model_nod_pair"]
+        psf_only = settings["profile"] == "psf" or unmodelled_nod
+        return PSF_FIT_HALF_WIDTH if psf_only else None
+    return float(settings["fit_half_width"]) or None
+
+
+def optimal_parameters(aperture, exposure, settings: dict) -> OptimalParameters:
+    """
+    Optimal-extraction parameters from step settings over an extract1d aperture.
+
+    Parameters
+    ----------
+    aperture : ApertureParameters
+        The extract1d aperture of the exposure's slit.
+    exposure : LrsExposure
+        The exposure.
+    settings : dict
+        The values of :data:`OPTIMAL_SETTINGS` (a step's parameters).
+
+    Returns
+    -------
+    OptimalParameters
+        Resolved parameters.
+
+    Raises
+    ------
+    ParameterError
+        A fit window too narrow, or an even smoothing length.
+    """
+    # None (an old parameter file) meant "yes" before it became a plain boolean.
+    subtract = settings["subtract_background"] is not False
+    if settings["bkg_order"] is not None:
+        order = settings["bkg_order"]
+    elif aperture.bkg_coeff is not None:
+        order = aperture.bkg_order or 0
+    else:
+        # The file's bkg_order describes its (absent) bkg_coeff regions; a
+        # polynomial across the whole cutout needs a slope for sky gradients.
+        order = DEFAULT_CUTOUT_BKG_ORDER
+    if settings["fit_trace_order"] is not None and not settings["optimize_psf_location"]:
+        log.info("fit_trace_order given: the trace location is fitted")
+    background_regions = None
+    ny = exposure.shape[0]
+    disp_start = aperture.ystart if aperture.ystart is not None else 0
+    disp_stop = aperture.ystop if aperture.ystop is not None else ny - 1
+    if subtract and aperture.bkg_coeff is not None:
+        # The same background regions as box extraction (shifted with the source).
+        background_regions = resolve_box_parameters(
+            aperture,
+            exposure,
+            subtract_background=True,
+            bkg_fit="poly",
+            bkg_order=order,
+            smoothing_length=0,
+            use_source_posn=settings["use_source_posn"],
+            position_offset=settings["position_offset"],
+            bkg_sigma_clip=None,
+            replace_bad_pixels=False,
+            fixed_background=False,
+        )
+    half_width = settings["fit_half_width"]
+    if half_width and half_width < MIN_FIT_HALF_WIDTH:
+        raise ParameterError(
+            f"fit_half_width={half_width} px leaves too few pixels for the PSF and "
+            f"the background; use at least {MIN_FIT_HALF_WIDTH} (or 0 for the whole cutout)"
+        )
+    smoothing = settings["bkg_smoothing_length"]
+    if smoothing and smoothing % 2 == 0:
+        raise ParameterError(f"bkg_smoothing_length must be odd, got {smoothing}")
+    trace_order = settings["fit_trace_order"]
+    return OptimalParameters(
+        subtract_background=bool(subtract),
+        bkg_order=int(order),
+        bkg_smoothing_length=int(smoothing or 0),
+        background_regions=background_regions,
+        use_source_posn=bool(settings["use_source_posn"]),
+        position_offset=float(settings["position_offset"] or 0.0),
+        optimize_psf_location=bool(settings["optimize_psf_location"]),
+        optimize_psf_width=bool(settings["optimize_psf_width"]),
+        fit_trace_order=-1 if trace_order is None else int(trace_order),
+        profile=str(settings["profile"]),
+        model_nod_pair=bool(settings["model_nod_pair"]),
+        reject_sigma=float(settings["reject_sigma"] or 0.0),
+        disp_start=float(disp_start),
+        disp_stop=float(disp_stop),
+        fit_half_width=_fit_half_width(settings, exposure),
+    )
 
 
 class LrsOptimalExtractStep(MirispecStep):
@@ -105,74 +207,10 @@ class LrsOptimalExtractStep(MirispecStep):
             )
         return result
 
-    def _fit_half_width(self, exposure) -> float | None:
-        """Columns either side of the trace to fit; None: the whole cutout."""
-        if self.fit_half_width is None:
-            # A measured profile needs sky beyond the source's wings: the whole cutout
-            # (not for a nod pair fitted without its negative trace: only the PSF applies).
-            unmodelled_nod = exposure.nod_subtracted and not self.model_nod_pair
-            psf_only = self.profile == "psf" or unmodelled_nod
-            return PSF_FIT_HALF_WIDTH if psf_only else None
-        return float(self.fit_half_width) or None
-
     def _parameters(self, aperture, exposure) -> OptimalParameters:
         """Step parameters over the extract1d aperture's values."""
-        # None (an old parameter file) meant "yes" before it became a plain boolean.
-        subtract = self.subtract_background is not False
-        if self.bkg_order is not None:
-            order = self.bkg_order
-        elif aperture.bkg_coeff is not None:
-            order = aperture.bkg_order or 0
-        else:
-            # The file's bkg_order describes its (absent) bkg_coeff regions; a
-            # polynomial across the whole cutout needs a slope for sky gradients.
-            order = DEFAULT_CUTOUT_BKG_ORDER
-        if self.fit_trace_order is not None and not self.optimize_psf_location:
-            log.info("fit_trace_order given: the trace location is fitted")
-        background_regions = None
-        ny = exposure.shape[0]
-        disp_start = aperture.ystart if aperture.ystart is not None else 0
-        disp_stop = aperture.ystop if aperture.ystop is not None else ny - 1
-        if subtract and aperture.bkg_coeff is not None:
-            # The same background regions as box extraction (shifted with the source).
-            background_regions = resolve_box_parameters(
-                aperture,
-                exposure,
-                subtract_background=True,
-                bkg_fit="poly",
-                bkg_order=order,
-                smoothing_length=0,
-                use_source_posn=self.use_source_posn,
-                position_offset=self.position_offset,
-                bkg_sigma_clip=None,
-                replace_bad_pixels=False,
-                fixed_background=False,
-            )
-        if self.fit_half_width and self.fit_half_width < MIN_FIT_HALF_WIDTH:
-            raise ParameterError(
-                f"fit_half_width={self.fit_half_width} px leaves too few pixels for the PSF and "
-                f"the background; use at least {MIN_FIT_HALF_WIDTH} (or 0 for the whole cutout)"
-            )
-        if self.bkg_smoothing_length and self.bkg_smoothing_length % 2 == 0:
-            raise ParameterError(
-                f"bkg_smoothing_length must be odd, got {self.bkg_smoothing_length}"
-            )
-        return OptimalParameters(
-            subtract_background=bool(subtract),
-            bkg_order=int(order),
-            bkg_smoothing_length=int(self.bkg_smoothing_length or 0),
-            background_regions=background_regions,
-            use_source_posn=bool(self.use_source_posn),
-            position_offset=float(self.position_offset or 0.0),
-            optimize_psf_location=bool(self.optimize_psf_location),
-            optimize_psf_width=bool(self.optimize_psf_width),
-            fit_trace_order=-1 if self.fit_trace_order is None else int(self.fit_trace_order),
-            profile=str(self.profile),
-            model_nod_pair=bool(self.model_nod_pair),
-            reject_sigma=float(self.reject_sigma or 0.0),
-            disp_start=float(disp_start),
-            disp_stop=float(disp_stop),
-            fit_half_width=self._fit_half_width(exposure),
+        return optimal_parameters(
+            aperture, exposure, {name: getattr(self, name) for name in OPTIMAL_SETTINGS}
         )
 
     def _save_images(self, model, products, index):

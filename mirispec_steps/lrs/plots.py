@@ -22,7 +22,14 @@ from mirispec_steps.plots import (
     stretch,
 )
 
-__all__ = ["box_figure", "optimal_figure", "plot_lrs_box", "plot_lrs_optimal"]
+__all__ = [
+    "box_figure",
+    "optimal_figure",
+    "plot_lrs_box",
+    "plot_lrs_optimal",
+    "plot_lrs_psf",
+    "psf_figure",
+]
 
 #: Columns shown either side of the extraction region.
 MARGIN_COLUMNS = 8
@@ -222,3 +229,76 @@ def plot_lrs_box(exposure: LrsExposure, products, path, title="LRS box extractio
 def plot_lrs_optimal(exposure: LrsExposure, products, path, title="LRS optimal extraction") -> str:
     """Write :func:`optimal_figure` to the PNG ``path``; returns the path."""
     return save_figure(optimal_figure(exposure, products, title), path, dpi=90)
+
+
+def psf_figure(model, reference, title="LRS PSF measured by lrs_psf") -> Figure:
+    """
+    A new LRS ``psf`` reference against the one it replaces.
+
+    Parameters
+    ----------
+    model : SpecPsfModel
+        The new reference (from :class:`~mirispec_steps.lrs.psf_step.LrsPsfStep`).
+    reference : PsfTable
+        The reference it replaces.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        The figure.
+
+    Notes
+    -----
+    Left: both profiles at three wavelengths, in pixels from the source, on a
+    logarithmic scale (the wings matter as much as the core). Middle: the new
+    profile minus the old one over wavelength and offset, in percent of each
+    row's peak. Right: their FWHM against wavelength.
+    """
+    from mirispec_steps.lrs.core.psf_profile import evaluate_profile
+    from mirispec_steps.lrs.psf_builder import profile_fwhm
+
+    aperture = model.apertures[0]
+    data, wave = np.asarray(aperture.data, float), np.asarray(aperture.wave, float)
+    offsets = (np.arange(data.shape[1]) - aperture.center_col) / aperture.subpix
+    old = evaluate_profile(reference, np.broadcast_to(offsets, data.shape), wave)
+    figure = Figure(figsize=(16, 5.2), layout="constrained")
+    profile_axis, difference_axis, width_axis = figure.subplots(
+        1, 3, gridspec_kw={"width_ratios": [1.2, 1.3, 1.0]}
+    )
+    chosen = np.linspace(0.15, 0.85, 3)
+    for colour, fraction in zip(("C0", "C1", "C3"), chosen, strict=True):
+        index = int(fraction * (wave.size - 1))
+        profile_axis.semilogy(offsets, np.clip(data[index], 1e-7, None), "-", color=colour,
+                              lw=1.2, label=f"new, {wave[index]:.1f} um")  # fmt: skip
+        profile_axis.semilogy(offsets, np.clip(old[index], 1e-7, None), "--", color=colour,
+                              lw=0.9, label=f"replaced, {wave[index]:.1f} um")  # fmt: skip
+    profile_axis.set_xlabel("offset from the source (px)")
+    profile_axis.set_ylabel("pixel-integrated profile (fraction of the flux)")
+    profile_axis.set_ylim(1e-6, 1.0)
+    legend_above(profile_axis, ncol=3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        difference = 100.0 * (data - old) / old.max(axis=1, keepdims=True)
+    limit = max(float(np.nanpercentile(np.abs(difference), 99.5)), 0.1)
+    shown = difference_axis.imshow(
+        difference, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
+        extent=(offsets[0], offsets[-1], wave[0], wave[-1]), interpolation="nearest",
+    )  # fmt: skip
+    figure.colorbar(shown, ax=difference_axis, label="new - replaced (% of the row's peak)")
+    difference_axis.set_xlim(-12, 12)
+    difference_axis.set_xlabel("offset from the source (px)")
+    difference_axis.set_ylabel("wavelength (micron)")
+    widths = np.array([[profile_fwhm(offsets, row) for row in table] for table in (data, old)])
+    width_axis.plot(wave, widths[0], "-", color="C0", label="new")
+    width_axis.plot(wave, widths[1], "--", color="0.3", label="replaced")
+    width_axis.set_xlabel("wavelength (micron)")
+    width_axis.set_ylabel("FWHM (px)")
+    legend_above(width_axis, ncol=2)
+    figure.suptitle(title)
+    return figure
+
+
+def plot_lrs_psf(model, reference, path, title="LRS PSF measured by lrs_psf") -> str:
+    """Write :func:`psf_figure` to the PNG ``path``; returns the path."""
+    return save_figure(psf_figure(model, reference, title), path, dpi=90)

@@ -87,6 +87,8 @@ class ProfileChoice:
     flux_variance : ndarray or None
         ``(R,)`` relative variance each row's flux takes from the measured
         profile's own noise (empirical only; added to VAR_FLAT).
+    row_snr : ndarray or None
+        ``(R,)`` flux S/N of each row in the PSF fit to the (mean) image.
     """
 
     profiles: list
@@ -97,6 +99,7 @@ class ProfileChoice:
     window_fraction: np.ndarray | None = None
     alternations: int = 0
     flux_variance: np.ndarray | None = None
+    row_snr: np.ndarray | None = None
 
     @property
     def least_window_fraction(self) -> float:
@@ -210,7 +213,7 @@ def choose_profiles(
                 f"profile ({reason}); use profile='psf' or 'auto'"
             )
         log.warning(f"Optimal extraction with the PSF reference's profile: {reason}")
-        return ProfileChoice(reference, "psf", reason, median_snr)
+        return ProfileChoice(reference, "psf", reason, median_snr, row_snr=snr)
     support = _support(half_width)
     if builder.negative is not None:
         # A nod pair's traces share the profile: a correction reaching the other trace's
@@ -220,6 +223,7 @@ def choose_profiles(
     choice = _measure(builder, mean, shift, negative_shift, reference, start, reject_sigma,
                       support)  # fmt: skip
     choice.median_snr = median_snr
+    choice.row_snr = snr
     choice.reason = f"median row S/N {median_snr:.1f} >= {EMPIRICAL_MIN_SNR:g} ({mode})"
     log.info(
         f"Optimal extraction with a profile measured from the data ({choice.reason}); "

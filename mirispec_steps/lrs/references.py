@@ -25,6 +25,7 @@ __all__ = [
     "load_apcorr",
     "load_extract1d",
     "load_lrs_psf",
+    "lrs_psf_model",
     "select_aperture",
 ]
 
@@ -373,3 +374,66 @@ def _read_lrs_psf(path: str, slit_name: str) -> PsfTable:
             "positive, finite PSF rows"
         )
     return PsfTable.from_rows(data / norm[:, None], wave, float(subpix), float(center_col), name)
+
+
+def lrs_psf_model(
+    wave: np.ndarray,
+    data: np.ndarray,
+    subpix: float,
+    center_col: float,
+    description: str,
+    aperture_name: str = "ANY",
+    exp_types: tuple[str, ...] = ("MIR_LRS-FIXEDSLIT", "MIR_LRS-SLITLESS"),
+    pedigree: str = "DUMMY",
+):
+    """
+    An LRS ``psf`` reference (jwst's ``SpecPsfModel``), as :func:`load_lrs_psf` and jwst read it.
+
+    Parameters
+    ----------
+    wave : ndarray
+        ``(W,)`` increasing wavelengths (micron).
+    data : ndarray
+        ``(W, C)`` effective (pixel-integrated) PSF sampled ``subpix`` times per
+        pixel; the pixel whose centre is ``d`` pixels from the source has the
+        value at column ``center_col + d * subpix``.
+    subpix : float
+        Samples per pixel.
+    center_col : float
+        Column of the source centre.
+    description : str
+        ``DESCRIP``: how the PSF was made.
+    aperture_name : str
+        ``APERTURE`` of the PSF ("ANY" matches every slit, in jwst too).
+    exp_types : tuple of str
+        Exposure types the file is for (``P_EXPTYP``; the first is ``EXP_TYPE``).
+    pedigree : str
+        ``PEDIGREE``.
+
+    Returns
+    -------
+    SpecPsfModel
+        The model, not yet saved.
+    """
+    from stdatamodels.jwst.datamodels import SpecPsfModel
+
+    model = SpecPsfModel()
+    model.apertures.append(model.apertures.item())
+    aperture = model.apertures[0]
+    aperture.name = aperture_name
+    aperture.subpix = float(subpix)
+    aperture.center_col = float(center_col)
+    aperture.center_row = float(center_col)
+    aperture.data = np.asarray(data, dtype=float)
+    aperture.wave = np.asarray(wave, dtype=float)
+    model.meta.instrument.name = "MIRI"
+    model.meta.instrument.detector = "MIRIMAGE"
+    model.meta.instrument.filter = "P750L"
+    model.meta.exposure.type = exp_types[0]
+    model.meta.exposure.p_exptype = "|".join(exp_types) + "|"
+    model.meta.reftype = "PSF"
+    model.meta.author = "mirispec_steps"
+    model.meta.description = description
+    model.meta.pedigree = pedigree
+    model.meta.useafter = "2022-01-01T00:00:00"
+    return model

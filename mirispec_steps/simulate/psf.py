@@ -369,7 +369,7 @@ def write_lrs_psf_reference(
     """
     from pathlib import Path
 
-    from stdatamodels.jwst.datamodels import SpecPsfModel
+    from mirispec_steps.lrs.references import lrs_psf_model
 
     psf = psf or LrsPsf()
     wave = np.arange(3.5, 15.001, 0.1) if wavelengths is None else np.asarray(wavelengths, float)
@@ -377,25 +377,11 @@ def write_lrs_psf_reference(
     center_col = (n_columns - 1) / 2.0
     offsets = (np.arange(n_columns) - center_col) / subpix
     data = psf.pixel_fractions(offsets[None, :], wave[:, None])
-    model = SpecPsfModel()
-    model.apertures.append(model.apertures.item())
-    aperture = model.apertures[0]
-    aperture.name = aperture_name
-    aperture.subpix = float(subpix)
-    aperture.center_col = float(center_col)
-    aperture.center_row = float(center_col)
-    aperture.data = data
-    aperture.wave = wave
-    model.meta.instrument.name = "MIRI"
-    model.meta.instrument.detector = "MIRIMAGE"
-    model.meta.instrument.filter = "P750L"
-    model.meta.exposure.type = "MIR_LRS-FIXEDSLIT"
-    model.meta.exposure.p_exptype = "MIR_LRS-FIXEDSLIT|MIR_LRS-SLITLESS|"
-    model.meta.reftype = "PSF"
-    model.meta.author = "mirispec_steps"
-    model.meta.description = f"LRS effective PSF (pixel-integrated) of the simulator's {psf!r}"
-    model.meta.pedigree = "DUMMY"
-    model.meta.useafter = "2022-01-01T00:00:00"
+    model = lrs_psf_model(
+        wave, data, subpix, center_col,
+        f"LRS effective PSF (pixel-integrated) of the simulator's {psf!r}",
+        aperture_name=aperture_name,
+    )  # fmt: skip
     path = Path(path)
     model.save(path)
     return path
