@@ -109,9 +109,8 @@ def corrected_profile(data, variance, offsets, reference, flux, background_order
     background = np.vander(np.linspace(-1, 1, data.shape[1]), background_order + 1,
                            increasing=True).T  # fmt: skip
     correction = fit_profile_correction(
-        data - flux[:, None] * reference, variance, np.ones(data.shape, bool), [flux], basis,
-        background, layout,
-    )  # fmt: skip
+        data, variance, np.ones(data.shape, bool), [flux], basis, background, layout
+    )
     profile = reference + correction.evaluate(basis)
     return profile / profile.sum(axis=1, keepdims=True)
 

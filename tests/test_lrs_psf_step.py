@@ -140,9 +140,7 @@ def refused(model, tmp_path, match):
 
 
 def test_faint_star_is_refused(tmp_path):
-    faint = simulate_lrs(
-        "cal", seed=3, psf=FAMILY, spectrum=lambda w: 0.0005 * default_spectrum(w)
-    )
+    faint = simulate_lrs("cal", seed=3, psf=FAMILY, spectrum=lambda w: 0.0005 * default_spectrum(w))
     refused(faint.model, tmp_path, "too faint to build a PSF")
 
 

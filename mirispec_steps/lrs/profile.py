@@ -26,9 +26,9 @@ from mirispec_steps.core.optimal import fit_rows, solve_rows
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.lrs.core.empirical_profile import (
     ProfileBasis,
+    ProfileFitter,
     ProfileLayout,
     ProfileSolution,
-    fit_profile_correction,
 )
 from mirispec_steps.lrs.core.psf_profile import evaluate_profile
 
@@ -283,23 +283,16 @@ def _measure(builder, mean, shift, negative_shift, reference, start, reject_sigm
     weights = np.where(start.used, 1.0 / np.where(start.used, start.variance, 1.0), 0.0)
     clean = np.where(start.used, mean.data, 0.0)
     flux_error = np.abs(start.coefficients[:, 0]) / _row_snr(start)
-    coefficients, ok = start.coefficients, start.ok
+    coefficients = start.coefficients
     profiles, window_fraction = reference, None
-    use = mean.valid & start.ok[:, None]
+    fitter = ProfileFitter(mean.data, variance, mean.valid & start.ok[:, None], basis,
+                           builder.background_basis, layout, prior, MOMENT_SCALE)  # fmt: skip
     for alternation in range(MAX_ALTERNATIONS):
-        amplitudes = [coefficients[:, index] for index in range(len(reference))]
-        reference_scene = sum(a[:, None] * p for a, p in zip(amplitudes, reference, strict=True))
         # The negative nod's reference profile carries its sign; the shared correction
         # enters each trace with the same sign as its reference profile.
-        correction = fit_profile_correction(
-            mean.data - reference_scene, variance, use & ok[:, None],
-            [sign * a for sign, a in zip(signs, amplitudes, strict=True)], basis,
-            builder.background_basis, layout, prior_scale=prior, moment_scale=MOMENT_SCALE,
-            # Outliers are found once; later passes only follow the fluxes.
-            reject_sigma=(reject_sigma or 0.0) if alternation == 0 else 0.0,
-        )  # fmt: skip
-        if alternation == 0:
-            use = correction.used
+        amplitudes = [sign * coefficients[:, index] for index, sign in enumerate(signs)]
+        # Outliers are found once; later passes only follow the fluxes.
+        correction = fitter.fit(amplitudes, (reject_sigma or 0.0) if alternation == 0 else 0.0)
         raw = [
             p + sign * correction.evaluate(basis, index)
             for index, (p, sign) in enumerate(zip(reference, signs, strict=True))

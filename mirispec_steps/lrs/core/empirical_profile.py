@@ -35,7 +35,13 @@ import numpy as np
 from scipy import linalg
 from scipy.interpolate import BSpline
 
-__all__ = ["ProfileBasis", "ProfileLayout", "ProfileSolution", "fit_profile_correction"]
+__all__ = [
+    "ProfileBasis",
+    "ProfileFitter",
+    "ProfileLayout",
+    "ProfileSolution",
+    "fit_profile_correction",
+]
 
 
 @dataclass(frozen=True)
@@ -234,25 +240,15 @@ class ProfileSolution:
         ndarray
             ``(R,)`` variance of ``F`` over ``F**2``.
         """
-        n_row = basis.rows.shape[1]
-        n_offset = basis.offsets[0].shape[-1]
         lit = np.isfinite(window_sum) & (window_sum > 0)  # rows the profile describes
         lever = np.zeros_like(weights)
         lever[lit] = np.nan_to_num(weights[lit]) - 1.0 / window_sum[lit, None]
         projected = (lever[:, None, :] @ basis.offsets[0])[:, 0, :]  # (R, J')
-        intervals = np.clip(np.argmax(basis.rows > 0, axis=1), 0, n_row - 4)
-        variance = np.zeros(len(projected))
-        for interval in np.unique(intervals):
-            rows = intervals == interval
-            active = np.arange(interval * n_offset, (interval + 4) * n_offset)
-            # Columns of the covariance for the four row splines the rows meet.
-            unit = np.zeros((n_row * n_offset, active.size))
-            unit[active, np.arange(active.size)] = 1.0
-            block = linalg.cho_solve_banded((self.factor, False), unit,
-                                            check_finite=False)[active]  # fmt: skip
-            vectors = (basis.rows[rows, interval : interval + 4, None]
-                       * projected[rows, None, :]).reshape(int(rows.sum()), -1)  # fmt: skip
-            variance[rows] = np.einsum("ri,ij,rj->r", vectors, block, vectors)
+        # g_r = L_r (x) projected_r, unknowns ordered (k, j); var_r = g_r^T N^-1 g_r,
+        # all rows solved at once against the banded Cholesky factor.
+        levers = (basis.rows[:, :, None] * projected[:, None, :]).reshape(len(projected), -1)
+        solved = linalg.cho_solve_banded((self.factor, False), levers.T, check_finite=False)
+        variance = np.einsum("ir,ir->r", levers.T, solved)
         return variance
 
     def evaluate(self, basis: ProfileBasis, trace: int = 0) -> np.ndarray:
@@ -351,19 +347,19 @@ def _banded_upper(system: np.ndarray, bandwidth: int) -> np.ndarray:
     return band
 
 
-def _assemble(projected, projected_target, weights, row_values, row_intervals):
+def _assemble(row_normal, row_right, row_values, row_intervals):
     """
     Normal equations of the tensor-product fit, unknowns ordered ``(k, j)``.
 
-    A row meets only the four row splines of its interval, so the rows are
-    grouped by interval and each group adds a 4 x 4 block of (J x J)
-    blocks: the system is block-banded (three blocks either side).
+    ``row_normal`` (R, J', J') and ``row_right`` (R, J') are each row's
+    normal matrix and right-hand side in the offset splines. A row meets only
+    the four row splines of its interval, so the rows are grouped by interval
+    and each group adds a 4 x 4 block of (J' x J') blocks: the system is
+    block-banded (three blocks either side).
     """
-    n_rows, _, n_offset = projected.shape
+    n_rows, n_offset, _ = row_normal.shape
     n_row = row_values.shape[1]
-    weighted = (weights[..., None] * projected).transpose(0, 2, 1)
-    row_normal = (weighted @ projected).reshape(n_rows, -1)  # (R, J*J)
-    row_right = (weighted @ projected_target[..., None])[..., 0]  # (R, J)
+    flat_normal = row_normal.reshape(n_rows, -1)
     normal = np.zeros((n_row, n_offset, n_row, n_offset))
     right = np.zeros((n_row, n_offset))
     for interval in np.unique(row_intervals):
@@ -371,48 +367,37 @@ def _assemble(projected, projected_target, weights, row_values, row_intervals):
         active = slice(interval, interval + 4)
         values = row_values[rows, active]  # (n, 4)
         pairs = (values[:, :, None] * values[:, None, :]).reshape(values.shape[0], 16)
-        block = (pairs.T @ row_normal[rows]).reshape(4, 4, n_offset, n_offset)
+        block = (pairs.T @ flat_normal[rows]).reshape(4, 4, n_offset, n_offset)
         normal[active, :, active, :] += block.transpose(0, 2, 1, 3)
         right[active] += values.T @ row_right[rows]
     size = n_row * n_offset
     return normal.reshape(size, size), right.ravel()
 
 
-def fit_profile_correction(
-    residual: np.ndarray,
-    variance: np.ndarray,
-    valid: np.ndarray,
-    amplitudes: list[np.ndarray],
-    basis: ProfileBasis,
-    background: np.ndarray,
-    layout: ProfileLayout,
-    prior_scale: np.ndarray | None = None,
-    moment_scale: float | None = None,
-    reject_sigma: float = 5.0,
-) -> ProfileSolution:
+class ProfileFitter:
     """
-    Fit the profile correction to what the reference profile leaves in the data.
+    The profile-correction fit of one image, set up once and solved for any trace amplitudes.
 
     The model of every pixel is ``sum_i A_i(r) delta(d_i, rho_r) + b_r(x)``
     with the amplitudes ``A_i`` of the source's traces (the positive trace,
-    and the negative nod if any) given, ``delta`` shared by the traces and
-    ``b_r`` a free polynomial per row.
+    and the negative nod if any), ``delta`` shared by the traces and ``b_r``
+    a free polynomial per row; the data fitted are the image minus the
+    amplitudes times the reference profiles. Each row's background is
+    projected out of every trace's basis and of the image once; the design
+    is linear in the amplitudes, so a new set of amplitudes only recombines
+    per-row products (:meth:`solve`).
 
     Parameters
     ----------
-    residual : ndarray
-        ``(R, X)`` data minus the reference scene (amplitudes times the
-        reference profiles); the background need not be removed.
+    image : ndarray
+        ``(R, X)`` data (the background need not be removed).
     variance : ndarray
         ``(R, X)`` pixel variances.
     valid : ndarray
         ``(R, X)`` pixels to use.
-    amplitudes : list of ndarray
-        ``(R,)`` amplitude of each trace on each row (signed: the negative
-        nod's profile enters with its sign).
     basis : ProfileBasis
-        The correction's basis at the cutout's pixels (one offset basis per
-        trace, in the order of ``amplitudes``).
+        The correction's basis at the pixels (one per trace; the first free
+        term of each is that trace's unsigned reference profile).
     background : ndarray
         ``(B, X)`` background polynomial across the row (B = 0: none).
     layout : ProfileLayout
@@ -430,70 +415,188 @@ def fit_profile_correction(
         spline part: the free terms carry real changes of scale and
         position, so these moments only take what the data cannot place
         (see :func:`_moment_form`). None: no such prior.
+
+    Notes
+    -----
+    Projecting out the background couples all offset splines within a row;
+    a row meets only four row splines, so the normal equations are
+    block-banded and solved by a banded Cholesky factorisation: the cost
+    grows linearly with the number of row splines.
+    """
+
+    def __init__(self, image, variance, valid, basis: ProfileBasis, background,
+                 layout: ProfileLayout, prior_scale=None, moment_scale=None):  # fmt: skip
+        self.image, self.variance, self.basis = image, variance, basis
+        self.background, self.layout = background, layout
+        n_row = basis.rows.shape[1]
+        self.n_offset = basis.offsets[0].shape[-1]
+        self.n_splines = self.n_offset - basis.n_free
+        self.row_intervals = np.clip(np.argmax(basis.rows > 0, axis=1), 0, n_row - 4)
+        penalty, moments = _cached_forms(layout, self.n_offset, n_row)
+        spline_terms = np.flatnonzero((np.arange(n_row * self.n_offset) % self.n_offset)
+                                      < self.n_splines)  # fmt: skip
+        regulariser = np.zeros((n_row * self.n_offset,) * 2)
+        if prior_scale is not None:
+            # prior_scale is (J, K); the unknowns are (k, j).
+            regulariser[spline_terms, spline_terms] = 1.0 / np.square(prior_scale).T.ravel()
+        if moment_scale:
+            regulariser += moments / moment_scale**2
+        self.penalty, self.regulariser = penalty, regulariser
+        self.use(valid)
+
+    def use(self, valid: np.ndarray) -> None:
+        """Project the background out of the basis and the image on the pixels ``valid``."""
+        usable = valid & np.isfinite(self.image) & np.isfinite(self.variance) & (self.variance > 0)
+        self.valid = usable
+        self.weights = np.where(usable, 1.0 / np.where(usable, self.variance, 1.0), 0.0)
+        target = np.where(usable, self.image, 0.0)
+        designs = [np.where(usable[..., None], np.nan_to_num(b), 0.0) for b in self.basis.offsets]
+        self.projected, self.projected_image = [], None
+        for design in designs:
+            projected, projected_image = _project_out_background(
+                design, target, self.weights, self.background
+            )
+            self.projected.append(projected)
+            self.projected_image = projected_image
+        weighted = [(self.weights[..., None] * p).transpose(0, 2, 1) for p in self.projected]
+        # Per-row products of every pair of traces, and with the image.
+        self.cross = [[w @ p for p in self.projected] for w in weighted]
+        self.with_image = [(w @ self.projected_image[..., None])[..., 0] for w in weighted]
+
+    def solve(self, amplitudes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """
+        The correction for the traces' amplitudes; returns ``(coefficients, factor)``.
+
+        Parameters
+        ----------
+        amplitudes : list of ndarray
+            ``(R,)`` amplitude of each trace (signed: the negative nod's
+            profile enters with its sign); rows with a non-finite amplitude
+            must have been left out of ``valid``.
+
+        Returns
+        -------
+        coefficients : ndarray
+            ``(J', K)``.
+        factor : ndarray
+            Banded Cholesky factor of the normal equations.
+        """
+        reference = self.n_splines  # index of the unsigned reference in the free terms
+        amplitudes = [np.nan_to_num(a) for a in amplitudes]
+        row_normal = sum(
+            a_i[:, None, None] * a_j[:, None, None] * self.cross[i][j]
+            for i, a_i in enumerate(amplitudes) for j, a_j in enumerate(amplitudes)
+        )  # fmt: skip
+        # Data minus the reference scene: image - sum_j A_j U_j, U_j the reference column.
+        row_right = sum(
+            a_i[:, None] * (self.with_image[i] - sum(
+                a_j[:, None] * self.cross[i][j][:, :, reference]
+                for j, a_j in enumerate(amplitudes)
+            ))
+            for i, a_i in enumerate(amplitudes)
+        )  # fmt: skip
+        normal, right = _assemble(row_normal, row_right, self.basis.rows, self.row_intervals)
+        scale = float(np.mean(np.diag(normal))) or 1.0
+        system = normal + self.layout.smoothing * scale * self.penalty + self.regulariser
+        system[np.diag_indices_from(system)] += 1e-10 * scale
+        bandwidth = 4 * self.n_offset - 1
+        factor = linalg.cholesky_banded(_banded_upper(system, bandwidth), check_finite=False)
+        solution = linalg.cho_solve_banded((factor, False), right, check_finite=False)
+        return solution.reshape(-1, self.n_offset).T, factor
+
+    def normalised_residual(self, amplitudes, coefficients) -> np.ndarray:
+        """``(data - reference scene - correction - background) / sigma`` on the used pixels."""
+        per_row = self.basis.rows @ coefficients.T
+        model = sum(
+            a[:, None] * np.matmul(p, per_row[..., None])[..., 0]
+            for a, p in zip(amplitudes, self.projected, strict=True)
+        )
+        reference = sum(
+            a[:, None] * p[..., self.n_splines]
+            for a, p in zip(amplitudes, self.projected, strict=True)
+        )
+        residual = (self.projected_image - reference - model) * np.sqrt(self.weights)
+        return np.where(self.valid, residual, 0.0)
+
+    def fit(self, amplitudes: list[np.ndarray], reject_sigma: float = 0.0) -> ProfileSolution:
+        """
+        Solve, optionally rejecting pixels beyond ``reject_sigma`` (twice at most).
+
+        Parameters
+        ----------
+        amplitudes : list of ndarray
+            ``(R,)`` amplitude of each trace (signed).
+        reject_sigma : float
+            Outlier threshold in sigma (scaled up by the fit's chi-square
+            when it exceeds 1); 0 keeps every pixel. Rejections change the
+            pixels used from then on.
+
+        Returns
+        -------
+        ProfileSolution
+            The correction.
+        """
+        n_rejected = 0
+        for _attempt in range(3):
+            coefficients, factor = self.solve(amplitudes)
+            normalised = self.normalised_residual(amplitudes, coefficients)
+            chi2 = float(np.sum(normalised**2)) / max(int(self.valid.sum()), 1)
+            if not reject_sigma:
+                break
+            outliers = self.valid & (np.abs(normalised) > reject_sigma * max(np.sqrt(chi2), 1.0))
+            if not outliers.any():
+                break
+            n_rejected += int(outliers.sum())
+            self.use(self.valid & ~outliers)
+        return ProfileSolution(self.layout, coefficients, n_rejected, chi2, self.valid, factor)
+
+
+def fit_profile_correction(
+    image: np.ndarray,
+    variance: np.ndarray,
+    valid: np.ndarray,
+    amplitudes: list[np.ndarray],
+    basis: ProfileBasis,
+    background: np.ndarray,
+    layout: ProfileLayout,
+    prior_scale: np.ndarray | None = None,
+    moment_scale: float | None = None,
+    reject_sigma: float = 5.0,
+) -> ProfileSolution:
+    """
+    Fit the profile correction of an image once (see :class:`ProfileFitter`).
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(R, X)`` data.
+    variance : ndarray
+        ``(R, X)`` pixel variances.
+    valid : ndarray
+        ``(R, X)`` pixels to use.
+    amplitudes : list of ndarray
+        ``(R,)`` amplitude of each trace (signed).
+    basis : ProfileBasis
+        The correction's basis at the pixels.
+    background : ndarray
+        ``(B, X)`` background polynomial across the row.
+    layout : ProfileLayout
+        The spline layout.
+    prior_scale : ndarray or None
+        See :class:`ProfileFitter`.
+    moment_scale : float or None
+        See :class:`ProfileFitter`.
     reject_sigma : float
-        Pixels beyond this many sigma of the fit are left out and the fit
-        repeated (twice at most); 0 keeps all.
+        Outlier threshold (0: none).
 
     Returns
     -------
     ProfileSolution
         The correction.
-
-    Notes
-    -----
-    Each row's background is projected out of the design (a weighted
-    least-squares fit per row), which couples all offset splines within a
-    row; a row meets only four row splines, so the normal equations are
-    block-banded and solved by a banded Cholesky factorisation: the cost
-    grows linearly with the number of row splines.
     """
-    row_values = basis.rows
-    n_rows, n_row = row_values.shape
-    # Interval of each row: the first of its (at most four) non-zero row splines.
-    row_intervals = np.clip(np.argmax(row_values > 0, axis=1), 0, n_row - 4)
-    design = sum(
-        amplitude[:, None, None] * offsets
-        for amplitude, offsets in zip(amplitudes, basis.offsets, strict=True)
-    )
-    n_offset = design.shape[-1]
-    n_splines = n_offset - basis.n_free
-    use = valid & np.isfinite(residual) & np.isfinite(variance) & (variance > 0)
+    usable = valid.copy()
     for amplitude in amplitudes:
-        use &= np.isfinite(amplitude)[:, None]
-    design = np.nan_to_num(design)
-    penalty, moments = _cached_forms(layout, n_offset, n_row)
-    spline_terms = (np.arange(n_row * n_offset) % n_offset) < n_splines
-    bandwidth = 4 * n_offset - 1
-    n_rejected = 0
-    for _attempt in range(3):
-        weights = np.where(use, 1.0 / np.where(use, variance, 1.0), 0.0)
-        target = np.where(use, residual, 0.0)
-        projected, projected_target = _project_out_background(
-            np.where(use[..., None], design, 0.0), target, weights, background
-        )
-        normal, right = _assemble(projected, projected_target, weights, row_values, row_intervals)
-        scale = float(np.mean(np.diag(normal))) or 1.0
-        system = normal + layout.smoothing * scale * penalty
-        system[np.diag_indices_from(system)] += 1e-10 * scale
-        if prior_scale is not None:
-            # prior_scale is (J, K); the unknowns are (k, j).
-            system[np.flatnonzero(spline_terms), np.flatnonzero(spline_terms)] += (
-                1.0 / np.square(prior_scale).T.ravel()
-            )
-        if moment_scale:
-            system += moments / moment_scale**2
-        factor = linalg.cholesky_banded(_banded_upper(system, bandwidth), check_finite=False)
-        solution = linalg.cho_solve_banded((factor, False), right, check_finite=False)
-        coefficients = solution.reshape(n_row, n_offset).T
-        model = np.matmul(projected, (row_values @ coefficients.T)[..., None])[..., 0]
-        normalised = (projected_target - model) * np.sqrt(weights)
-        used = int(use.sum())
-        chi2 = float(np.sum(normalised[use] ** 2)) / max(used, 1)
-        if not reject_sigma:
-            break
-        outliers = use & (np.abs(normalised) > reject_sigma * max(np.sqrt(chi2), 1.0))
-        if not outliers.any():
-            break
-        n_rejected += int(outliers.sum())
-        use &= ~outliers
-    return ProfileSolution(layout, coefficients, n_rejected, chi2, use, factor)
+        usable &= np.isfinite(amplitude)[:, None]
+    fitter = ProfileFitter(image, variance, usable, basis, background, layout,
+                           prior_scale, moment_scale)  # fmt: skip
+    return fitter.fit(amplitudes, reject_sigma)
