@@ -4,8 +4,9 @@ Same method as ``bench_lrs_box.py``: each step's own cost is
 ``Step.call(step) - Step.call(no-op step)`` on the same in-memory input,
 alternating the runs. jwst runs with ``extraction_type="optimal"``,
 ``optimize_psf_location=True`` and ``subtract_background=True``; ours with
-its defaults (location optimised, joint background, outlier rejection), on
-the same PSF file.
+its defaults (location optimised, joint background, outlier rejection,
+profile measured from the data when the source is bright), on the same PSF
+file; and ours with the measured profile against ours with the file's.
 
 Run: ``python benchmarks/bench_lrs_optimal.py [--nints 100]``
 """
@@ -54,6 +55,13 @@ def main():
     with offline_crds():
         cal = simulate_lrs("cal", seed=1).model
         compare("full-frame cal, optimal + location + background", cal, args.repeats, {})
+        # What the profile measured from the data costs on top of the reference's profile.
+        psf_only = {"profile": "psf"}
+        ours_psf = lambda: LrsOptimalExtractStep.call(cal, **psf_only)  # noqa: E731
+        ours_auto = lambda: LrsOptimalExtractStep.call(cal)  # noqa: E731
+        compare_above_floor("full-frame cal: ours measured profile vs ours PSF profile", cal,
+                            ours_auto, ours_psf, args.repeats,
+                            labels=("measured", "psf"))  # fmt: skip
         cube = simulate_lrs("calints", n_integrations=args.nints, seed=2).model
         own_ours, own_jwst = compare(
             f"slitless calints, {args.nints} integrations, optimal", cube, 1, {}

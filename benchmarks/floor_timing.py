@@ -28,29 +28,33 @@ def _timed(function):
     return time.perf_counter() - start
 
 
-def compare_above_floor(label, model, ours, theirs, repeats):
+def compare_above_floor(label, model, ours, theirs, repeats, labels=("ours", "jwst")):
     """
     Time ``ours()`` and ``theirs()`` against the no-op floor on ``model``; print and return.
+
+    ``labels`` name the two sides in the printout (``theirs`` is jwst by default).
 
     Returns
     -------
     (float, float)
-        Own cost (seconds above the floor) of ours and of jwst.
+        Own cost (seconds above the floor) of ours and of theirs.
     """
     noop = lambda: NoOpStep.call(model)  # noqa: E731
     ours(), theirs(), noop()  # warm up
-    results = {"ours": [], "jwst": [], "floor": []}
+    results = {"ours": [], "theirs": [], "floor": []}
     for _ in range(repeats):
         results["floor"].append(_timed(noop))
         results["ours"].append(_timed(ours))
         results["floor"].append(_timed(noop))
-        results["jwst"].append(_timed(theirs))
+        results["theirs"].append(_timed(theirs))
     floor = np.median(results["floor"])
-    t_ours, t_jwst = np.median(results["ours"]), np.median(results["jwst"])
-    own_ours, own_jwst = t_ours - floor, t_jwst - floor
+    t_ours, t_theirs = np.median(results["ours"]), np.median(results["theirs"])
+    own_ours, own_theirs = t_ours - floor, t_theirs - floor
+    first, second = labels
     print(f"\n{label}")
-    print(f"  Step.call: ours {t_ours * 1e3:8.1f} ms   jwst {t_jwst * 1e3:8.1f} ms")
+    print(f"  Step.call: {first} {t_ours * 1e3:8.1f} ms   {second} {t_theirs * 1e3:8.1f} ms")
     print(f"  no-op floor {floor * 1e3:8.1f} ms")
-    print(f"  own cost:  ours {own_ours * 1e3:8.1f} ms   jwst {own_jwst * 1e3:8.1f} ms")
-    print(f"  ratio (jwst / ours, above the floor): {own_jwst / max(own_ours, 1e-6):6.1f}x")
-    return own_ours, own_jwst
+    print(f"  own cost:  {first} {own_ours * 1e3:8.1f} ms   {second} {own_theirs * 1e3:8.1f} ms")
+    print(f"  ratio ({second} / {first}, above the floor): "
+          f"{own_theirs / max(own_ours, 1e-6):6.2f}x")  # fmt: skip
+    return own_ours, own_theirs

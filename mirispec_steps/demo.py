@@ -42,12 +42,16 @@ def main(argv=None):
 def _lrs_demo(out: Path, seed: int) -> dict:
     """LRS: both extraction steps, then LrsExtractPipeline on the same cal file."""
     from mirispec_steps import LrsBoxExtractStep, LrsExtractPipeline, LrsOptimalExtractStep
-    from mirispec_steps.simulate import simulate_lrs, write_lrs_apcorr
+    from mirispec_steps.simulate import DiffractionLrsPsf, simulate_lrs, write_lrs_apcorr
 
-    simulated = simulate_lrs("cal", seed=seed)
+    # The data's PSF (diffraction rings) is not the packaged psf reference's (two
+    # Gaussians): the optimal extraction measures the profile from the data. The
+    # aperture correction is made from the data's PSF, as CRDS's is from the real one.
+    data_psf = DiffractionLrsPsf()
+    simulated = simulate_lrs("cal", seed=seed, psf=data_psf)
     cal_path = out / "demo_lrs_cal.fits"
     simulated.model.save(cal_path)
-    apcorr = str(write_lrs_apcorr(out / "demo_lrs_apcorr.fits"))
+    apcorr = str(write_lrs_apcorr(out / "demo_lrs_apcorr.fits", psf=data_psf))
     extract1d = out / "demo_lrs_extract1d.json"
     # The operational aperture (8 px, s2d frame) with sky regions 12-18 px either side.
     aperture = {

@@ -19,6 +19,7 @@ fit of every row, and the flux variances and products.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from mirispec_steps.lrs.core.trace_fit import (
     parabola_minimum,
 )
 from mirispec_steps.lrs.exposure import LrsExposure, LrsPixels, LrsRegion
-from mirispec_steps.lrs.profile import ProfileChoice, choose_profiles
+from mirispec_steps.lrs.profile import ProfileChoice, ProfileScene, choose_profiles
 from mirispec_steps.progress import progress
 from mirispec_steps.x1d import SpectrumColumns
 
@@ -168,6 +169,11 @@ class OptimalProducts:
         Where the cutout lies in the full frame.
     profile_choice : ProfileChoice
         Which profile was fitted, and why.
+    profile_cutout, reference_cutout : ndarray
+        ``(n_rows, n_xdisp)`` the fitted source profile and the PSF
+        reference's, on the cutout (positive trace).
+    row_wavelength : ndarray
+        ``(n_rows,)`` wavelength of the source on each cutout row.
 
     Notes
     -----
@@ -187,6 +193,9 @@ class OptimalProducts:
     data: np.ndarray
     slices: tuple
     profile_choice: ProfileChoice
+    profile_cutout: np.ndarray
+    reference_cutout: np.ndarray
+    row_wavelength: np.ndarray
 
     @functools.cached_property
     def scene(self) -> np.ndarray:
@@ -595,7 +604,11 @@ def _fit_width_scale(builder, chi2, shift, negative_shift) -> float:
 
 @dataclass
 class _Geometry:
-    """Where the source is on the cutout: region, wavelengths, traces, rows with a PSF."""
+    """Where the source is on the cutout: region, wavelengths, traces, rows with a PSF.
+
+    ``wide_region`` is the whole data region, where a profile is measured
+    (the fits may use a narrower window, ``region``).
+    """
 
     region: LrsRegion
     wavelength: np.ndarray
@@ -603,6 +616,7 @@ class _Geometry:
     negative: np.ndarray | None
     row_wavelength: np.ndarray
     keep: np.ndarray
+    wide_region: LrsRegion
 
 
 def _geometry(exposure: LrsExposure, params: OptimalParameters, psf: PsfTable) -> _Geometry:
@@ -610,6 +624,7 @@ def _geometry(exposure: LrsExposure, params: OptimalParameters, psf: PsfTable) -
     region = lrs_exposure.data_region(exposure, (params.disp_start, params.disp_stop))
     wavelength = lrs_exposure.region_wavelengths(exposure, region)
     trace, negative = _nominal_traces(exposure, region, wavelength, params)
+    wide_region = region
     if params.fit_half_width is not None and params.background_regions is None:
         region, wavelength = _fit_window(region, wavelength, trace, negative, params)
     row_wavelength = _row_wavelength(wavelength, region, trace)
@@ -627,8 +642,9 @@ def _geometry(exposure: LrsExposure, params: OptimalParameters, psf: PsfTable) -
             f"({psf.wave[0]:.2f}-{psf.wave[-1]:.2f} um) and are not extracted"
         )
     return _Geometry(
-        region, wavelength, trace, negative, row_wavelength, covered & np.isfinite(trace)
-    )
+        region, wavelength, trace, negative, row_wavelength, covered & np.isfinite(trace),
+        wide_region,
+    )  # fmt: skip
 
 
 def _usable(pixels: LrsPixels, keep: np.ndarray) -> np.ndarray:
@@ -676,6 +692,11 @@ class _MeanImage:
             np.sum(np.where(valid, v, 0.0), axis=0) / safe_count**2 for v in pixels.variances
         ]
         return cls(data, variances, count > 0, count)
+
+    def columns(self, chosen: slice) -> _MeanImage:
+        """The same image on a range of columns (views)."""
+        return _MeanImage(self.data[:, chosen], [v[:, chosen] for v in self.variances],
+                          self.valid[:, chosen], self.count[:, chosen])  # fmt: skip
 
 
 def _series_variance(mean: _MeanImage, row_basis, n_profiles, params) -> np.ndarray:
@@ -875,6 +896,17 @@ class PreparedScene:
     choice: ProfileChoice
 
 
+def _profile_scene(geometry, builder, mean, wide_mean, psf, params) -> ProfileScene:
+    """The image a profile is measured on: the whole data region (sky beyond the wings)."""
+    if wide_mean is None:
+        return ProfileScene(builder, mean)
+    region = geometry.wide_region
+    wide = _SceneBuilder(psf, region, geometry.row_wavelength, geometry.trace, geometry.negative,
+                         params, region.xdisp_index.size)  # fmt: skip
+    wide.width_scale = builder.width_scale
+    return ProfileScene(wide, wide_mean)
+
+
 def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTable) -> PreparedScene:
     """
     Geometry, usable pixels, trace location and source profiles of an exposure.
@@ -898,9 +930,25 @@ def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTabl
     """
     geometry = _geometry(exposure, params, psf)
     region, keep = geometry.region, geometry.keep
-    pixels = lrs_exposure.read_pixels(exposure, region)
+    unmodelled_nod = exposure.nod_subtracted and geometry.negative is None
+    measure = params.profile != "psf" and not unmodelled_nod
+    wide = None
+    if measure and geometry.wide_region is not region:
+        # A profile is measured on the whole region: read it once, fit on its window.
+        wide_pixels = lrs_exposure.read_pixels(exposure, geometry.wide_region)
+        wide_valid = _usable(wide_pixels, keep)
+        first = int(region.xdisp_index[0] - geometry.wide_region.xdisp_index[0])
+        window = slice(first, first + region.xdisp_index.size)
+        pixels = dataclasses.replace(
+            wide_pixels, **{name: getattr(wide_pixels, name)[..., window]
+                            for name in LrsPixels.__dataclass_fields__},
+        )  # fmt: skip
+        valid = wide_valid[..., window]
+        wide = (wide_pixels, wide_valid, window)
+    else:
+        pixels = lrs_exposure.read_pixels(exposure, region)
+        valid = _usable(pixels, keep)
     n_int, n_rows, n_xdisp = pixels.data.shape
-    valid = _usable(pixels, keep)
     builder = _SceneBuilder(
         psf, region, geometry.row_wavelength, geometry.trace, geometry.negative, params, n_xdisp
     )
@@ -910,7 +958,12 @@ def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTabl
         params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width
     )
     needs_mean = locate or n_int > 1 or params.profile != "psf"
-    mean = _MeanImage.of(pixels, valid) if needs_mean else None
+    wide_mean = None
+    if wide is not None:
+        wide_mean = _MeanImage.of(wide[0], wide[1])
+        mean = wide_mean.columns(wide[2])
+    else:
+        mean = _MeanImage.of(pixels, valid) if needs_mean else None
     shift, negative_shift, solution = np.zeros(n_rows), None, None
     if locate:
         shift, negative_shift, solution = _location(
@@ -925,9 +978,12 @@ def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTabl
                 else ""
             )
         )
+    measured = None
+    if measure:
+        measured = _profile_scene(geometry, builder, mean, wide_mean, psf, params)
     choice = choose_profiles(
-        params.profile, builder, mean, shift, negative_shift, params.reject_sigma,
-        params.fit_half_width, exposure.nod_subtracted and geometry.negative is None,
+        params.profile, builder, shift, negative_shift, params.reject_sigma, unmodelled_nod,
+        measured,
     )  # fmt: skip
     return PreparedScene(
         geometry, pixels, valid, builder, mean, shift, negative_shift, solution, choice
@@ -1022,6 +1078,9 @@ def extract_optimal(
         data=exposure.model.data,
         slices=region.slices,
         profile_choice=choice,
+        profile_cutout=profiles[0],
+        reference_cutout=builder.profiles(shift, scene.negative_shift)[0],
+        row_wavelength=geometry.row_wavelength,
     )
 
 

@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CUTOUT_BKG_ORDER = 1
 #: Smallest fit window half-width (pixels) that still holds the PSF core and some sky.
 MIN_FIT_HALF_WIDTH = 3.0
-#: Fitted columns either side of the trace with the PSF reference's profile (pixels).
-PSF_FIT_HALF_WIDTH = 15.0
 
 
 #: Step parameters that shape the optimal extraction (see the step's spec).
@@ -33,14 +31,8 @@ OPTIMAL_SETTINGS = (
 )  # fmt: skip
 
 
-def _fit_half_width(settings: dict, exposure) -> float | None:
+def _fit_half_width(settings: dict) -> float | None:
     """Columns either side of the trace to fit; None: the whole cutout."""
-    if settings["fit_half_width"] is None:
-        # A measured profile needs sky beyond the source's wings: the whole cutout
-        # (not for a nod pair fitted without its negative trace: only the PSF applies).
-        unmodelled_nod = exposure.nod_subtracted and not settings["model_nod_pair"]
-        psf_only = settings["profile"] == "psf" or unmodelled_nod
-        return PSF_FIT_HALF_WIDTH if psf_only else None
     return float(settings["fit_half_width"]) or None
 
 
@@ -123,7 +115,7 @@ def optimal_parameters(aperture, exposure, settings: dict) -> OptimalParameters:
         reject_sigma=float(settings["reject_sigma"] or 0.0),
         disp_start=float(disp_start),
         disp_stop=float(disp_stop),
-        fit_half_width=_fit_half_width(settings, exposure),
+        fit_half_width=_fit_half_width(settings),
     )
 
 
@@ -156,7 +148,7 @@ class LrsOptimalExtractStep(MirispecStep):
     optimize_psf_width = boolean(default=False)  # fit a global width scale of the PSF model
     fit_trace_order = integer(default=None, min=0, max=5)  # fit a smooth polynomial trace offset of this order
     model_nod_pair = boolean(default=True)  # model the negative trace of nod-subtracted data
-    fit_half_width = float(default=None, min=0)  # fit the columns within N px of the trace(s) (None: 15 with profile='psf', else the whole cutout; 0: whole cutout)
+    fit_half_width = float(default=15, min=0)  # fit the columns within N px of the trace(s) (0: whole cutout; a profile is measured on the whole cutout)
     reject_sigma = float(default=5.0, min=0)  # reject outliers beyond N model sigma (0: off)
     save_scene_model = boolean(default=False)  # save the fitted scene as an image
     save_residual_image = boolean(default=False)  # save data minus scene

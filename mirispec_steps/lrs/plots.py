@@ -136,7 +136,7 @@ def _residual_significance(exposure: LrsExposure, products, rows, columns) -> np
 
 def optimal_figure(exposure: LrsExposure, products, title="LRS optimal extraction") -> Figure:
     """
-    Data with the trace, residuals in sigma, the trace fit, and the spectrum.
+    Data with the trace, residuals in sigma, the trace fit, the profile, and the spectrum.
 
     Parameters
     ----------
@@ -160,7 +160,9 @@ def optimal_figure(exposure: LrsExposure, products, title="LRS optimal extractio
     The trace panel shows the fitted offset from the WCS trace, with the
     local offsets it was fitted to when a polynomial was fitted; its scale
     is never narrower than +-0.1 px, so that numerical noise is not shown
-    as a measurement.
+    as a measurement. The profile panel shows the fitted source profile
+    (measured from the data, or the reference's) and the ``psf`` file's at
+    three wavelengths on a logarithmic scale.
     """
     rows, columns = products.slices
     data = _mean_image(products.data, exposure.dispaxis)
@@ -169,8 +171,8 @@ def optimal_figure(exposure: LrsExposure, products, title="LRS optimal extractio
     extent = (columns.start - 0.5, columns.stop - 0.5, rows.start - 0.5, rows.stop - 0.5)
     whole = (slice(None), slice(None))
 
-    figure, (data_axis, residual_axis, trace_axis), (flux_axis, error_axis) = _layout(
-        [1.0, 1.0, 0.8, 2.2], (17, 6.8)
+    figure, (data_axis, residual_axis, trace_axis, profile_axis), (flux_axis, error_axis) = _layout(
+        [1.0, 1.0, 0.8, 1.1, 2.2], (20, 6.8)
     )
     _show_image(figure, data_axis, cutout, whole, extent, f"data ({_data_unit(exposure)})")
     data_axis.plot(products.trace, products.rows, "-", color="tab:orange", lw=0.8,
@@ -185,9 +187,30 @@ def optimal_figure(exposure: LrsExposure, products, title="LRS optimal extractio
     residual_axis.set_title(f"residual; {products.n_rejected} px rejected", fontsize=9)
 
     _trace_panel(trace_axis, products)
+    _profile_panel(profile_axis, products)
     spectrum_panels(flux_axis, error_axis, {"optimal FLUX": spectrum_arrays(products.x1d.spec[0])})
-    figure.suptitle(title)
+    measured = products.profile_choice.kind == "empirical"
+    how = "profile measured from the data" if measured else "profile of the PSF reference"
+    figure.suptitle(f"{title} ({how})")
     return figure
+
+
+def _profile_panel(axis, products) -> None:
+    """The fitted profile and the reference's at three wavelengths, against the trace offset."""
+    rows = np.flatnonzero(np.isfinite(products.row_wavelength) & np.isfinite(products.trace))
+    columns = np.arange(products.slices[1].start, products.slices[1].stop, dtype=float)
+    for colour, fraction in zip(("C0", "C1", "C3"), (0.15, 0.5, 0.85), strict=True):
+        row = rows[int(fraction * (rows.size - 1))]
+        offsets = columns - products.trace[row]
+        wavelength = products.row_wavelength[row]
+        axis.semilogy(offsets, np.clip(products.profile_cutout[row], 1e-6, None), "-",
+                      color=colour, lw=1.2, label=f"fitted, {wavelength:.1f} um")  # fmt: skip
+        axis.semilogy(offsets, np.clip(products.reference_cutout[row], 1e-6, None), "--",
+                      color=colour, lw=0.9, label=f"PSF file, {wavelength:.1f} um")  # fmt: skip
+    axis.set_ylim(1e-5, 1.0)
+    axis.set_xlabel("offset from the trace (px)")
+    axis.set_ylabel("profile (fraction of the flux per pixel)")
+    legend_above(axis, ncol=2)
 
 
 def _trace_panel(axis, products) -> None:

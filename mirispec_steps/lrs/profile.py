@@ -46,12 +46,9 @@ ROWS_PER_INTERVAL = 25
 #: each row's flux error, 95th percentile of the rows).
 MAX_ALTERNATIONS = 3
 FLUX_TOLERANCE = 0.02
-#: Half width of the measured profile when the whole cutout is fitted (pixels); with a
-#: narrower fit window, the profile stops SKY_MARGIN short of its edge. The pixels beyond
-#: the profile are where the sky is told apart from the source's wings.
+#: Half width of the measured profile (pixels); it is measured on the whole data region,
+#: whose pixels beyond it are where the sky is told apart from the source's wings.
 DEFAULT_PROFILE_HALF_WIDTH = 20.0
-SKY_MARGIN = 5.0
-MIN_PROFILE_HALF_WIDTH = 5.0
 #: In a nod pair the measured profile reaches this fraction of the traces' separation.
 NOD_SUPPORT_FRACTION = 0.8
 #: Prior width of the profile correction: this share of the reference profile, plus a
@@ -147,9 +144,26 @@ def _normalised(raw: list[np.ndarray], reference: list[np.ndarray]) -> tuple[lis
     return scaled, np.abs(reference[0].sum(axis=1))
 
 
+@dataclass
+class ProfileScene:
+    """
+    Where a profile is measured: the whole data region's builder and mean image.
+
+    Attributes
+    ----------
+    builder : _SceneBuilder
+        Reference profiles and background basis on the whole data region.
+    mean : _MeanImage
+        The integration-mean image of that region.
+    """
+
+    builder: object
+    mean: object
+
+
 def choose_profiles(
-    mode: str, builder, mean, shift, negative_shift, reject_sigma: float, half_width: float | None,
-    unmodelled_nod: bool = False,
+    mode: str, builder, shift, negative_shift, reject_sigma: float,
+    unmodelled_nod: bool = False, measured: ProfileScene | None = None,
 ) -> ProfileChoice:  # fmt: skip
     """
     The source profiles to fit: the reference, or the reference corrected by the data.
@@ -159,20 +173,19 @@ def choose_profiles(
     mode : {"auto", "psf", "empirical"}
         The step's ``profile`` parameter.
     builder : _SceneBuilder
-        Reference profiles and background basis on the cutout.
-    mean : _MeanImage
-        The (integration-mean) image the profile is measured on.
+        Reference profiles and background basis on the fit window; the
+        returned profiles are on its columns.
     shift, negative_shift : ndarray or None
         Trace offsets from the location fit (per row).
     reject_sigma : float
         Outlier threshold of the fits.
-    half_width : float or None
-        Fitted columns either side of the trace (None: the whole cutout);
-        the measured profile stops :data:`SKY_MARGIN` short of them
-        (:data:`DEFAULT_PROFILE_HALF_WIDTH` for the whole cutout).
     unmodelled_nod : bool
         Nod-subtracted data whose negative trace is not modelled: a measured
         profile would take that trace in, so only the reference is used.
+    measured : ProfileScene or None
+        The whole data region, where the profile is measured (the sky beyond
+        the source's wings tells a profile pedestal from the background);
+        needed unless ``mode`` is "psf" or ``unmodelled_nod``.
 
     Returns
     -------
@@ -185,7 +198,6 @@ def choose_profiles(
         ``mode="empirical"`` on a source too faint or too short to define it.
     """
     reference = builder.profiles(shift, negative_shift)
-    n_profiles = len(reference)
     if mode == "psf":
         return ProfileChoice(reference, "psf", "profile='psf'", float("nan"))
     if unmodelled_nod:
@@ -197,7 +209,9 @@ def choose_profiles(
             )
         log.warning(f"Optimal extraction with the PSF reference's profile: {reason}")
         return ProfileChoice(reference, "psf", reason, float("nan"))
-    start = _fit_mean(mean, builder.basis(reference), n_profiles, reject_sigma)
+    wide, mean = measured.builder, measured.mean
+    wide_reference = wide.profiles(shift, negative_shift)
+    start = _fit_mean(mean, wide.basis(wide_reference), len(wide_reference), reject_sigma)
     snr = _row_snr(start)
     n_rows = int(np.count_nonzero(np.isfinite(snr)))
     median_snr = float(np.nanmedian(snr)) if n_rows else 0.0
@@ -214,14 +228,14 @@ def choose_profiles(
             )
         log.warning(f"Optimal extraction with the PSF reference's profile: {reason}")
         return ProfileChoice(reference, "psf", reason, median_snr, row_snr=snr)
-    support = _support(half_width)
-    if builder.negative is not None:
+    support = DEFAULT_PROFILE_HALF_WIDTH
+    if wide.negative is not None:
         # A nod pair's traces share the profile: a correction reaching the other trace's
         # core could trade light between the two unseen (see docs); stay short of it.
-        separation = float(np.nanmedian(np.abs(builder.negative - builder.trace)))
+        separation = float(np.nanmedian(np.abs(wide.negative - wide.trace)))
         support = min(support, NOD_SUPPORT_FRACTION * separation)
-    choice = _measure(builder, mean, shift, negative_shift, reference, start, reject_sigma,
-                      support)  # fmt: skip
+    choice = _measure(wide, mean, shift, negative_shift, wide_reference, start, reject_sigma,
+                      support, builder)  # fmt: skip
     choice.median_snr = median_snr
     choice.row_snr = snr
     choice.reason = f"median row S/N {median_snr:.1f} >= {EMPIRICAL_MIN_SNR:g} ({mode})"
@@ -230,16 +244,9 @@ def choose_profiles(
         f"fit chi2/pixel {choice.correction.chi2_per_pixel:.2f}, "
         f"{choice.correction.n_rejected} pixel(s) left out; the reference PSF puts "
         f"{100 * (1 - choice.least_window_fraction):.2f}% of the light outside the "
-        "fitted columns at most"
+        "measured columns at most"
     )
     return choice
-
-
-def _support(half_width: float | None) -> float:
-    """Half width of the measured profile for a fit window ``half_width`` (None: whole cutout)."""
-    if half_width is None:
-        return DEFAULT_PROFILE_HALF_WIDTH
-    return max(half_width - SKY_MARGIN, MIN_PROFILE_HALF_WIDTH)
 
 
 def _prior_scale(builder, layout: ProfileLayout, rho: np.ndarray) -> np.ndarray:
@@ -254,29 +261,26 @@ def _prior_scale(builder, layout: ProfileLayout, rho: np.ndarray) -> np.ndarray:
     return PRIOR_RELATIVE * np.abs(np.nan_to_num(reference)) + PRIOR_FLOOR
 
 
-def _measure(builder, mean, shift, negative_shift, reference, start, reject_sigma, half_width):
-    """Alternate profile and row fits on the mean image until the fluxes settle."""
+def _measure(builder, mean, shift, negative_shift, reference, start, reject_sigma, half_width,
+             target):  # fmt: skip
+    """
+    Alternate profile and row fits on the mean image until the fluxes settle.
+
+    ``builder``, ``mean`` and ``reference`` are on the region the profile is
+    measured on; the returned profiles are on ``target``'s columns, with the
+    normalisation found on the measured region.
+    """
     n_rows = mean.data.shape[0]
     rho = np.linspace(-1.0, 1.0, n_rows)
     layout = ProfileLayout(
         half_width=float(half_width),
         n_row_intervals=int(np.clip(n_rows // ROWS_PER_INTERVAL, 2, 24)),
     )
-    offsets = [builder.columns[None, :] - (builder.trace + shift)[:, None]]
-    if builder.negative is not None:
-        negative = shift if negative_shift is None else negative_shift
-        offsets.append(builder.columns[None, :] - (builder.negative + negative)[:, None])
+    offsets = _trace_offsets(builder, shift, negative_shift)
     variance = sum(mean.variances)
     prior = _prior_scale(builder, layout, rho)
     signs = [1.0] + [-1.0] * (len(reference) - 1)
-    step = 0.05
-    nod = negative_shift
-    ahead = builder.profiles(shift + step, None if nod is None else nod + step)
-    behind = builder.profiles(shift - step, None if nod is None else nod - step)
-    free = [
-        [sign * p, sign * (a - b) / (2 * step)]
-        for sign, p, a, b in zip(signs, reference, ahead, behind, strict=True)
-    ]
+    free = _free_terms(builder, shift, negative_shift, signs)
     basis = ProfileBasis.at(layout, offsets, free, rho)
     # The alternations only follow the fluxes: one linear solve per row with the start
     # fit's weights (the extraction proper then fits the final profile as usual).
@@ -312,5 +316,41 @@ def _measure(builder, mean, shift, negative_shift, reference, start, reject_sigm
     _, pixel_weights, _ = solve_rows(clean, weights, builder.basis(profiles))
     flux_variance = correction.flux_variance(basis, pixel_weights[:, 0, :],
                                              profiles[0].sum(axis=1))  # fmt: skip
+    if target is not builder:
+        profiles = _on_target(target, shift, negative_shift, layout, rho, signs, correction,
+                              raw, profiles)  # fmt: skip
     return ProfileChoice(profiles, "empirical", "", float("nan"), correction, window_fraction,
                          alternation + 1, flux_variance)  # fmt: skip
+
+
+def _free_terms(builder, shift, negative_shift, signs, step=0.05):
+    """Per trace: the unsigned reference profile and its derivative in the offset."""
+    nod = negative_shift
+    reference = builder.profiles(shift, nod)
+    ahead = builder.profiles(shift + step, None if nod is None else nod + step)
+    behind = builder.profiles(shift - step, None if nod is None else nod - step)
+    return [
+        [sign * p, sign * (a - b) / (2 * step)]
+        for sign, p, a, b in zip(signs, reference, ahead, behind, strict=True)
+    ]
+
+
+def _trace_offsets(builder, shift, negative_shift) -> list[np.ndarray]:
+    offsets = [builder.columns[None, :] - (builder.trace + shift)[:, None]]
+    if builder.negative is not None:
+        negative = shift if negative_shift is None else negative_shift
+        offsets.append(builder.columns[None, :] - (builder.negative + negative)[:, None])
+    return offsets
+
+
+def _on_target(target, shift, negative_shift, layout, rho, signs, correction, raw, measured):
+    """The measured profiles on the fit window's columns, scaled as on the measured region."""
+    free = _free_terms(target, shift, negative_shift, signs)
+    basis = ProfileBasis.at(layout, _trace_offsets(target, shift, negative_shift), free, rho)
+    profiles = []
+    for index, (terms, sign) in enumerate(zip(free, signs, strict=True)):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = measured[index].sum(axis=1) / raw[index].sum(axis=1)
+        on_target = sign * terms[0] + sign * correction.evaluate(basis, index)
+        profiles.append(on_target * np.where(np.isfinite(scale), scale, 1.0)[:, None])
+    return profiles

@@ -134,7 +134,7 @@ def _check_source(exposure: LrsExposure, scene: PreparedScene, settings: PsfBuil
     if choice.kind != "empirical":
         raise InputDataError(f"{name}: the profile cannot be measured: {choice.reason}")
     trace = scene.geometry.trace + scene.shift
-    columns = scene.builder.columns
+    columns = scene.geometry.wide_region.xdisp_index.astype(float)
     inside = np.isfinite(trace)
     margin = np.minimum(trace[inside] - columns[0], columns[-1] - trace[inside])
     if np.nanmin(margin) < settings.edge_margin:
@@ -143,7 +143,7 @@ def _check_source(exposure: LrsExposure, scene: PreparedScene, settings: PsfBuil
             f"edge of the data (columns {columns[0]:.0f}-{columns[-1]:.0f}): off the slit or at "
             f"its end, its wings are cut; lrs_psf needs >= {settings.edge_margin:g} px"
         )
-    core = np.abs(columns[None, :] - trace[:, None]) <= 1.5
+    core = np.abs(scene.builder.columns[None, :] - trace[:, None]) <= 1.5
     rows = np.any(scene.pixels.saturated & core[None], axis=(0, 2))
     if np.count_nonzero(rows) > 0.01 * rows.size:
         raise InputDataError(
@@ -233,7 +233,8 @@ def measure_psf(
     order = np.argsort(builder.row_wavelength[rows])
     position = np.interp(wavelength, builder.row_wavelength[rows][order], trace[rows][order])
     columns = position[:, None] + offsets[None, :]
-    on_data = (columns >= builder.columns[0] - 0.5) & (columns <= builder.columns[-1] + 0.5)
+    data_columns = scene.geometry.wide_region.xdisp_index
+    on_data = (columns >= data_columns[0] - 0.5) & (columns <= data_columns[-1] + 0.5)
     log.info(
         f"{name}: profile measured over {low:.2f}-{high:.2f} um, median row S/N "
         f"{scene.choice.median_snr:.0f}, FWHM {ratio:.3f} times the reference's at "
