@@ -31,6 +31,7 @@ from stpipe import _log, crds_client
 from mirispec_steps import __version__
 from mirispec_steps.crds_guard import call_guarded, is_crds_failure, is_crds_unreachable
 from mirispec_steps.errors import CrdsUnavailableError, InputDataError, ReferenceFileError
+from mirispec_steps.log_sharing import LENDING
 from mirispec_steps.progress import progress
 from mirispec_steps.references import packaged_reference, references_used
 
@@ -42,6 +43,7 @@ __all__ = [
     "ReferencesPerStep",
     "missing_line",
     "missing_message",
+    "strip_suffix",
 ]
 
 LOGGER_NAME = "mirispec_steps"
@@ -72,6 +74,32 @@ OWN_REFTYPES = {
     "mrspsf": "mirispec_miri_mrs_psf.asdf",
     "mrsmaps": None,  # describes one exposure's geometry: no default, override only
 }
+
+
+def strip_suffix(name: str) -> tuple[str, str]:
+    """
+    A file name (without extension) without its jwst or mirispec_steps product suffix.
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"jw01_nrs1_box_x1d"``.
+
+    Returns
+    -------
+    tuple of (str, str)
+        The root and the separator before the suffix.
+
+    Examples
+    --------
+    >>> strip_suffix("jw0001_mirimage_box_x1d")
+    ('jw0001_mirimage', '_')
+    """
+    for suffix in OWN_SUFFIXES:
+        for sep in ("_", "-"):
+            if name.endswith(sep + suffix):
+                return name[: -len(sep + suffix)], sep
+    return jwst_remove_suffix(name)
 
 
 def missing_line(reftype: str, reason: BaseException | str, prefix: str = "") -> str:
@@ -286,21 +314,15 @@ class _MirispecBehaviour:
             The step result.
         """
         applied = _log.LogConfig.applied
-        our_logger = logging.getLogger(LOGGER_NAME)
-        added = []
-        previous_level = our_logger.level
+        loan = None
         if applied is not None:
-            added = [h for h in applied.handlers if h not in our_logger.handlers]
-            for handler in added:
-                our_logger.addHandler(handler)
-            if applied.level is not logging.NOTSET:
-                our_logger.setLevel(applied.level)
+            # Counted per run: a concurrent run in another thread keeps its handlers.
+            loan = LENDING.lend([LOGGER_NAME], applied.handlers, applied.level)
         try:
             return super().run(*args)
         finally:
-            for handler in added:
-                our_logger.removeHandler(handler)
-            our_logger.setLevel(previous_level)
+            if loan is not None:
+                LENDING.give_back(loan)
 
     def get_reference_file(self, input_file, reference_file_type):
         """
@@ -411,19 +433,45 @@ class _MirispecBehaviour:
         list of str
             One line per missing reftype with the flag to pass.
         """
-        missing = []
+        return self._look_up_references(model, prefix, exclude)[1]
+
+    def available_references(self, model) -> dict[str, str]:
+        """
+        The references this step needs for ``model`` that can be had, quietly.
+
+        Used to resolve references once and hand them to many runs (the
+        batch runner passes them as overrides); what cannot be had is left
+        out, for the run itself to report.
+
+        Parameters
+        ----------
+        model : DataModel
+            One input exposure.
+
+        Returns
+        -------
+        dict
+            Reftype to path (or ``"N/A"``), for reftypes without an override.
+        """
+        return self._look_up_references(model, "", (), skip_overridden=True)[0]
+
+    def _look_up_references(self, model, prefix, exclude, skip_overridden=False):
+        """(found, missing lines) for the needed reftypes, without logging or recording."""
+        found, missing = {}, []
         self._preflight = True
         try:
             for reftype in self.needed_references(model):
                 if reftype in exclude:
                     continue
+                if skip_overridden and self.get_ref_override(reftype) is not None:
+                    continue
                 try:
-                    self.get_reference_file(model, reftype)
+                    found[reftype] = self.get_reference_file(model, reftype)
                 except CrdsUnavailableError as exc:
                     missing.append(missing_line(reftype, exc, prefix))
         finally:
             self._preflight = False
-        return missing
+        return found, missing
 
     def resolve_references(self, model) -> dict[str, str]:
         """
@@ -631,12 +679,7 @@ class _MirispecBehaviour:
         tuple of (str, str)
             The name without suffix, and the separator.
         """
-        root, separator = jwst_remove_suffix(name)
-        for suffix in OWN_SUFFIXES:
-            for sep in ("_", "-"):
-                if root.endswith(sep + suffix):
-                    return root[: -len(sep + suffix)], sep
-        return root, separator
+        return strip_suffix(name)
 
 
 class MirispecStep(_MirispecBehaviour, JwstStep):

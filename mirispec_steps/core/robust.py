@@ -9,6 +9,7 @@ and the LRS optimal background the same NaN-aware boxcar.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ __all__ = [
 MAD_TO_SIGMA = 1.4826
 
 
+#: NumPy's warnings about rows without a valid value (expected: they give NaN on purpose).
+EMPTY_SLICE_MESSAGES = (
+    "All-NaN slice encountered",
+    "Mean of empty slice",
+    "Degrees of freedom <= 0 for slice",
+)
+_QUIET_LOCK = threading.Lock()
+_quiet = {"users": 0, "filters": []}
+
+
 @contextlib.contextmanager
 def quiet_empty_slices() -> Iterator[None]:
     """
@@ -37,15 +48,33 @@ def quiet_empty_slices() -> Iterator[None]:
     Rows without a valid value are expected (pixels outside the data, bins
     without a source) and give NaN on purpose; every other warning still
     shows.
+
+    Notes
+    -----
+    ``warnings.catch_warnings`` is not thread-safe: it restores the whole
+    filter list on exit, so a run ending in one thread turned the filters of
+    a run still going in another back on (with warnings as errors, a
+    spurious failure). Here the filters are added by the first run that
+    needs them and removed, those entries only, by the last one.
     """
-    with warnings.catch_warnings():
-        for message in (
-            "All-NaN slice encountered",
-            "Mean of empty slice",
-            "Degrees of freedom <= 0 for slice",
-        ):
-            warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
+    with _QUIET_LOCK:
+        if _quiet["users"] == 0:
+            for message in EMPTY_SLICE_MESSAGES:
+                warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
+            _quiet["filters"] = list(warnings.filters[: len(EMPTY_SLICE_MESSAGES)])
+        _quiet["users"] += 1
+    try:
         yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet["users"] -= 1
+            if _quiet["users"] == 0:
+                for entry in _quiet["filters"]:
+                    if entry in warnings.filters:
+                        warnings.filters.remove(entry)
+                _quiet["filters"] = []
+                # Invalidate the modules' warning registries, as filterwarnings does.
+                getattr(warnings, "_filters_mutated", lambda: None)()
 
 
 def row_quantile(values: np.ndarray, mask: np.ndarray | None, quantile: float) -> np.ndarray:

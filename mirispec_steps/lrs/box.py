@@ -473,18 +473,11 @@ def _repair_bad_pixels(subtracted, variances, source, keep):
     damaged = np.any(~np.isfinite(subtracted) & (source > 0), axis=(1, 2))
     if not damaged.any():
         return subtracted, variances, replaced_fraction
-    subtracted = subtracted.copy()
-    variances = [v.copy() for v in variances]
-    for integration in np.flatnonzero(damaged):
-        repair = repair_from_profile(
-            subtracted[integration], *(v[integration] for v in variances), source
-        )
-        subtracted[integration] = repair.data
-        for target, repaired in zip(
-            variances, (repair.var_rnoise, repair.var_poisson, repair.var_flat), strict=True
-        ):
-            target[integration] = repaired
-        replaced_fraction[integration] = repair.replaced_fraction
+    # Both are this function's own arrays (read_pixels copies): repaired in place.
+    repair = repair_from_profile(subtracted, *variances, source, overwrite=True)
+    subtracted = repair.data
+    variances = [repair.var_rnoise, repair.var_poisson, repair.var_flat]
+    replaced_fraction = repair.replaced_fraction
     n_rows = int(np.count_nonzero(replaced_fraction[:, keep]))
     if n_rows:
         log.info(

@@ -1,0 +1,119 @@
+"""Steps running at the same time in threads of one process (as threaded dask workers run them)."""
+
+import logging
+import threading
+
+import numpy as np
+from conftest import _simulate_mrs_files
+from numpy.testing import assert_array_equal
+
+from mirispec_steps import LrsOptimalExtractStep, MrsPointSourcePipeline
+from mirispec_steps.log_sharing import LoggerLending, ThreadFilter
+from mirispec_steps.simulate import simulate_lrs
+
+
+def test_a_handler_stays_until_the_last_run_gives_it_back():
+    lending = LoggerLending()
+    name = "mirispec_test.lending"
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.WARNING)
+    handler = logging.NullHandler()
+    first = lending.lend([name], [handler], "INFO")
+    second = lending.lend([name], [handler], logging.DEBUG)
+    assert logger.level == logging.DEBUG
+    lending.give_back(first)  # the first run ends while the second goes on
+    assert handler in logger.handlers
+    lending.give_back(second)
+    assert handler not in logger.handlers
+    assert logger.level == logging.WARNING
+
+
+def test_a_handler_attached_by_its_owner_is_left_to_it():
+    lending = LoggerLending()
+    name = "mirispec_test.owned"
+    handler = logging.NullHandler()
+    logging.getLogger(name).addHandler(handler)
+    lending.give_back(lending.lend([name], [handler]))
+    assert handler in logging.getLogger(name).handlers
+    logging.getLogger(name).removeHandler(handler)
+
+
+def test_thread_filter_keeps_one_threads_lines():
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    handler.addFilter(ThreadFilter())
+    logger = logging.getLogger("mirispec_test.filter")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    thread = threading.Thread(target=logger.info, args=("other thread",))
+    thread.start()
+    thread.join()
+    logger.info("this thread")
+    logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["this thread"]
+
+
+def _run_together(jobs):
+    """Run the callables in threads that start together; their results in order."""
+    barrier = threading.Barrier(len(jobs))
+    results, errors = [None] * len(jobs), []
+
+    def run(index, job):
+        barrier.wait()
+        try:
+            results[index] = job()
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _columns(x1d):
+    for spec in x1d.spec:
+        for name in ("FLUX", "FLUX_ERROR", "WAVELENGTH", "SURF_BRIGHT", "BACKGROUND"):
+            yield np.asarray(spec.spec_table[name])
+
+
+def test_two_lrs_optimal_extractions_in_threads_equal_serial_runs():
+    """PSF references and geometry are shared read-only; results do not depend on timing."""
+    models = [simulate_lrs("cal", seed=seed).model for seed in (31, 32)]
+
+    def job(model):
+        return lambda: LrsOptimalExtractStep.call(model)
+
+    serial = [job(model)() for model in models]
+    together = _run_together([job(model) for model in models])
+    for alone, concurrent in zip(serial, together, strict=True):
+        for a, b in zip(_columns(alone), _columns(concurrent), strict=True):
+            assert_array_equal(a, b)
+
+
+def test_two_mrs_pipelines_in_threads_equal_serial_runs(tmp_path):
+    """The MRS geometry cache and the PSF and resolution references are used by both at once."""
+    exposures = []
+    for index, seed in enumerate((41, 42)):
+        _, files = _simulate_mrs_files(
+            tmp_path / f"e{index}", seed=seed, alpha=0.1 * index, time_loss=0.0
+        )
+        exposures.append(files)
+
+    def job(files):
+        return lambda: MrsPointSourcePipeline.call(
+            files["rate"],
+            steps={"mrs_calibrate": {"override_photom": files["photom"],
+                                     "override_fringe": files["fringe"]}},
+        )  # fmt: skip
+
+    serial = [job(files)() for files in exposures]
+    together = _run_together([job(files) for files in exposures])
+    for alone, concurrent in zip(serial, together, strict=True):
+        for a, b in zip(_columns(alone), _columns(concurrent), strict=True):
+            assert_array_equal(a, b)
