@@ -8,10 +8,6 @@ and the LRS optimal background the same NaN-aware boxcar.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +17,9 @@ __all__ = [
     "ClippedPolynomial",
     "clipped_polyfit",
     "nan_boxcar",
-    "quiet_empty_slices",
+    "masked_median",
+    "nan_mean",
+    "nan_median",
     "robust_sigma",
     "row_quantile",
 ]
@@ -30,51 +28,104 @@ __all__ = [
 MAD_TO_SIGMA = 1.4826
 
 
-#: NumPy's warnings about rows without a valid value (expected: they give NaN on purpose).
-EMPTY_SLICE_MESSAGES = (
-    "All-NaN slice encountered",
-    "Mean of empty slice",
-    "Degrees of freedom <= 0 for slice",
-)
-_QUIET_LOCK = threading.Lock()
-_quiet = {"users": 0, "filters": []}
-
-
-@contextlib.contextmanager
-def quiet_empty_slices() -> Iterator[None]:
+def nan_mean(values: np.ndarray, axis: int) -> np.ndarray:
     """
-    Silence NumPy's warnings about empty or all-NaN slices, and only those.
+    Mean of the non-NaN values along ``axis``; NaN where there is none, without a warning.
 
-    Rows without a valid value are expected (pixels outside the data, bins
-    without a source) and give NaN on purpose; every other warning still
-    shows.
+    Equal to ``np.nanmean``. NumPy warns about all-NaN slices, and silencing
+    that with ``warnings.catch_warnings`` is not thread-safe (the filters are
+    process-wide; another thread's exit restores them mid-run), so the
+    package computes such statistics without warnings.
 
-    Notes
-    -----
-    ``warnings.catch_warnings`` is not thread-safe: it restores the whole
-    filter list on exit, so a run ending in one thread turned the filters of
-    a run still going in another back on (with warnings as errors, a
-    spurious failure). Here the filters are added by the first run that
-    needs them and removed, those entries only, by the last one.
+    Parameters
+    ----------
+    values : ndarray
+        The values.
+    axis : int
+        The axis to average.
+
+    Returns
+    -------
+    ndarray
+        The means.
+
+    Examples
+    --------
+    >>> nan_mean(np.array([[1.0, np.nan], [3.0, np.nan]]), axis=0)
+    array([ 2., nan])
     """
-    with _QUIET_LOCK:
-        if _quiet["users"] == 0:
-            for message in EMPTY_SLICE_MESSAGES:
-                warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
-            _quiet["filters"] = list(warnings.filters[: len(EMPTY_SLICE_MESSAGES)])
-        _quiet["users"] += 1
-    try:
-        yield
-    finally:
-        with _QUIET_LOCK:
-            _quiet["users"] -= 1
-            if _quiet["users"] == 0:
-                for entry in _quiet["filters"]:
-                    if entry in warnings.filters:
-                        warnings.filters.remove(entry)
-                _quiet["filters"] = []
-                # Invalidate the modules' warning registries, as filterwarnings does.
-                getattr(warnings, "_filters_mutated", lambda: None)()
+    values = np.asarray(values, dtype=float)
+    valid = ~np.isnan(values)
+    count = valid.sum(axis=axis)
+    total = np.where(valid, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def masked_median(values: np.ndarray, mask: np.ndarray, axis: int = -1) -> np.ndarray:
+    """
+    Median of the masked values along ``axis``, as ``np.median`` of them; NaN where none.
+
+    A NaN among the masked values makes the median NaN (as ``np.median``).
+
+    Parameters
+    ----------
+    values : ndarray
+        The values.
+    mask : ndarray of bool
+        The values to use (broadcast against ``values``).
+    axis : int
+        The axis.
+
+    Returns
+    -------
+    ndarray
+        The medians.
+
+    Examples
+    --------
+    >>> masked_median(np.array([[4.0, 1.0, 9.0, 2.0]]), np.array([[True, True, False, True]]))
+    array([2.])
+    """
+    values = np.asarray(values, dtype=float)
+    mask = np.moveaxis(np.broadcast_to(mask, values.shape), axis, -1)
+    values = np.moveaxis(values, axis, -1)
+    n_counted = mask.sum(axis=-1, keepdims=True)
+    has_nan = np.any(mask & np.isnan(values), axis=-1)
+    ordered = np.sort(np.where(mask & ~np.isnan(values), values, np.inf), axis=-1)
+    if ordered.shape[-1] == 0:
+        return np.full(ordered.shape[:-1], np.nan)
+    low = np.take_along_axis(ordered, np.maximum(n_counted - 1, 0) // 2, axis=-1)[..., 0]
+    high = np.take_along_axis(ordered, np.minimum(n_counted // 2, ordered.shape[-1] - 1),
+                              axis=-1)[..., 0]  # fmt: skip
+    with np.errstate(invalid="ignore"):
+        median = (low + high) / 2
+    return np.where(has_nan | (n_counted[..., 0] == 0), np.nan, median)
+
+
+def nan_median(values: np.ndarray, axis: int) -> np.ndarray:
+    """
+    Median of the non-NaN values along ``axis`` (``np.nanmedian``); NaN where none, no warning.
+
+    Parameters
+    ----------
+    values : ndarray
+        The values.
+    axis : int
+        The axis.
+
+    Returns
+    -------
+    ndarray
+        The medians.
+
+    Examples
+    --------
+    >>> nan_median(np.array([[1.0, np.nan], [5.0, np.nan], [2.0, np.nan]]), axis=0)
+    array([ 2., nan])
+    """
+    values = np.asarray(values, dtype=float)
+    return masked_median(values, ~np.isnan(values), axis)
 
 
 def row_quantile(values: np.ndarray, mask: np.ndarray | None, quantile: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from stdatamodels.jwst import datamodels
 
-from mirispec_steps.core.robust import quiet_empty_slices
+from mirispec_steps.core.robust import nan_median
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.flags import DO_NOT_USE, NON_SCIENCE, SATURATED
 from mirispec_steps.x1d import SpectrumColumns, SpectrumPlacement, build_x1d
@@ -582,8 +582,7 @@ def source_trace(
         sky = dithered_sky_position(exposure)
     if sky is None:
         return None
-    with quiet_empty_slices():
-        row_wavelength = np.nanmedian(wavelength, axis=1)
+    row_wavelength = nan_median(wavelength, axis=1)
     good = np.isfinite(row_wavelength)
     trace = np.full(row_wavelength.size, np.nan)
     if not good.any():

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mirispec_steps.core.robust import quiet_empty_slices
+from mirispec_steps.core.robust import nan_mean
 from mirispec_steps.lrs.exposure import LrsExposure, to_dispersion_major
 from mirispec_steps.plots import (
     legend_above,
@@ -39,8 +39,7 @@ def _mean_image(values: np.ndarray, dispaxis: int) -> np.ndarray:
     """An image (the mean over integrations) with dispersion along the rows."""
     image = np.asarray(values, dtype=float)
     if image.ndim == 3:
-        with quiet_empty_slices():  # never-valid pixels stay NaN
-            image = np.nanmean(image, axis=0)
+        image = nan_mean(image, axis=0)  # never-valid pixels stay NaN
     return to_dispersion_major(image, dispaxis)
 
 
@@ -128,9 +127,9 @@ def _residual_significance(exposure: LrsExposure, products, rows, columns) -> np
     variance = np.array(variance, dtype=float, ndmin=3)
     residual = products.residual[(slice(None), rows, columns)]
     count = np.sum(np.isfinite(residual), axis=0)
-    with quiet_empty_slices(), np.errstate(invalid="ignore", divide="ignore"):
-        mean_residual = np.nanmean(residual, axis=0)
-        mean_variance = np.nanmean(variance[(slice(None), rows, columns)], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_residual = nan_mean(residual, axis=0)
+        mean_variance = nan_mean(variance[(slice(None), rows, columns)], axis=0)
         return mean_residual / np.sqrt(mean_variance / np.maximum(count, 1))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mirispec_steps.core.optimal import polynomial_basis
-from mirispec_steps.core.robust import nan_boxcar, quiet_empty_slices, robust_sigma
+from mirispec_steps.core.robust import masked_median, nan_boxcar, robust_sigma
 
 __all__ = ["BackgroundFit", "fit_background"]
 
@@ -220,8 +220,7 @@ def _fit_with_clipping(flat: _RowStack, method, order, sigma_clip, max_iteration
     pixel_weight = None
     for _ in range(max_iterations if sigma_clip else 1):
         if method == "median":
-            with quiet_empty_slices():
-                level = np.nanmedian(np.where(median_use, flat.smoothed, np.nan), axis=1)
+            level = masked_median(flat.smoothed, median_use & ~np.isnan(flat.smoothed), axis=1)
             model = np.broadcast_to(level[:, None], flat.image.shape).copy()
             singular = ~np.isfinite(level)
         else:

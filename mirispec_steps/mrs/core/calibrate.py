@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirispec_steps.core.robust import quiet_empty_slices
+from mirispec_steps.core.robust import nan_mean, nan_median
 
 __all__ = ["VarianceImage", "combine_backgrounds", "scale_image"]
 
@@ -145,11 +145,11 @@ def combine_backgrounds(images: list[VarianceImage], sigma: float = 3.0) -> Vari
         total = variances["var_poisson"] + variances["var_rnoise"] + variances["var_flat"]
         total = np.where(accepted, total, np.nan)
         # Pixels flagged in every exposure have no reference.
-        with np.errstate(invalid="ignore"), quiet_empty_slices():
-            reference = np.nanmedian(masked, axis=0)
+        with np.errstate(invalid="ignore"):
+            reference = nan_median(masked, axis=0)
             count = np.maximum(np.sum(accepted, axis=0), 1)
             # Variance of a median of n values: about pi / 2 times that of their mean.
-            reference_variance = 0.5 * np.pi * np.nanmean(total, axis=0) / count
+            reference_variance = 0.5 * np.pi * nan_mean(total, axis=0) / count
         for index in range(len(images)):
             with np.errstate(invalid="ignore"):
                 spread = np.sqrt(total[index] + reference_variance)

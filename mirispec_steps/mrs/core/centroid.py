@@ -33,7 +33,6 @@ from mirispec_steps.core.batched_fit import (
 )
 from mirispec_steps.core.robust import (
     clipped_polyfit,
-    quiet_empty_slices,
     robust_sigma,
     row_quantile,
 )
@@ -496,9 +495,8 @@ def _along_slice(bins: _Bins, capped, best_slice, sigma0):
     """Stage 2a: a 1-D Gaussian along the best slice: the fit, the alpha start, the peak height."""
     n_bins = bins.n_bins
     on_best = bins.valid & (bins.slices == best_slice[:, None])
-    with quiet_empty_slices():
-        floor = np.nan_to_num(row_quantile(capped, on_best, 0.1))
-        peak_at = np.nanargmax(np.where(on_best, capped, -np.inf), axis=1)
+    floor = np.nan_to_num(row_quantile(capped, on_best, 0.1))
+    peak_at = np.nanargmax(np.where(on_best, capped, -np.inf), axis=1)
     start = np.column_stack(
         [
             np.maximum(np.nanmax(np.where(on_best, capped, -np.inf), axis=1) - floor, 1e-30),
@@ -546,9 +544,9 @@ def _across_slices(
         weights[:, number - 1] = np.where(found, bins.weight[every_bin, nearest], 0.0)
     slice_low = np.broadcast_to(pixels.slice_beta - 0.5 * pixels.slice_width, (n_bins, n_slices))
     slice_high = slice_low + pixels.slice_width
-    with quiet_empty_slices():
-        floor = np.nan_to_num(np.nanmin(np.where(weights > 0, values, np.nan), axis=1))
-        peak = np.nanargmax(np.where(weights > 0, values, -np.inf), axis=1)
+    lowest = np.where((weights > 0) & ~np.isnan(values), values, np.inf).min(axis=1)
+    floor = np.where(np.isfinite(lowest), lowest, 0.0)  # a bin without a value starts at 0
+    peak = np.nanargmax(np.where(weights > 0, values, -np.inf), axis=1)
     start = np.column_stack(
         [
             np.maximum(values[every_bin, peak] - floor, 1e-30),
@@ -580,8 +578,7 @@ def _stage3_start(bins, along, across, positions, peak, sigma0, rotation) -> np.
         np.clip(np.where(np.isfinite(fit.params[:, 2]), fit.params[:, 2], np.log(sigma0)), *limits)
         for fit in (along, across)
     ]
-    with quiet_empty_slices():
-        constant = np.nan_to_num(row_quantile(bins.data, bins.valid, 0.5))
+    constant = np.nan_to_num(row_quantile(bins.data, bins.valid, 0.5))
     columns = [amplitude, *positions, *log_widths]
     if rotation:
         columns.append(np.zeros(bins.n_bins))
