@@ -73,7 +73,7 @@ def _expand(item: str, base: Path, found: list, problems: list, depth: int) -> N
         matches = sorted(glob.glob(str(path)))
         if not matches:
             problems.append(f"{item}: matches no file")
-        found.extend(Path(match).resolve() for match in matches)
+        found.extend(_absolute(match) for match in matches)
         return
     if not path.exists():
         problems.append(f"{item}: no such file")
@@ -85,7 +85,14 @@ def _expand(item: str, base: Path, found: list, problems: list, depth: int) -> N
         for line in path.read_text().splitlines():
             _expand(line, path.parent, found, problems, depth + 1)
         return
-    found.append(path.resolve())
+    found.append(_absolute(path))
+
+
+def _absolute(path) -> Path:
+    """Absolute and normalised, but not through symbolic links (products keep the link's name)."""
+    import os
+
+    return Path(os.path.abspath(path))
 
 
 def is_association(path: Path) -> bool:

@@ -8,6 +8,7 @@ succeeded. The log file is written either way.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -36,6 +37,7 @@ TASK_LOGGERS = ("stpipe", "jwst", "mirispec_steps", "CRDS", "py.warnings", "stca
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 _ENVIRONMENT_LOCK = threading.Lock()
+_FROZEN = False
 
 
 @dataclass
@@ -135,6 +137,7 @@ def run_task(task: BatchTask, keep_staged: bool = False) -> TaskRecord:
         try:
             task_log.info(f"mirispec batch task {task.key} on {record.worker}: {task.input}")
             step, positional = build_step([*task.argv, f"--output_dir={staging}"])
+            _freeze_imported_objects()
             result = step.run(*_inputs(positional, task))
             record.status = "skipped" if _was_skipped(result, step) else "done"
             record.outputs = _collect(staging, Path(task.output_dir), keep_staged)
@@ -149,6 +152,23 @@ def run_task(task: BatchTask, keep_staged: bool = False) -> TaskRecord:
     record.peak_memory_mb = memory.peak / 2**20
     record.task_memory_mb = max(memory.peak - memory.start, 0) / 2**20
     return record
+
+
+def _freeze_imported_objects() -> None:
+    """
+    Once per worker process: move everything alive now (imported modules) out of the GC's reach.
+
+    stpipe runs ``gc.collect()`` at the start of every step, and a full
+    collection walks every object of the process: about 0.2 s with jwst,
+    stpipe, astropy and dask loaded, four times per MRS pipeline. After
+    ``gc.freeze()`` a collection walks only what the tasks created.
+    """
+    global _FROZEN
+    with _ENVIRONMENT_LOCK:
+        if not _FROZEN:
+            gc.collect()
+            gc.freeze()
+            _FROZEN = True
 
 
 def _inputs(positional, task: BatchTask):
