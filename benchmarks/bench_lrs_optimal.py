@@ -64,7 +64,7 @@ def main():
                             labels=("measured", "psf"))  # fmt: skip
         cube = simulate_lrs("calints", n_integrations=args.nints, seed=2).model
         own_ours, own_jwst = compare(
-            f"slitless calints, {args.nints} integrations, optimal", cube, 1, {}
+            f"slitless calints, {args.nints} integrations, optimal", cube, args.repeats, {}
         )
         print(
             f"  per integration: ours {own_ours / args.nints * 1e3:.3f} ms, "

@@ -280,7 +280,11 @@ def _connect(scheduler, workers, threads_per_worker):
             dashboard_address=":0" if _has_dashboard() else None,
         )
     client = Client(cluster)
-    link = f", dashboard {client.dashboard_link}" if _has_dashboard() else ""
+    link = (
+        f", dashboard {client.dashboard_link}"
+        if _has_dashboard()
+        else " (no dashboard: pip install bokeh for one)"
+    )
     log.info(
         f"local dask cluster: {n_workers} process worker(s) x {threads_per_worker} thread(s){link}"
     )
@@ -338,14 +342,9 @@ def _record_of(future, task: BatchTask) -> TaskRecord:
     try:
         return future.result()
     except Exception as exc:
-        return TaskRecord(
-            number=task.number,
-            input=task.input,
-            status="failed",
-            log=task.log_path,
-            error=f"{type(exc).__name__}: {exc}",
-            parameters_hash=task.parameters_hash,
-        )
+        record = TaskRecord.failed(task, error=f"{type(exc).__name__}: {exc}")
+        record.worker = ""  # no worker finished it
+        return record
 
 
 def _remove_staging(output_dir: Path) -> None:

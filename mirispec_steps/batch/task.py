@@ -91,6 +91,42 @@ class TaskRecord:
     jwst_version: str = ""
     integrations: str = ""
 
+    @classmethod
+    def failed(cls, task: BatchTask, error: str = "", integrations: str = "") -> TaskRecord:
+        """
+        A record of ``task`` on this process, ``failed`` until the task says otherwise.
+
+        Parameters
+        ----------
+        task : BatchTask
+            The task.
+        error : str
+            Why it failed.
+        integrations : str
+            The manifest's ``integrations`` entry.
+
+        Returns
+        -------
+        TaskRecord
+            With the task's identity, this process and the software versions.
+        """
+        import jwst
+
+        from mirispec_steps import __version__
+
+        return cls(
+            number=task.number,
+            input=task.input,
+            status="failed",
+            log=task.log_path,
+            error=error,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            parameters_hash=task.parameters_hash,
+            package_version=__version__,
+            jwst_version=jwst.__version__,
+            integrations=integrations,
+        )
+
 
 def staging_root(output_dir: str | Path) -> Path:
     """The folder of unfinished products inside ``output_dir``."""
@@ -114,23 +150,11 @@ def run_task(task: BatchTask, keep_staged: bool = False) -> TaskRecord:
     TaskRecord
         Status, outputs, error, time and memory.
     """
-    import jwst
-
-    from mirispec_steps import __version__
-
     _apply_environment(dict(task.environment))
     staging = staging_root(task.output_dir) / f"{task.key}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True, exist_ok=True)
-    record = TaskRecord(
-        number=task.number,
-        input=task.input,
-        status="failed",
-        log=task.log_path,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        parameters_hash=task.parameters_hash,
-        package_version=__version__,
-        jwst_version=jwst.__version__,
-        integrations="" if task.integrations is None else "{}:{}".format(*task.integrations),
+    record = TaskRecord.failed(
+        task, integrations="" if task.integrations is None else "{}:{}".format(*task.integrations)
     )
     start = time.perf_counter()
     with _TaskLog(task.log_path) as task_log, _MemoryMonitor() as memory:
@@ -289,23 +313,10 @@ def stitch_task(task: BatchTask, chunks: list[TaskRecord]) -> TaskRecord:
         One record for the input: seconds summed over chunks and stitching,
         the largest peak memory.
     """
-    import jwst
-
-    from mirispec_steps import __version__
     from mirispec_steps.batch.timeseries import stitch_x1dints
 
     start = time.perf_counter()
-    record = TaskRecord(
-        number=task.number,
-        input=task.input,
-        status="failed",
-        log=task.log_path,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        parameters_hash=task.parameters_hash,
-        package_version=__version__,
-        jwst_version=jwst.__version__,
-        integrations=f"{len(chunks)} chunks",
-    )
+    record = TaskRecord.failed(task, integrations=f"{len(chunks)} chunks")
     staged_folders = {Path(path).parent for chunk in chunks for path in chunk.outputs}
     with _TaskLog(task.log_path) as task_log:
         try:

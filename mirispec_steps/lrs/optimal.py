@@ -939,11 +939,12 @@ def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTabl
         wide_valid = _usable(wide_pixels, keep)
         first = int(region.xdisp_index[0] - geometry.wide_region.xdisp_index[0])
         window = slice(first, first + region.xdisp_index.size)
+        # Contiguous copies: the row fits pass over these arrays many times.
         pixels = dataclasses.replace(
-            wide_pixels, **{name: getattr(wide_pixels, name)[..., window]
+            wide_pixels, **{name: np.ascontiguousarray(getattr(wide_pixels, name)[..., window])
                             for name in LrsPixels.__dataclass_fields__},
         )  # fmt: skip
-        valid = wide_valid[..., window]
+        valid = np.ascontiguousarray(wide_valid[..., window])
         wide = (wide_pixels, wide_valid, window)
     else:
         pixels = lrs_exposure.read_pixels(exposure, region)

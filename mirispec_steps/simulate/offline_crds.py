@@ -40,6 +40,14 @@ def offline_crds(cache_dir: str | Path | None = None):
     ------
     Path
         The cache folder.
+
+    Notes
+    -----
+    CRDS reads its configuration from the process environment, so the
+    settings are process-wide for the duration of the context (restored on
+    exit): enter it once per process (a test session, a script, the batch
+    client), not from concurrent threads. The batch runner sends the same
+    settings to its workers.
     """
     owned = None
     if cache_dir is None:
