@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 from scipy.interpolate import BSpline
+from scipy.linalg import lapack
 
 __all__ = [
     "ProfileBasis",
@@ -247,9 +248,11 @@ class ProfileSolution:
         # g_r = L_r (x) projected_r, unknowns ordered (k, j); var_r = g_r^T N^-1 g_r,
         # all rows solved at once against the banded Cholesky factor.
         levers = (basis.rows[:, :, None] * projected[:, None, :]).reshape(len(projected), -1)
-        solved = linalg.cho_solve_banded((self.factor, False), levers.T, check_finite=False)
-        variance = np.einsum("ir,ir->r", levers.T, solved)
-        return variance
+        # With N = U^T U: g^T N^-1 g = |U^-T g|^2, one triangular solve instead of two.
+        halfway, info = lapack.dtbtrs(self.factor, levers.T, uplo="U", trans="T")
+        if info != 0:
+            raise np.linalg.LinAlgError(f"triangular solve failed (LAPACK info {info})")
+        return np.einsum("ir,ir->r", halfway, halfway)
 
     def evaluate(self, basis: ProfileBasis, trace: int = 0) -> np.ndarray:
         """
@@ -347,31 +350,61 @@ def _banded_upper(system: np.ndarray, bandwidth: int) -> np.ndarray:
     return band
 
 
+@functools.lru_cache(maxsize=8)
+def _band_positions(n_row: int, n_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Where each entry of the ``(n_row, 4, J', J')`` upper blocks goes in banded storage.
+
+    Block ``[k, d]`` couples row splines ``k`` and ``k + d``; entry ``[a, b]``
+    is the matrix element ``(k J' + a, (k + d) J' + b)``, stored at band row
+    ``bandwidth + i - j`` and column ``j``. Returns the flat block indices
+    and their band rows and columns (upper triangle, inside the matrix).
+    """
+    k, d, a, b = np.meshgrid(np.arange(n_row), np.arange(4), np.arange(n_offset),
+                             np.arange(n_offset), indexing="ij")  # fmt: skip
+    row, column = k * n_offset + a, (k + d) * n_offset + b
+    keep = (k + d < n_row) & (column >= row)
+    source = np.flatnonzero(keep.ravel())
+    bandwidth = 4 * n_offset - 1
+    return source, (bandwidth + row - column).ravel()[source], column.ravel()[source]
+
+
+def _to_band(blocks: np.ndarray) -> np.ndarray:
+    """``(n_row, 4, J', J')`` upper blocks -> LAPACK upper banded storage."""
+    n_row, _, n_offset, _ = blocks.shape
+    source, band_row, band_column = _band_positions(n_row, n_offset)
+    band = np.zeros((4 * n_offset, n_row * n_offset))
+    band[band_row, band_column] = blocks.reshape(-1)[source]
+    return band
+
+
 def _assemble(row_normal, row_right, row_values, row_intervals):
     """
-    Normal equations of the tensor-product fit, unknowns ordered ``(k, j)``.
+    Normal equations of the tensor-product fit in banded storage, unknowns ordered ``(k, j)``.
 
     ``row_normal`` (R, J', J') and ``row_right`` (R, J') are each row's
     normal matrix and right-hand side in the offset splines. A row meets only
     the four row splines of its interval, so the rows are grouped by interval
     and each group adds a 4 x 4 block of (J' x J') blocks: the system is
-    block-banded (three blocks either side).
+    block-banded (three blocks either side), and only its upper band is
+    built (LAPACK's storage, bandwidth ``4 J' - 1``).
     """
     n_rows, n_offset, _ = row_normal.shape
     n_row = row_values.shape[1]
     flat_normal = row_normal.reshape(n_rows, -1)
-    normal = np.zeros((n_row, n_offset, n_row, n_offset))
+    blocks = np.zeros((n_row, 4, n_offset, n_offset))
     right = np.zeros((n_row, n_offset))
+    upper = [(p, q) for p in range(4) for q in range(p, 4)]
     for interval in np.unique(row_intervals):
         rows = row_intervals == interval
         active = slice(interval, interval + 4)
         values = row_values[rows, active]  # (n, 4)
         pairs = (values[:, :, None] * values[:, None, :]).reshape(values.shape[0], 16)
         block = (pairs.T @ flat_normal[rows]).reshape(4, 4, n_offset, n_offset)
-        normal[active, :, active, :] += block.transpose(0, 2, 1, 3)
+        for p, q in upper:
+            blocks[interval + p, q - p] += block[p, q]
         right[active] += values.T @ row_right[rows]
-    size = n_row * n_offset
-    return normal.reshape(size, size), right.ravel()
+    return _to_band(blocks), right.ravel()
 
 
 class ProfileFitter:
@@ -441,7 +474,9 @@ class ProfileFitter:
             regulariser[spline_terms, spline_terms] = 1.0 / np.square(prior_scale).T.ravel()
         if moment_scale:
             regulariser += moments / moment_scale**2
-        self.penalty, self.regulariser = penalty, regulariser
+        self.bandwidth = 4 * self.n_offset - 1
+        self.penalty = _banded_upper(penalty, self.bandwidth)
+        self.regulariser = _banded_upper(regulariser, self.bandwidth)
         self.use(valid)
 
     def use(self, valid: np.ndarray) -> None:
@@ -496,11 +531,11 @@ class ProfileFitter:
             for i, a_i in enumerate(amplitudes)
         )  # fmt: skip
         normal, right = _assemble(row_normal, row_right, self.basis.rows, self.row_intervals)
-        scale = float(np.mean(np.diag(normal))) or 1.0
+        diagonal = self.bandwidth  # the band row holding the diagonal
+        scale = float(np.mean(normal[diagonal])) or 1.0
         system = normal + self.layout.smoothing * scale * self.penalty + self.regulariser
-        system[np.diag_indices_from(system)] += 1e-10 * scale
-        bandwidth = 4 * self.n_offset - 1
-        factor = linalg.cholesky_banded(_banded_upper(system, bandwidth), check_finite=False)
+        system[diagonal] += 1e-10 * scale
+        factor = linalg.cholesky_banded(system, check_finite=False)
         solution = linalg.cho_solve_banded((factor, False), right, check_finite=False)
         return solution.reshape(-1, self.n_offset).T, factor
 
