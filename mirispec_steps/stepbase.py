@@ -455,10 +455,10 @@ class _MirispecBehaviour:
         """
         return self._look_up_references(model, "", (), skip_overridden=True)[0]
 
-    def _look_up_references(self, model, prefix, exclude, skip_overridden=False):
-        """(found, missing lines) for the needed reftypes, without logging or recording."""
+    def _look_up_references(self, model, prefix, exclude, skip_overridden=False, quiet=True):
+        """(found, missing lines) for the needed reftypes; ``quiet``: no logging, no recording."""
         found, missing = {}, []
-        self._preflight = True
+        self._preflight = quiet
         try:
             for reftype in self.needed_references(model):
                 if reftype in exclude:
@@ -492,12 +492,7 @@ class _MirispecBehaviour:
         CrdsUnavailableError
             Listing every missing reftype and its override flag (nothing was done).
         """
-        resolved, missing = {}, []
-        for reftype in self.needed_references(model):
-            try:
-                resolved[reftype] = self.get_reference_file(model, reftype)
-            except CrdsUnavailableError as exc:
-                missing.append(missing_line(reftype, exc))
+        resolved, missing = self._look_up_references(model, "", (), quiet=False)
         if missing:
             raise CrdsUnavailableError(missing_message(missing))
         return resolved

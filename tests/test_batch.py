@@ -3,6 +3,10 @@
 The clusters are real: a LocalCluster of two process workers (started by
 run_batch itself, and one shared by several tests), and a scheduler and a
 worker started as subprocesses with dask's own command line.
+
+No accuracy test here: batch products are compared with serial products of
+the same data and step (simulated with the package's own PSF models), not
+with the truth; accuracy on mismatched PSFs is tested per step.
 """
 
 import json

@@ -83,7 +83,12 @@ def _columns(x1d):
 
 
 def test_two_lrs_optimal_extractions_in_threads_equal_serial_runs():
-    """PSF references and geometry are shared read-only; results do not depend on timing."""
+    """
+    PSF references and geometry are shared read-only; results do not depend on timing.
+
+    Not an accuracy test: concurrent against serial products of the same data
+    (simulated with the package's LrsPsf, extracted with the packaged file).
+    """
     models = [simulate_lrs("cal", seed=seed).model for seed in (31, 32)]
 
     def job(model):

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -430,7 +431,9 @@ def _overrides_for(step, path: Path) -> list[str]:
                     return []
                 return reference_overrides(step, model[0])
             return reference_overrides(step, model)
-    except CrdsUnavailableError:
-        return []
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (CrdsUnavailableError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # Unreadable or incomplete input: its task resolves (and reports) on its own.
+        logging.getLogger("mirispec_steps.batch").debug(
+            f"references of {path.name} not resolved here: {exc}"
+        )
         return []

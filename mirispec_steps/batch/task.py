@@ -36,7 +36,7 @@ MEMORY_INTERVAL = 0.02
 TASK_LOGGERS = ("stpipe", "jwst", "mirispec_steps", "CRDS", "py.warnings", "stcal", "stdatamodels")
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
-_ENVIRONMENT_LOCK = threading.Lock()
+_PROCESS_LOCK = threading.Lock()
 _FROZEN = False
 
 
@@ -188,7 +188,7 @@ def _freeze_imported_objects() -> None:
     ``gc.freeze()`` a collection walks only what the tasks created.
     """
     global _FROZEN
-    with _ENVIRONMENT_LOCK:
+    with _PROCESS_LOCK:
         if not _FROZEN:
             gc.collect()
             gc.freeze()
@@ -234,7 +234,7 @@ def _describe(exc: BaseException) -> str:
 
 def _apply_environment(settings: dict[str, str]) -> None:
     """The client's CRDS and stpipe settings on this worker (the CRDS client reads them once)."""
-    with _ENVIRONMENT_LOCK:
+    with _PROCESS_LOCK:
         changed = {k: v for k, v in settings.items() if os.environ.get(k) != v}
         if not changed:
             return

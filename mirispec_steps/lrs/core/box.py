@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mirispec_steps.core.robust import masked_median
+
 __all__ = ["BoxSum", "box_sum", "BadPixelRepair", "repair_from_profile"]
 
 
@@ -198,25 +200,6 @@ def repair_from_profile(
     return BadPixelRepair(*repaired, replaced_fraction=fraction, replaced=replaced)
 
 
-def _median_of(values: np.ndarray, counted: np.ndarray) -> np.ndarray:
-    """
-    Median along axis 1 of the ``counted`` values (a NaN among them gives NaN, as np.median).
-
-    Sorting with the uncounted values pushed to the end and averaging the
-    middle pair gives exactly np.median's result, without nanmedian's
-    per-slice overhead.
-    """
-    n_counted = counted.sum(axis=1, keepdims=True)
-    has_nan = np.any(counted & np.isnan(values), axis=1)
-    ordered = np.sort(np.where(counted & ~np.isnan(values), values, np.inf), axis=1)
-    low = np.take_along_axis(ordered, np.maximum(n_counted - 1, 0) // 2, axis=1)[:, 0]
-    high = np.take_along_axis(ordered, n_counted // 2, axis=1)[:, 0] if ordered.shape[1] else low
-    with np.errstate(invalid="ignore"):
-        median = (low + high) / 2
-    median[has_nan | (n_counted[:, 0] == 0)] = np.nan
-    return median
-
-
 def _repair_rows(arrays, repaired, replaced, fraction, ints, rows, inside_aperture, aperture,
                  half_window, max_missing_fraction) -> None:  # fmt: skip
     """Repair the damaged rows ``(ints, rows)`` in place (see :func:`repair_from_profile`)."""
@@ -241,7 +224,7 @@ def _repair_rows(arrays, repaired, replaced, fraction, ints, rows, inside_apertu
     neighbours, usable, ok = neighbours[pick], usable[pick], ok[pick]
     safe_norm = np.where(ok, norm[pick], 1.0)
     ratio = block[pick] / safe_norm[:, :, None]
-    profile = _median_of(ratio, ok[:, :, None] & columns[:, None, :])
+    profile = masked_median(ratio, ok[:, :, None] & columns[:, None, :], axis=1)
     row_data = data[ints, rows]
     amplitude = np.where(good, row_data, 0.0).sum(axis=1)
     estimate = amplitude[:, None] * profile
@@ -259,7 +242,8 @@ def _repair_rows(arrays, repaired, replaced, fraction, ints, rows, inside_apertu
     repaired[0][ints, rows] = np.where(missing, estimate[keep], row_data[keep])
     for target, source in zip(repaired[1:], arrays[1:], strict=True):
         values = source[ints[:, None], neighbours]
-        median = _median_of(values, usable[:, :, None] & missing[:, None, :])
+        # Median over the usable neighbours; a NaN among them makes it NaN (as np.median).
+        median = masked_median(values, usable[:, :, None] & missing[:, None, :], axis=1)
         target[ints, rows] = np.where(missing, median, target[ints, rows])
     replaced[ints, rows] = missing
     fraction[ints, rows] = replaced_flux[keep] / total[keep]
