@@ -29,6 +29,7 @@ from stdatamodels.jwst.datamodels import JwstDataModel, TSOMultiSpecModel
 from stpipe import _log, crds_client
 
 from mirispec_steps import __version__
+from mirispec_steps.core.blas import one_blas_thread
 from mirispec_steps.crds_guard import call_guarded, is_crds_failure, is_crds_unreachable
 from mirispec_steps.errors import CrdsUnavailableError, InputDataError, ReferenceFileError
 from mirispec_steps.log_sharing import LENDING
@@ -302,11 +303,13 @@ class _MirispecBehaviour:
 
     def run(self, *args):
         """
-        Run the step, keeping our log lines visible inside foreign pipelines.
+        Run the step on one BLAS thread, keeping our log lines visible inside foreign pipelines.
 
         When a jwst pipeline runs us (as a hook or a substep), its log
         configuration covers only jwst's logger names; our logger gets the
-        same handlers for the duration of this run.
+        same handlers for the duration of this run. BLAS runs on one thread
+        (:mod:`mirispec_steps.core.blas`): the systems are small, and the
+        results are then the same whatever the BLAS threads.
 
         Returns
         -------
@@ -319,7 +322,9 @@ class _MirispecBehaviour:
             # Counted per run: a concurrent run in another thread keeps its handlers.
             loan = LENDING.lend([LOGGER_NAME], applied.handlers, applied.level)
         try:
-            return super().run(*args)
+            # Small linear algebra: faster, and the same sums everywhere (core.blas).
+            with one_blas_thread():
+                return super().run(*args)
         finally:
             if loan is not None:
                 LENDING.give_back(loan)

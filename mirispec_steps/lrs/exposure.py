@@ -399,7 +399,9 @@ class LrsPixels:
         return self.var_rnoise, self.var_poisson, self.var_flat
 
 
-def read_pixels(exposure: LrsExposure, region: LrsRegion) -> LrsPixels:
+def read_pixels(
+    exposure: LrsExposure, region: LrsRegion, integrations: slice = slice(None)
+) -> LrsPixels:
     """
     Copy the cutout's data and variances, marking invalid pixels as jwst does.
 
@@ -413,6 +415,8 @@ def read_pixels(exposure: LrsExposure, region: LrsRegion) -> LrsPixels:
         The exposure.
     region : LrsRegion
         The cutout.
+    integrations : slice
+        The integrations to read (a time series read in parts).
 
     Returns
     -------
@@ -426,6 +430,8 @@ def read_pixels(exposure: LrsExposure, region: LrsRegion) -> LrsPixels:
         if array is None or array.shape[-2:] != model.data.shape[-2:]:
             return None
         view = to_dispersion_major(array, region.dispaxis)
+        if view.ndim == 3:
+            view = view[integrations]
         view = view[(..., *region.slices)]
         return np.array(view, dtype=dtype, ndmin=3)
 

@@ -19,7 +19,6 @@ fit of every row, and the flux variances and products.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -360,6 +359,22 @@ class _SceneBuilder:
             )
         return profiles
 
+    def shift_derivatives(self, shift, negative_shift=None):
+        """The derivative of each trace's profile in its shift (signed like :meth:`profiles`)."""
+        # d/dshift P(d / s) / s = -P'(d / s) / s**2 with d = column - trace - shift.
+        scale = self.width_scale
+        offsets = self.columns[None, :] - (self.trace + shift)[:, None]
+        slopes = [-evaluate_profile(self.psf, offsets / scale, self.row_wavelength, slope=True)
+                  / scale**2]  # fmt: skip
+        if self.negative is not None:
+            extra = shift if negative_shift is None else negative_shift
+            offsets = self.columns[None, :] - (self.negative + extra)[:, None]
+            slopes.append(
+                evaluate_profile(self.psf, offsets / scale, self.row_wavelength, slope=True)
+                / scale**2
+            )
+        return slopes
+
     def basis(self, profiles, with_background=True):
         n_rows, n_xdisp = profiles[0].shape
         terms = [p[:, None, :] for p in profiles]
@@ -647,19 +662,67 @@ def _geometry(exposure: LrsExposure, params: OptimalParameters, psf: PsfTable) -
     )  # fmt: skip
 
 
-def _usable(pixels: LrsPixels, keep: np.ndarray) -> np.ndarray:
-    """Pixels a fit can use: finite data, positive variance, on a kept row, not NON_SCIENCE."""
+def _valid_pixels(pixels: LrsPixels, keep: np.ndarray) -> tuple[np.ndarray, int]:
+    """Usable pixels (see :func:`_usable`) and the count of finite pixels with bad variance."""
     total_var = sum(pixels.variances)
     valid = np.isfinite(pixels.data) & np.isfinite(total_var) & (total_var > 0)
     # Unlike box extraction (jwst parity), the fit also skips NON_SCIENCE
     # pixels: the profile and background must describe every pixel used.
     valid &= keep[None, :, None] & ~pixels.non_science
-    n_bad_variance = int((np.isfinite(pixels.data) & ~(total_var > 0)).sum())
+    return valid, int((np.isfinite(pixels.data) & ~(total_var > 0)).sum())
+
+
+def _checked(valid: np.ndarray, n_bad_variance: int) -> np.ndarray:
     if n_bad_variance:
         log.warning(f"{n_bad_variance} pixel(s) with zero or negative variance are not used")
     if not valid.any():
         raise InputDataError("no pixel with finite data and positive variance on the trace rows")
     return valid
+
+
+def _usable(pixels: LrsPixels, keep: np.ndarray) -> np.ndarray:
+    """Pixels a fit can use: finite data, positive variance, on a kept row, not NON_SCIENCE."""
+    return _checked(*_valid_pixels(pixels, keep))
+
+
+#: Integrations read at once when a time series' whole data region is averaged.
+READ_CHUNK = 16
+
+
+def _read_with_wide_mean(exposure, geometry, keep) -> tuple[LrsPixels, np.ndarray, _MeanImage]:
+    """
+    The fit window's pixels and the whole data region's integration mean, in one pass.
+
+    The region is read a few integrations at a time (every detector row is
+    a memory page: reading the window and its sides separately would touch
+    each page twice). Only the window's pixels are kept, contiguous, for the
+    row fits; the rest only enters the mean image, where the profile is
+    measured, so no copy of the whole region of every integration is made.
+    """
+    wide, region = geometry.wide_region, geometry.region
+    first = int(region.xdisp_index[0] - wide.xdisp_index[0])
+    window = slice(first, first + region.xdisp_index.size)
+    data = exposure.model.data
+    n_int = data.shape[0] if data.ndim == 3 else 1
+    fields = LrsPixels.__dataclass_fields__
+    pixels = valid = total = None
+    n_bad_variance = 0
+    for start in range(0, n_int, READ_CHUNK):
+        chunk = slice(start, min(start + READ_CHUNK, n_int))
+        part = lrs_exposure.read_pixels(exposure, wide, chunk)
+        part_valid, n_bad = _valid_pixels(part, keep)
+        n_bad_variance += n_bad
+        if pixels is None:
+            shape = (n_int, *part.data.shape[1:-1], region.xdisp_index.size)
+            pixels = LrsPixels(**{name: np.empty(shape, getattr(part, name).dtype)
+                                  for name in fields})  # fmt: skip
+            valid = np.empty(shape, bool)
+            total = _MeanSum(part.data.shape[1:])
+        for name in fields:
+            getattr(pixels, name)[chunk] = getattr(part, name)[..., window]
+        valid[chunk] = part_valid[..., window]
+        total.add(part, part_valid)
+    return pixels, _checked(valid, n_bad_variance), total.image()
 
 
 def _select_background_regions(exposure, params, geometry, builder, valid):
@@ -685,18 +748,33 @@ class _MeanImage:
 
     @classmethod
     def of(cls, pixels: LrsPixels, valid: np.ndarray) -> _MeanImage:
-        count = valid.sum(axis=0)
-        safe_count = np.maximum(count, 1)
-        data = np.sum(np.where(valid, pixels.data, 0.0), axis=0) / safe_count
-        variances = [
-            np.sum(np.where(valid, v, 0.0), axis=0) / safe_count**2 for v in pixels.variances
-        ]
-        return cls(data, variances, count > 0, count)
+        total = _MeanSum(pixels.data.shape[1:])
+        total.add(pixels, valid)
+        return total.image()
 
     def columns(self, chosen: slice) -> _MeanImage:
         """The same image on a range of columns (views)."""
         return _MeanImage(self.data[:, chosen], [v[:, chosen] for v in self.variances],
                           self.valid[:, chosen], self.count[:, chosen])  # fmt: skip
+
+
+class _MeanSum:
+    """Running sums of valid pixels over integrations, for :class:`_MeanImage`."""
+
+    def __init__(self, shape):
+        self.count = np.zeros(shape, int)
+        self.sums = [np.zeros(shape) for _ in range(4)]
+
+    def add(self, pixels: LrsPixels, valid: np.ndarray) -> None:
+        self.count += valid.sum(axis=0)
+        for total, values in zip(self.sums, (pixels.data, *pixels.variances), strict=True):
+            np.add(total, np.sum(values, axis=0, where=valid), out=total)
+
+    def image(self) -> _MeanImage:
+        safe_count = np.maximum(self.count, 1)
+        data, *variances = self.sums
+        return _MeanImage(data / safe_count, [v / safe_count**2 for v in variances],
+                          self.count > 0, self.count)  # fmt: skip
 
 
 def _series_variance(mean: _MeanImage, row_basis, n_profiles, params) -> np.ndarray:
@@ -932,20 +1010,11 @@ def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTabl
     region, keep = geometry.region, geometry.keep
     unmodelled_nod = exposure.nod_subtracted and geometry.negative is None
     measure = params.profile != "psf" and not unmodelled_nod
-    wide = None
+    wide_mean = None
     if measure and geometry.wide_region is not region:
-        # A profile is measured on the whole region: read it once, fit on its window.
-        wide_pixels = lrs_exposure.read_pixels(exposure, geometry.wide_region)
-        wide_valid = _usable(wide_pixels, keep)
-        first = int(region.xdisp_index[0] - geometry.wide_region.xdisp_index[0])
-        window = slice(first, first + region.xdisp_index.size)
-        # Contiguous copies: the row fits pass over these arrays many times.
-        pixels = dataclasses.replace(
-            wide_pixels, **{name: np.ascontiguousarray(getattr(wide_pixels, name)[..., window])
-                            for name in LrsPixels.__dataclass_fields__},
-        )  # fmt: skip
-        valid = np.ascontiguousarray(wide_valid[..., window])
-        wide = (wide_pixels, wide_valid, window)
+        # The profile is measured on the whole region (the sky beyond the source's
+        # wings); the window's mean is part of it.
+        pixels, valid, wide_mean = _read_with_wide_mean(exposure, geometry, keep)
     else:
         pixels = lrs_exposure.read_pixels(exposure, region)
         valid = _usable(pixels, keep)
@@ -959,10 +1028,9 @@ def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTabl
         params.optimize_psf_location or params.fit_trace_order >= 0 or params.optimize_psf_width
     )
     needs_mean = locate or n_int > 1 or params.profile != "psf"
-    wide_mean = None
-    if wide is not None:
-        wide_mean = _MeanImage.of(wide[0], wide[1])
-        mean = wide_mean.columns(wide[2])
+    if wide_mean is not None:
+        first = int(region.xdisp_index[0] - geometry.wide_region.xdisp_index[0])
+        mean = wide_mean.columns(slice(first, first + n_xdisp))
     else:
         mean = _MeanImage.of(pixels, valid) if needs_mean else None
     shift, negative_shift, solution = np.zeros(n_rows), None, None
@@ -1080,7 +1148,7 @@ def extract_optimal(
         slices=region.slices,
         profile_choice=choice,
         profile_cutout=profiles[0],
-        reference_cutout=builder.profiles(shift, scene.negative_shift)[0],
+        reference_cutout=choice.reference[0],
         row_wavelength=geometry.row_wavelength,
     )
 

@@ -4,8 +4,8 @@ The spatial profile the LRS optimal extraction fits: the PSF reference, or measu
 ``profile="psf"`` uses the ``psf`` reference file as it is. ``"empirical"``
 measures the profile from the data (the integration-mean image for a time
 series) as the reference plus a smooth correction
-(:mod:`mirispec_steps.lrs.core.empirical_profile`), alternating with the row
-fits until the fluxes settle. ``"auto"`` (default) takes the empirical profile
+(:mod:`mirispec_steps.lrs.core.empirical_profile`), fitted together with the
+row fluxes until they settle. ``"auto"`` (default) takes the empirical profile
 when the source is bright enough to define it, the reference otherwise.
 
 Criterion of ``auto``: the median over rows of the flux S/N of the PSF fit to
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirispec_steps.core.optimal import fit_rows, solve_rows
+from mirispec_steps.core.optimal import solve_rows
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.lrs.core.empirical_profile import (
     ProfileBasis,
@@ -40,12 +40,15 @@ log = logging.getLogger(__name__)
 EMPIRICAL_MIN_SNR = 20.0
 #: Rows with a fit needed for an empirical profile.
 EMPIRICAL_MIN_ROWS = 40
+#: Knots of the profile in the offset from the trace: ``(outer edge, spacing)`` in pixels,
+#: fine on the core, coarser on the rings and wings.
+KNOT_ZONES = ((3.0, 0.4), (8.0, 1.0), (np.inf, 2.0))
 #: Rows per B-spline interval of the profile along dispersion.
 ROWS_PER_INTERVAL = 25
-#: Alternations of profile and row fits, and the flux change that ends them (in units of
-#: each row's flux error, 95th percentile of the rows).
-MAX_ALTERNATIONS = 3
-FLUX_TOLERANCE = 0.02
+#: Gauss-Newton steps of the profile fit at most, and the flux change that ends them (in
+#: units of each row's flux error, 95th percentile of the rows).
+MAX_ITERATIONS = 4
+FLUX_TOLERANCE = 0.05
 #: Half width of the measured profile (pixels); it is measured on the whole data region,
 #: whose pixels beyond it are where the sky is told apart from the source's wings.
 DEFAULT_PROFILE_HALF_WIDTH = 20.0
@@ -79,13 +82,18 @@ class ProfileChoice:
     window_fraction : ndarray or None
         ``(R,)`` the reference's share of the light inside the fitted
         columns, the flux scale of the empirical profile.
-    alternations : int
-        Profile and row fits made (empirical only).
+    iterations : int
+        Gauss-Newton steps of the profile fit (empirical only).
     flux_variance : ndarray or None
         ``(R,)`` relative variance each row's flux takes from the measured
         profile's own noise (empirical only; added to VAR_FLAT).
     row_snr : ndarray or None
         ``(R,)`` flux S/N of each row in the PSF fit to the (mean) image.
+    row_coordinate : ndarray or None
+        ``(R,)`` each row's coordinate (-1..1) in the correction's basis
+        (empirical only; see :func:`_row_coordinate`).
+    reference : list of ndarray or None
+        The reference's profiles on the same columns as ``profiles``.
     """
 
     profiles: list
@@ -94,9 +102,11 @@ class ProfileChoice:
     median_snr: float
     correction: ProfileSolution | None = None
     window_fraction: np.ndarray | None = None
-    alternations: int = 0
+    iterations: int = 0
     flux_variance: np.ndarray | None = None
     row_snr: np.ndarray | None = None
+    row_coordinate: np.ndarray | None = None
+    reference: list | None = None
 
     @property
     def least_window_fraction(self) -> float:
@@ -113,25 +123,8 @@ class ProfileChoice:
             entry["half_width"] = self.correction.layout.half_width
             entry["min_window_fraction"] = self.least_window_fraction
             entry["median_profile_error"] = float(np.nanmedian(np.sqrt(self.flux_variance)))
-            entry["alternations"] = self.alternations
+            entry["iterations"] = self.iterations
         return entry
-
-
-def _row_snr(fit) -> np.ndarray:
-    """Flux S/N of every row from the fit's linear weights and model variance."""
-    weights = fit.pixel_weights[:, 0, :]
-    variance = np.where(fit.used, fit.variance, 0.0)
-    error = np.sqrt(np.sum(weights**2 * variance, axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.abs(fit.coefficients[:, 0]) / error
-    return np.where(fit.ok & np.isfinite(snr), snr, np.nan)
-
-
-def _fit_mean(mean, basis, n_profiles, reject_sigma):
-    return fit_rows(
-        mean.data, *mean.variances, mean.valid, basis, n_profiles,
-        reject_sigma=reject_sigma or None,
-    )  # fmt: skip
 
 
 def _normalised(raw: list[np.ndarray], reference: list[np.ndarray]) -> tuple[list, np.ndarray]:
@@ -197,9 +190,10 @@ def choose_profiles(
     InputDataError
         ``mode="empirical"`` on a source too faint or too short to define it.
     """
-    reference = builder.profiles(shift, negative_shift)
+    if mode == "psf" or unmodelled_nod:
+        reference = builder.profiles(shift, negative_shift)
     if mode == "psf":
-        return ProfileChoice(reference, "psf", "profile='psf'", float("nan"))
+        return ProfileChoice(reference, "psf", "profile='psf'", float("nan"), reference=reference)
     if unmodelled_nod:
         reason = "nod-subtracted data without the negative trace modelled (model_nod_pair=False)"
         if mode == "empirical":
@@ -208,11 +202,18 @@ def choose_profiles(
                 "the negative trace in; set model_nod_pair=True or profile='psf'"
             )
         log.warning(f"Optimal extraction with the PSF reference's profile: {reason}")
-        return ProfileChoice(reference, "psf", reason, float("nan"))
+        return ProfileChoice(reference, "psf", reason, float("nan"), reference=reference)
     wide, mean = measured.builder, measured.mean
-    wide_reference = wide.profiles(shift, negative_shift)
-    start = _fit_mean(mean, wide.basis(wide_reference), len(wide_reference), reject_sigma)
-    snr = _row_snr(start)
+    support = DEFAULT_PROFILE_HALF_WIDTH
+    if wide.negative is not None:
+        # A nod pair's traces share the profile: a correction reaching the other trace's
+        # core could trade light between the two unseen (see docs); stay short of it.
+        separation = float(np.nanmedian(np.abs(wide.negative - wide.trace)))
+        support = min(support, NOD_SUPPORT_FRACTION * separation)
+    fit = _ProfileFit.set_up(wide, mean, shift, negative_shift, support)
+    reference = fit.on_columns(fit.reference, builder)
+    # The S/N of the reference profile's fit (the fit's own starting point) decides.
+    snr = fit.row_snr()
     n_rows = int(np.count_nonzero(np.isfinite(snr)))
     median_snr = float(np.nanmedian(snr)) if n_rows else 0.0
     faint = median_snr < EMPIRICAL_MIN_SNR or n_rows < EMPIRICAL_MIN_ROWS
@@ -227,15 +228,9 @@ def choose_profiles(
                 f"profile ({reason}); use profile='psf' or 'auto'"
             )
         log.warning(f"Optimal extraction with the PSF reference's profile: {reason}")
-        return ProfileChoice(reference, "psf", reason, median_snr, row_snr=snr)
-    support = DEFAULT_PROFILE_HALF_WIDTH
-    if wide.negative is not None:
-        # A nod pair's traces share the profile: a correction reaching the other trace's
-        # core could trade light between the two unseen (see docs); stay short of it.
-        separation = float(np.nanmedian(np.abs(wide.negative - wide.trace)))
-        support = min(support, NOD_SUPPORT_FRACTION * separation)
-    choice = _measure(wide, mean, shift, negative_shift, wide_reference, start, reject_sigma,
-                      support, builder)  # fmt: skip
+        return ProfileChoice(reference, "psf", reason, median_snr, row_snr=snr,
+                             reference=reference)  # fmt: skip
+    choice = fit.measure(reject_sigma, builder)
     choice.median_snr = median_snr
     choice.row_snr = snr
     choice.reason = f"median row S/N {median_snr:.1f} >= {EMPIRICAL_MIN_SNR:g} ({mode})"
@@ -249,11 +244,38 @@ def choose_profiles(
     return choice
 
 
-def _prior_scale(builder, layout: ProfileLayout, rho: np.ndarray) -> np.ndarray:
+def _row_coordinate(row_wavelength: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The coordinate along the rows the correction is smooth in: wavelength, scaled to -1..1.
+
+    A PSF's departure from its model follows the wavelength (its width law),
+    and LRS disperses unevenly (near 5 um a row spans three times the
+    wavelength it spans near 10 um): knots even in wavelength follow the
+    profile where it changes fastest. Rows without a wavelength take their
+    neighbours'. Without a monotonic wavelength, the row index.
+
+    Returns ``rho`` per row and the wavelength at ``rho = -1`` and ``+1``.
+    """
+    n_rows = row_wavelength.size
+    rows = np.arange(n_rows)
+    finite = np.isfinite(row_wavelength)
+    if np.count_nonzero(finite) >= 2:
+        filled = np.interp(rows, rows[finite], row_wavelength[finite])
+        steps = np.diff(filled)
+        low, high = float(filled.min()), float(filled.max())
+        if high > low and (np.all(steps >= 0) or np.all(steps <= 0)):
+            return 2.0 * (filled - low) / (high - low) - 1.0, np.array([low, high])
+    return np.linspace(-1.0, 1.0, n_rows), np.array([np.nan, np.nan])
+
+
+def _prior_scale(builder, layout: ProfileLayout, rho: np.ndarray, ends) -> np.ndarray:
     """``PRIOR_RELATIVE`` times the reference profile plus ``PRIOR_FLOOR``, at each coefficient."""
     centres = layout.row_centres()
-    finite = np.isfinite(builder.row_wavelength)
-    wavelength = np.interp(centres, rho[finite], builder.row_wavelength[finite])
+    if np.all(np.isfinite(ends)):
+        wavelength = ends[0] + (centres + 1.0) / 2.0 * (ends[1] - ends[0])
+    else:
+        finite = np.isfinite(builder.row_wavelength)
+        wavelength = np.interp(centres, rho[finite], builder.row_wavelength[finite])
     scale = builder.width_scale
     offsets = np.broadcast_to(layout.offset_centres()[None, :] / scale,
                               (centres.size, layout.offset_centres().size))  # fmt: skip
@@ -261,77 +283,105 @@ def _prior_scale(builder, layout: ProfileLayout, rho: np.ndarray) -> np.ndarray:
     return PRIOR_RELATIVE * np.abs(np.nan_to_num(reference)) + PRIOR_FLOOR
 
 
-def _measure(builder, mean, shift, negative_shift, reference, start, reject_sigma, half_width,
-             target):  # fmt: skip
+@dataclass
+class _ProfileFit:
     """
-    Alternate profile and row fits on the mean image until the fluxes settle.
+    The profile fit of the mean image, set up once: the S/N check and the measurement.
 
-    ``builder``, ``mean`` and ``reference`` are on the region the profile is
-    measured on; the returned profiles are on ``target``'s columns, with the
-    normalisation found on the measured region.
+    Attributes
+    ----------
+    builder : _SceneBuilder
+        The region the profile is measured on.
+    mean : _MeanImage
+        Its (integration-)mean image.
+    reference : list of ndarray
+        The reference profiles there (signed).
+    signs : list of float
+        Each trace's sign.
+    basis : ProfileBasis
+        The correction's basis at the pixels.
+    row_coordinate : ndarray
+        ``(R,)`` the rows' coordinate in the basis.
+    fitter : ProfileFitter
+        The fit.
     """
-    n_rows = mean.data.shape[0]
-    rho = np.linspace(-1.0, 1.0, n_rows)
-    layout = ProfileLayout(
-        half_width=float(half_width),
-        n_row_intervals=int(np.clip(n_rows // ROWS_PER_INTERVAL, 2, 24)),
-    )
-    offsets = _trace_offsets(builder, shift, negative_shift)
-    variance = sum(mean.variances)
-    prior = _prior_scale(builder, layout, rho)
-    signs = [1.0] + [-1.0] * (len(reference) - 1)
-    free = _free_terms(builder, shift, negative_shift, signs)
-    basis = ProfileBasis.at(layout, offsets, free, rho)
-    # The alternations only follow the fluxes: one linear solve per row with the start
-    # fit's weights (the extraction proper then fits the final profile as usual).
-    weights = np.where(start.used, 1.0 / np.where(start.used, start.variance, 1.0), 0.0)
-    clean = np.where(start.used, mean.data, 0.0)
-    flux_error = np.abs(start.coefficients[:, 0]) / _row_snr(start)
-    coefficients = start.coefficients
-    profiles, window_fraction = reference, None
-    fitter = ProfileFitter(mean.data, variance, mean.valid & start.ok[:, None], basis,
-                           builder.background_basis, layout, prior, MOMENT_SCALE)  # fmt: skip
-    for alternation in range(MAX_ALTERNATIONS):
+
+    builder: object
+    mean: object
+    reference: list
+    signs: list
+    basis: ProfileBasis
+    row_coordinate: np.ndarray
+    fitter: ProfileFitter
+
+    @classmethod
+    def set_up(cls, builder, mean, shift, negative_shift, half_width) -> _ProfileFit:
+        """The basis and the per-row products of the fit (no solve yet)."""
+        n_rows = mean.data.shape[0]
+        rho, ends = _row_coordinate(builder.row_wavelength)
+        layout = ProfileLayout(
+            half_width=float(half_width),
+            zones=KNOT_ZONES,
+            n_row_intervals=int(np.clip(n_rows // ROWS_PER_INTERVAL, 2, 24)),
+        )
+        reference = builder.profiles(shift, negative_shift)
+        signs = [1.0] + [-1.0] * (len(reference) - 1)
+        free = _free_terms(builder, reference, shift, negative_shift, signs)
+        basis = ProfileBasis.at(layout, _trace_offsets(builder, shift, negative_shift), free, rho)
+        fitter = ProfileFitter(mean.data, sum(mean.variances), mean.valid, basis,
+                               builder.background_basis, layout,
+                               _prior_scale(builder, layout, rho, ends), MOMENT_SCALE)  # fmt: skip
+        return cls(builder, mean, reference, signs, basis, rho, fitter)
+
+    def row_snr(self) -> np.ndarray:
+        """``(R,)`` flux S/N of each row with the reference profile (NaN: no fit)."""
+        start = self.fitter.start()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.abs(start.flux) / start.error
+
+    def measure(self, reject_sigma: float, target) -> ProfileChoice:
+        """
+        Fit the correction and the fluxes together; the profiles on ``target``'s columns.
+
+        ``target``'s columns are a subset of the measured region's; the
+        profiles keep the normalisation found on the measured region.
+        """
+        builder, basis, signs = self.builder, self.basis, self.signs
+        fitter = self.fitter
+        correction = fitter.fit(reject_sigma or 0.0, MAX_ITERATIONS, FLUX_TOLERANCE)
         # The negative nod's reference profile carries its sign; the shared correction
         # enters each trace with the same sign as its reference profile.
-        amplitudes = [sign * coefficients[:, index] for index, sign in enumerate(signs)]
-        # Outliers are found once; later passes only follow the fluxes.
-        correction = fitter.fit(amplitudes, (reject_sigma or 0.0) if alternation == 0 else 0.0)
         raw = [
             p + sign * correction.evaluate(basis, index)
-            for index, (p, sign) in enumerate(zip(reference, signs, strict=True))
+            for index, (p, sign) in enumerate(zip(self.reference, signs, strict=True))
         ]
-        profiles, window_fraction = _normalised(raw, reference)
-        previous = coefficients[:, 0]
-        coefficients, _, ok = solve_rows(clean, weights, builder.basis(profiles),
-                                         pixel_weights=False)  # fmt: skip
-        coefficients = np.where(ok[:, None], coefficients, np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            change = np.abs(coefficients[:, 0] - previous) / flux_error
-        # Most rows settle in two passes; a few near a kink of the reference's width
-        # law settle slowly and must not hold up the rest.
-        if not np.any(np.isfinite(change)) or np.nanpercentile(change, 95) < FLUX_TOLERANCE:
-            break
-    # The profile's own noise, through the extraction's linear weights of the flux.
-    _, pixel_weights, _ = solve_rows(clean, weights, builder.basis(profiles))
-    flux_variance = correction.flux_variance(basis, pixel_weights[:, 0, :],
-                                             profiles[0].sum(axis=1))  # fmt: skip
-    if target is not builder:
-        profiles = _on_target(target, shift, negative_shift, layout, rho, signs, correction,
-                              raw, profiles)  # fmt: skip
-    return ProfileChoice(profiles, "empirical", "", float("nan"), correction, window_fraction,
-                         alternation + 1, flux_variance)  # fmt: skip
+        profiles, window_fraction = _normalised(raw, self.reference)
+        # The profile's own noise, through the extraction's linear weights of the flux.
+        clean = np.where(fitter.valid, self.mean.data, 0.0)
+        _, pixel_weights, _ = solve_rows(clean, fitter.weights, builder.basis(profiles))
+        flux_variance = correction.flux_variance(basis, pixel_weights[:, 0, :],
+                                                 profiles[0].sum(axis=1))  # fmt: skip
+        return ProfileChoice(self.on_columns(profiles, target), "empirical", "", float("nan"),
+                             correction, window_fraction, correction.iterations, flux_variance,
+                             row_coordinate=self.row_coordinate,
+                             reference=self.on_columns(self.reference, target))  # fmt: skip
+
+    def on_columns(self, images: list[np.ndarray], target) -> list[np.ndarray]:
+        """``(R, X)`` images of the measured region on ``target``'s columns (a subset)."""
+        columns = self.builder.columns
+        if target is self.builder:
+            return images
+        chosen = np.searchsorted(columns, target.columns)
+        if not np.array_equal(columns[np.clip(chosen, 0, columns.size - 1)], target.columns):
+            raise RuntimeError("the fit window is outside the region the profile is measured on")
+        return [np.ascontiguousarray(image[:, chosen]) for image in images]
 
 
-def _free_terms(builder, shift, negative_shift, signs, step=0.05):
-    """Per trace: the unsigned reference profile and its derivative in the offset."""
-    nod = negative_shift
-    reference = builder.profiles(shift, nod)
-    ahead = builder.profiles(shift + step, None if nod is None else nod + step)
-    behind = builder.profiles(shift - step, None if nod is None else nod - step)
+def _free_terms(builder, reference, shift, negative_shift, signs):
+    """Per trace: the unsigned reference profile and its derivative in the trace's shift."""
+    slopes = builder.shift_derivatives(shift, negative_shift)
     return [
-        [sign * p, sign * (a - b) / (2 * step)]
-        for sign, p, a, b in zip(signs, reference, ahead, behind, strict=True)
+        [sign * p, sign * slope] for sign, p, slope in zip(signs, reference, slopes, strict=True)
     ]
 
 
@@ -341,16 +391,3 @@ def _trace_offsets(builder, shift, negative_shift) -> list[np.ndarray]:
         negative = shift if negative_shift is None else negative_shift
         offsets.append(builder.columns[None, :] - (builder.negative + negative)[:, None])
     return offsets
-
-
-def _on_target(target, shift, negative_shift, layout, rho, signs, correction, raw, measured):
-    """The measured profiles on the fit window's columns, scaled as on the measured region."""
-    free = _free_terms(target, shift, negative_shift, signs)
-    basis = ProfileBasis.at(layout, _trace_offsets(target, shift, negative_shift), free, rho)
-    profiles = []
-    for index, (terms, sign) in enumerate(zip(free, signs, strict=True)):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scale = measured[index].sum(axis=1) / raw[index].sum(axis=1)
-        on_target = sign * terms[0] + sign * correction.evaluate(basis, index)
-        profiles.append(on_target * np.where(np.isfinite(scale), scale, 1.0)[:, None])
-    return profiles

@@ -158,18 +158,15 @@ def _sample(scene: PreparedScene, psf: PsfTable, settings: PsfBuildSettings,
     """The measured profile (positive trace) at the table's offsets, one row per wavelength."""
     builder, correction = scene.builder, scene.choice.correction
     rows = np.flatnonzero(np.isfinite(builder.row_wavelength))
-    rho_of_row = np.linspace(-1.0, 1.0, builder.row_wavelength.size)
     order = np.argsort(builder.row_wavelength[rows])
-    rho = np.interp(wavelength, builder.row_wavelength[rows][order], rho_of_row[rows][order])
+    rho = np.interp(wavelength, builder.row_wavelength[rows][order],
+                    scene.choice.row_coordinate[rows][order])  # fmt: skip
     offsets = settings.offsets()
     grid = np.broadcast_to(offsets, (wavelength.size, offsets.size))
     scale = builder.width_scale
-    step = 0.05
     reference = evaluate_profile(psf, grid / scale, wavelength) / scale
-    derivative = (
-        evaluate_profile(psf, (grid + step) / scale, wavelength)
-        - evaluate_profile(psf, (grid - step) / scale, wavelength)
-    ) / (2 * step * scale)
+    # The free terms as fitted: the reference and its derivative in the trace's shift.
+    derivative = -evaluate_profile(psf, grid / scale, wavelength, slope=True) / scale**2
     basis = ProfileBasis.at(correction.layout, [grid], [[reference, derivative]], rho)
     table = reference + correction.evaluate(basis)
     # Whole-pixel sums at every sub-pixel phase are 1 on average (the loader's convention).

@@ -512,8 +512,9 @@ def _fill_model(model, kind: str, data, dq, variances) -> None:
     """The model's arrays (float32 as in jwst products), NaN wherever the data are NaN."""
 
     def shaped(array, dtype=np.float32):
-        array = np.asarray(array, dtype=dtype)
-        return array if kind == "calints" else array[0]
+        # Contiguous like arrays read from a file (a broadcast variance would keep its strides).
+        array = np.ascontiguousarray(array, dtype=dtype)
+        return array if kind == "calints" else np.ascontiguousarray(array[0])
 
     model.data = shaped(data)
     model.dq = shaped(dq, np.uint32)

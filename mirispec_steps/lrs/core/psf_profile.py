@@ -40,6 +40,9 @@ class PsfTable:
         File name.
     spline_coefficients : ndarray
         Cubic B-spline coefficients of ``data`` (see :meth:`from_rows`).
+    slope_coefficients : ndarray
+        Cubic B-spline coefficients of the profile's derivative in the
+        offset (per pixel; central differences of ``data``).
     """
 
     data: np.ndarray
@@ -48,6 +51,7 @@ class PsfTable:
     center_col: float
     source: str
     spline_coefficients: np.ndarray = field(repr=False, compare=False)
+    slope_coefficients: np.ndarray = field(repr=False, compare=False)
 
     @classmethod
     def from_rows(
@@ -77,9 +81,11 @@ class PsfTable:
         data = np.array(data, dtype=float)
         wave = np.array(wave, dtype=float)
         spline = spline_filter(data, order=3, mode="grid-constant")
-        for array in (data, wave, spline):
+        slope = spline_filter(np.gradient(data, axis=1) * float(subpix), order=3,
+                              mode="grid-constant")  # fmt: skip
+        for array in (data, wave, spline, slope):
             array.setflags(write=False)
-        return cls(data, wave, float(subpix), float(center_col), source, spline)
+        return cls(data, wave, float(subpix), float(center_col), source, spline, slope)
 
     @property
     def half_extent(self) -> float:
@@ -87,9 +93,10 @@ class PsfTable:
         return min(self.center_col, self.data.shape[1] - 1 - self.center_col) / self.subpix
 
 
-def evaluate_profile(psf: PsfTable, offsets: np.ndarray, row_wavelength: np.ndarray) -> np.ndarray:
+def evaluate_profile(psf: PsfTable, offsets: np.ndarray, row_wavelength: np.ndarray,
+                     slope: bool = False) -> np.ndarray:  # fmt: skip
     """
-    Profile values at pixel-centre offsets from the source, row by row.
+    Profile values (or their derivative in the offset) at pixel-centre offsets, row by row.
 
     Parameters
     ----------
@@ -99,6 +106,8 @@ def evaluate_profile(psf: PsfTable, offsets: np.ndarray, row_wavelength: np.ndar
         ``(n_rows, n_pixels)`` pixel centre minus source position (pixels).
     row_wavelength : ndarray
         ``(n_rows,)`` wavelength of the source light on each row (micron).
+    slope : bool
+        The derivative of the profile in the offset (per pixel) instead.
 
     Returns
     -------
@@ -128,7 +137,7 @@ def evaluate_profile(psf: PsfTable, offsets: np.ndarray, row_wavelength: np.ndar
     # Cubic interpolation: linear interpolation of a sampled peak flattens it
     # (a 0.08% flux bias at 10 samples per pixel for a 1.8 px FWHM core).
     values[good] = map_coordinates(
-        psf.spline_coefficients,
+        psf.slope_coefficients if slope else psf.spline_coefficients,
         [rows[good], column[good]],
         order=3,
         mode="grid-constant",
