@@ -12,13 +12,17 @@ import logging
 import numpy as np
 import pytest
 from conftest import assert_honest_pulls
+from scipy import linalg
 from stdatamodels.jwst import datamodels
 
 from mirispec_steps import LrsOptimalExtractStep
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.lrs.core.empirical_profile import (
     ProfileBasis,
+    ProfileFitter,
     ProfileLayout,
+    _band_of_inverse,
+    _offset_basis,
     fit_profile_correction,
 )
 from mirispec_steps.simulate import (
@@ -140,6 +144,108 @@ def test_core_fit_recovers_a_wider_profile_whatever_the_background():
     # the sky never leaks into the profile: another sky gives the same profile
     other = corrected_profile(data - sky + 3.0 * sky[::-1], variance, offsets, reference, flux)
     np.testing.assert_allclose(other, profile, atol=1e-6 * expected.max())
+
+
+def test_alternating_and_joint_fits_reach_the_same_profile():
+    """Variable projection converges in a few steps to what many alternations approach."""
+    rng = np.random.default_rng(5)
+    data, variance, offsets, reference, truth, flux = tilted_rows(1.1, 1.4, 20.0)
+    data = data + rng.normal(0.0, 1.0, data.shape)
+    layout = ProfileLayout(half_width=15.0, n_row_intervals=4)
+    rho = np.linspace(-1, 1, data.shape[0])
+    basis = ProfileBasis.at(layout, [offsets], [[reference, np.gradient(reference, axis=1)]], rho)
+    prior = np.full((layout.offset_knots().size - 4, layout.n_row_intervals + 3), 0.3)
+
+    def fitter():
+        return ProfileFitter(data, variance, np.ones(data.shape, bool), basis,
+                             np.ones((1, data.shape[1])), layout, prior, 1e-4)  # fmt: skip
+
+    def normalised(coefficients):
+        correction = np.matmul(basis.offsets[0], (basis.rows @ coefficients.T)[..., None])
+        profile = reference + correction[..., 0]
+        return profile / profile.sum(axis=1, keepdims=True)
+
+    joint = fitter().fit(0.0, max_iterations=8, tolerance=1e-3)
+    assert joint.iterations < 8  # converged, not stopped
+    # Alternation: the correction with the fluxes held, then the fluxes, many times.
+    alternating = fitter()
+    coefficients, row = np.zeros_like(joint.coefficients), alternating.start()
+    for _ in range(80):
+        coefficients, _ = alternating.step(coefficients, row, project=False)
+        row = alternating.amplitudes(coefficients)
+    expected = normalised(coefficients)
+    np.testing.assert_allclose(normalised(joint.coefficients), expected,
+                               atol=1e-3 * expected.max())  # fmt: skip
+    truth = truth / truth.sum(axis=1, keepdims=True)
+    assert np.max(np.abs(normalised(joint.coefficients) - truth)) < 0.01 * truth.max()
+
+
+def test_growing_steps_are_damped_not_followed():
+    """Without priors, splines that nearly rescale the profile are undecided: no blow-up."""
+    rng = np.random.default_rng(5)
+    data, variance, offsets, reference, truth, flux = tilted_rows(1.1, 1.4, 20.0)
+    data = data + rng.normal(0.0, 1.0, data.shape)
+    layout = ProfileLayout(half_width=15.0, n_row_intervals=4)
+    rho = np.linspace(-1, 1, data.shape[0])
+    basis = ProfileBasis.at(layout, [offsets], [[reference, np.gradient(reference, axis=1)]], rho)
+    fitter = ProfileFitter(data, variance, np.ones(data.shape, bool), basis,
+                           np.ones((1, data.shape[1])), layout)  # fmt: skip
+    solution = fitter.fit(0.0, max_iterations=8, tolerance=0.05)
+    # Noise moves single rows by ~0.3%; undamped steps moved them by tens of percent.
+    assert np.max(np.abs(solution.flux / flux - 1)) < 0.02
+    assert abs(np.median(solution.flux / flux - 1)) < 0.002
+    profile = reference + solution.evaluate(basis)
+    profile /= profile.sum(axis=1, keepdims=True)
+    truth = truth / truth.sum(axis=1, keepdims=True)
+    assert np.max(np.abs(profile - truth)) < 0.02 * truth.max()
+
+
+def test_flux_variance_from_the_band_of_the_inverse_is_exact():
+    """Takahashi's recursion gives the blocks of N^-1 a dense inverse gives."""
+    rng = np.random.default_rng(3)
+    n_offset, n_row = 5, 7
+    size = n_offset * n_row
+    block = np.arange(size) // n_offset
+    near = np.abs(block[:, None] - block[None, :]) <= 3
+    matrix = np.where(near, rng.normal(size=(size, size)), 0.0)
+    matrix = np.where(near, matrix @ matrix.T, 0.0) + 40.0 * np.eye(size)
+    bandwidth = 4 * n_offset - 1
+    band = np.zeros((bandwidth + 1, size))
+    for offset in range(bandwidth + 1):
+        band[bandwidth - offset, offset:] = np.diagonal(matrix, offset)
+    inverse = _band_of_inverse(linalg.cholesky_banded(band), n_offset, n_row)
+    dense = np.linalg.inv(matrix)
+    np.testing.assert_allclose(inverse[near], dense[near], atol=1e-14 * np.abs(dense).max())
+    assert not inverse[~near].any()  # nothing beyond the band is claimed
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vectorised_bsplines_equal_scipys(seed):
+    from scipy.interpolate import BSpline
+
+    layout = ProfileLayout(half_width=20.0)
+    rng = np.random.default_rng(seed)
+    offsets = rng.uniform(-25.0, 25.0, (50, 47))
+    knots, padded = layout.offset_knots(), layout.padded_knots()
+    flat = offsets.ravel()
+    inside = (flat > knots[0]) & (flat < knots[-1])
+    expected = np.zeros((flat.size, knots.size - 4))
+    design = BSpline.design_matrix(flat[inside], padded, 3).toarray()
+    expected[inside] = design[:, 3 : 3 + knots.size - 4]
+    np.testing.assert_allclose(_offset_basis(offsets, layout).reshape(flat.size, -1), expected,
+                               atol=1e-15)  # fmt: skip
+
+
+def test_row_coordinate_follows_the_wavelength():
+    from mirispec_steps.lrs.profile import _row_coordinate
+
+    wavelength = np.concatenate([[np.nan], 14.0 - np.linspace(0, 9, 99) ** 1.2 / 1.2])
+    rho, ends = _row_coordinate(wavelength)
+    assert rho[0] == rho[1]  # a row without a wavelength takes its neighbour's
+    np.testing.assert_allclose(np.diff(rho[1:]) / np.diff(wavelength[1:]),
+                               2.0 / (ends[1] - ends[0]))  # fmt: skip
+    folded = np.concatenate([np.linspace(5, 10, 50), np.linspace(10, 6, 50)])
+    np.testing.assert_array_equal(_row_coordinate(folded)[0], np.linspace(-1, 1, 100))
 
 
 # ---------------------------------------------------------------- accuracy on mismatched PSFs

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirispec_steps.core.optimal import solve_rows
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.lrs.core.empirical_profile import (
     ProfileBasis,
@@ -346,7 +345,7 @@ class _ProfileFit:
         ``target``'s columns are a subset of the measured region's; the
         profiles keep the normalisation found on the measured region.
         """
-        builder, basis, signs = self.builder, self.basis, self.signs
+        basis, signs = self.basis, self.signs
         fitter = self.fitter
         correction = fitter.fit(reject_sigma or 0.0, MAX_ITERATIONS, FLUX_TOLERANCE)
         # The negative nod's reference profile carries its sign; the shared correction
@@ -357,9 +356,8 @@ class _ProfileFit:
         ]
         profiles, window_fraction = _normalised(raw, self.reference)
         # The profile's own noise, through the extraction's linear weights of the flux.
-        clean = np.where(fitter.valid, self.mean.data, 0.0)
-        _, pixel_weights, _ = solve_rows(clean, fitter.weights, builder.basis(profiles))
-        flux_variance = correction.flux_variance(basis, pixel_weights[:, 0, :],
+        pixel_weights = fitter.flux_weights(profiles)
+        flux_variance = correction.flux_variance(basis, pixel_weights,
                                                  profiles[0].sum(axis=1))  # fmt: skip
         return ProfileChoice(self.on_columns(profiles, target), "empirical", "", float("nan"),
                              correction, window_fraction, correction.iterations, flux_variance,

@@ -441,14 +441,14 @@ def _banded_upper(system: np.ndarray, bandwidth: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _band_positions(n_row: int, n_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _band_positions(n_row: int, n_offset: int) -> tuple[np.ndarray, np.ndarray]:
     """
     Where each entry of the ``(n_row, 4, J', J')`` upper blocks goes in banded storage.
 
     Block ``[k, d]`` couples row splines ``k`` and ``k + d``; entry ``[a, b]``
     is the matrix element ``(k J' + a, (k + d) J' + b)``, stored at band row
-    ``bandwidth + i - j`` and column ``j``. Returns the flat block indices
-    and their band rows and columns (upper triangle, inside the matrix).
+    ``bandwidth + i - j`` and column ``j``. Returns the flat indices of the
+    entries in the blocks and in the band (upper triangle, inside the matrix).
     """
     k, d, a, b = np.meshgrid(np.arange(n_row), np.arange(4), np.arange(n_offset),
                              np.arange(n_offset), indexing="ij")  # fmt: skip
@@ -456,15 +456,19 @@ def _band_positions(n_row: int, n_offset: int) -> tuple[np.ndarray, np.ndarray, 
     keep = (k + d < n_row) & (column >= row)
     source = np.flatnonzero(keep.ravel())
     bandwidth = 4 * n_offset - 1
-    return source, (bandwidth + row - column).ravel()[source], column.ravel()[source]
+    band_row = (bandwidth + row - column).ravel()[source]
+    destination = band_row * (n_row * n_offset) + column.ravel()[source]
+    for positions in (source, destination):
+        positions.flags.writeable = False
+    return source, destination
 
 
 def _to_band(blocks: np.ndarray) -> np.ndarray:
     """``(n_row, 4, J', J')`` upper blocks -> LAPACK upper banded storage."""
     n_row, _, n_offset, _ = blocks.shape
-    source, band_row, band_column = _band_positions(n_row, n_offset)
+    source, destination = _band_positions(n_row, n_offset)
     band = np.zeros((4 * n_offset, n_row * n_offset))
-    band[band_row, band_column] = blocks.reshape(-1)[source]
+    band.reshape(-1)[destination] = blocks.reshape(-1)[source]
     return band
 
 
@@ -535,6 +539,10 @@ class _RowAmplitudes:
         reference over the cutout (NaN where unusable).
     error : ndarray
         ``(R,)`` the statistical error of ``flux``.
+    scale_curvature : ndarray
+        ``(R,)`` how fast the chi-square grows when a row's profile sum
+        changes with its amplitudes held: ``sum_i A_i^2 p_i^T W p_i`` over
+        the squared profile sum (zero where unusable).
     """
 
     values: np.ndarray
@@ -543,6 +551,7 @@ class _RowAmplitudes:
     usable: np.ndarray
     flux: np.ndarray
     error: np.ndarray
+    scale_curvature: np.ndarray
 
 
 class ProfileFitter:
@@ -723,10 +732,12 @@ class ProfileFitter:
             measurable = usable & np.isfinite(scale)
             flux = np.where(measurable, values[:, 0] * scale, np.nan)
             error = np.where(measurable, np.sqrt(inverse[:, 0, 0]) * np.abs(scale), np.nan)
-        return _RowAmplitudes(values, inverse, crossed, usable, flux, error)
+            held = np.einsum("ri,rii->r", values**2, gram) / total**2
+        held = np.where(usable & np.isfinite(held), held, 0.0)
+        return _RowAmplitudes(values, inverse, crossed, usable, flux, error, held)
 
-    def step(self, coefficients: np.ndarray, row: _RowAmplitudes,
-             project: bool = True) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def step(self, coefficients: np.ndarray, row: _RowAmplitudes, project: bool = True,
+             damp: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """
         One Gauss-Newton step of the correction, the amplitudes projected out (variable projection).
 
@@ -751,6 +762,11 @@ class ProfileFitter:
             True: the reference term is held where it is, since with the
             amplitudes free a change of a row's profile scale is not seen by
             the data.
+        damp : bool
+            In a projected step, damp the changes of each row's profile sum
+            as if the amplitudes were held (for when splines that nearly
+            rescale the profile, which nothing but a prior decides, make the
+            steps grow; the minimum is the same, the convergence slower).
 
         Returns
         -------
@@ -773,6 +789,14 @@ class ProfileFitter:
         )  # fmt: skip
         if project:
             row_normal = row_normal - taken.transpose(0, 2, 1) @ (row.inverse @ taken)
+        if project and damp:
+            # A change of a row's profile sum is taken by its amplitudes and not seen by
+            # the chi-square; the step is damped along it as if the amplitudes were held
+            # (the damping acts on the step, not on the solution).
+            sums = self.column_sums
+            row_normal = row_normal + row.scale_curvature[:, None, None] * (
+                sums[:, :, None] * sums[:, None, :]
+            )
         # Gradient of the chi-square: the residual is already orthogonal to every p_k.
         row_right = sum(
             a_i[:, None] * (self.with_image[i] - sum(
@@ -804,6 +828,27 @@ class ProfileFitter:
         factor = linalg.cholesky_banded(system, check_finite=False)
         change = linalg.cho_solve_banded((factor, False), right, check_finite=False)
         return (current + change).reshape(-1, self.n_offset).T, factor
+
+    def flux_weights(self, profiles: list[np.ndarray]) -> np.ndarray:
+        """
+        The linear pixel weights of the first trace's flux in a fit of ``profiles`` (R, X).
+
+        The weighted least-squares fit of the profiles and each row's
+        background polynomial on the used pixels: ``F = sum(w D)``. Rows
+        without a fit get zero weights.
+        """
+        design = np.stack([np.where(self.valid, p, 0.0) for p in profiles], axis=-1)  # (R, X, T)
+        if self.background.shape[0]:
+            weighted_background, inverse = self.background_fit
+            fitted = inverse @ (weighted_background @ design)  # (R, B, T)
+            design = design - self.background.T @ fitted
+        weighted = design * self.weights[..., None]
+        normal = weighted.transpose(0, 2, 1) @ design  # (R, T, T)
+        usable = np.abs(np.linalg.det(normal)) > 0
+        normal[~usable] = np.eye(len(profiles))
+        weights = (np.linalg.inv(normal) @ weighted.transpose(0, 2, 1))[:, 0, :]
+        weights[~usable] = 0.0
+        return weights
 
     def normalised_residual(self, row: _RowAmplitudes, coefficients) -> np.ndarray:
         """``(data - scene - background) / sigma`` on the used pixels, amplitudes ``row``."""
@@ -847,10 +892,23 @@ class ProfileFitter:
         coefficients = np.zeros((self.n_offset, self.basis.rows.shape[1]))
         row = self.start()
         n_rejected, n_steps = 0, 0
+        damp, last_change, factor = False, np.inf, None
         while True:
-            coefficients, factor = self.step(coefficients, row, project=n_steps > 0)
+            before = (coefficients, factor)
+            coefficients, factor = self.step(coefficients, row, project=n_steps > 0, damp=damp)
             n_steps += 1
             previous, row = row, self.amplitudes(coefficients)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                change = np.abs(row.flux - previous.flux) / previous.error
+            change = change[np.isfinite(change)]
+            size = float(np.percentile(change, 95)) if change.size else 0.0
+            if n_steps > 2 and not damp and size > last_change:
+                # Growing projected steps: take this one back and damp from now on.
+                (coefficients, factor), row, damp = before, previous, True
+                if n_steps < max_iterations:
+                    continue
+                break
+            last_change = size
             rejected, checked = False, None
             if reject_sigma and n_steps <= 2:
                 normalised = self.normalised_residual(row, coefficients)
@@ -864,10 +922,10 @@ class ProfileFitter:
                     rejected = True
                     self.use(self.valid & ~outliers)
                     row = self.amplitudes(coefficients)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                change = np.abs(row.flux - previous.flux) / previous.error
-            change = change[np.isfinite(change)]
-            settled = not change.size or np.percentile(change, 95) < tolerance
+            if rejected:
+                # The next step is measured against the fluxes on the new pixels.
+                last_change = np.inf
+            settled = size < tolerance
             if (settled and not rejected) or n_steps >= max_iterations:
                 break
         if checked is None:
