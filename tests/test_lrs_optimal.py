@@ -304,7 +304,9 @@ def test_drifting_trace_is_followed():
     ratio = ratio_to_truth(followed, sim.truth)
     assert abs(np.median(ratio) - 1) < 0.005
     assert np.percentile(np.abs(ratio - 1), 95) < 0.01
-    fixed = optimal(sim.model, optimize_psf_location=False)
+    # Neither the location fit nor a measured profile (whose shift term alone follows a
+    # drift this smooth: p95 0.34% either way): the reference's profile at the WCS trace.
+    fixed = optimal(sim.model, optimize_psf_location=False, profile="psf")
     assert np.percentile(np.abs(ratio_to_truth(fixed, sim.truth) - 1), 95) > np.percentile(
         np.abs(ratio - 1), 95
     )
@@ -480,11 +482,10 @@ def test_strun_with_scene_model(cal_noise_free, tmp_path):
         assert not modelled[:, 0].any()
         misfit = np.where(science & modelled, np.abs(scene_model.data[rows] - data.data[rows]), 0)
         # Noise-free data (diffraction PSF, profile measured): the scene reproduces every
-        # science pixel to < 2.5% of the row peak (2.04% measured); the worst rows sit at
-        # 6 um, where the reference's width law has a kink that the profile's smooth
-        # correction rounds off (more knots along dispersion do not help: 2.3%).
+        # science pixel to < 0.5% of the row peak (0.16% measured; 2% before the
+        # correction's row knots met at the reference's width-law kink at 6 um).
         relative = misfit.max(axis=1) / np.nanmax(data.data[rows], axis=1)
-        assert np.max(relative) < 0.025
+        assert np.max(relative) < 0.005
         assert np.median(relative) < 2e-3
     with datamodels.open(tmp_path / x1d[0]) as spectrum:
         assert spectrum.meta.cal_step.lrs_optimal_extract == "COMPLETE"

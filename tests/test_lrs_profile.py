@@ -284,6 +284,34 @@ def test_noise_free_accuracy_on_mismatched_psfs(case, family, real_reference_dir
     assert np.median(np.abs(deviation)) < np.median(np.abs(reference_only))
 
 
+def test_the_references_kink_is_followed(tmp_path):
+    """
+    The packaged reference's width law has a kink at 6 um (its 1.8 px floor), the data's not.
+
+    Simulated with the diffraction family, extracted with the packaged reference: the
+    correction's row knots meet at the kink, so the rows around it are right too (with
+    smooth knots they were up to 0.9% off).
+    """
+    from mirispec_steps.lrs.profile import _width_law_kinks
+    from mirispec_steps.lrs.references import load_lrs_psf
+    from mirispec_steps.references import packaged_reference
+
+    assert _width_law_kinks(load_lrs_psf(packaged_reference("mirispec_miri_lrs_psf.fits"))) == (
+        pytest.approx([6.0])
+    )
+    family = MISMATCHED_FAMILIES["diffraction"]()
+    smooth = write_lrs_psf_reference(tmp_path / "smooth.fits", family)
+    assert _width_law_kinks(load_lrs_psf(str(smooth))) == []
+    sim = simulate_lrs("cal", noise=False, seed=3, psf=family)
+    x1d = LrsOptimalExtractStep.call(sim.model)
+    wavelength = np.asarray(x1d.spec[0].spec_table["WAVELENGTH"])
+    deviation = flux_over_truth(x1d, sim.truth)
+    inside = wavelength[(wavelength > 5) & (wavelength < 12)]
+    near = (inside > 5.8) & (inside < 6.2)
+    assert near.sum() >= 5
+    assert np.max(np.abs(deviation[near])) < 0.003
+
+
 def test_oracle_reference_is_exact(tmp_path):
     """With the true PSF as the reference both profiles are right: the machinery adds no bias."""
     family = MISMATCHED_FAMILIES["moffat"]()

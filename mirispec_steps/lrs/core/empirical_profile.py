@@ -65,12 +65,17 @@ class ProfileLayout:
         Weight of the second-difference penalty relative to the data
         (fills sub-pixel phases no row samples; small enough to leave the
         sampled ones alone).
+    row_breaks : tuple of float
+        Row coordinates (-1..1) where the correction may have a kink (the
+        reference's own width law has one there, the data's need not): the
+        three nearest inner row knots move onto each, the knot count stays.
     """
 
     half_width: float
     zones: tuple = ((3.0, 0.4), (8.0, 1.0), (np.inf, 2.0))
     n_row_intervals: int = 8
     smoothing: float = 1e-7
+    row_breaks: tuple = ()
 
     def offset_knots(self) -> np.ndarray:
         """Symmetric knots on ``[-half_width, half_width]``, finer near the trace."""
@@ -94,6 +99,14 @@ class ProfileLayout:
     def row_knots(self) -> np.ndarray:
         """Clamped knots on -1..1 (the spline spans the whole range of rows)."""
         inner = np.linspace(-1.0, 1.0, self.n_row_intervals + 1)
+        for place in self.row_breaks:
+            # A triple knot: the spline stays continuous there but its slope may jump.
+            movable = np.arange(1, inner.size - 1)
+            if movable.size < 6 or not -1.0 < place < 1.0:
+                continue
+            nearest = movable[np.argsort(np.abs(inner[movable] - place))[:3]]
+            inner[nearest] = place
+            inner.sort()
         return np.concatenate([[-1.0] * 3, inner, [1.0] * 3])
 
     def offset_centres(self) -> np.ndarray:
