@@ -292,16 +292,14 @@ def test_the_references_kink_is_followed(tmp_path):
     correction's row knots meet at the kink, so the rows around it are right too (with
     smooth knots they were up to 0.9% off).
     """
-    from mirispec_steps.lrs.profile import _width_law_kinks
     from mirispec_steps.lrs.references import load_lrs_psf
     from mirispec_steps.references import packaged_reference
 
-    assert _width_law_kinks(load_lrs_psf(packaged_reference("mirispec_miri_lrs_psf.fits"))) == (
-        pytest.approx([6.0])
-    )
+    packaged = load_lrs_psf(packaged_reference("mirispec_miri_lrs_psf.fits"))
+    assert packaged.width_kinks == pytest.approx([6.0])
     family = MISMATCHED_FAMILIES["diffraction"]()
     smooth = write_lrs_psf_reference(tmp_path / "smooth.fits", family)
-    assert _width_law_kinks(load_lrs_psf(str(smooth))) == []
+    assert load_lrs_psf(str(smooth)).width_kinks == []
     sim = simulate_lrs("cal", noise=False, seed=3, psf=family)
     x1d = LrsOptimalExtractStep.call(sim.model)
     wavelength = np.asarray(x1d.spec[0].spec_table["WAVELENGTH"])

@@ -267,36 +267,6 @@ def _row_coordinate(row_wavelength: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.linspace(-1.0, 1.0, n_rows), np.array([np.nan, np.nan])
 
 
-#: A kink of the reference's width law: the second derivative of its width in wavelength
-#: at least this many times its median (the packaged reference's 1.8 px floor at 6 um
-#: gives ~3000; smooth laws stay below ~10).
-KINK_CONTRAST = 100.0
-
-
-def _width_law_kinks(psf) -> list[float]:
-    """
-    Wavelengths where the reference's profile width changes slope abruptly.
-
-    The correction is the data's profile minus the reference's: where the
-    reference's width law has a kink and the data's does not, the
-    correction has one, which smooth splines along dispersion round off
-    (a 1% flux error on the few rows around it). Returns at most one.
-    """
-    offsets = (np.arange(psf.data.shape[1]) - psf.center_col) / psf.subpix
-    light = np.clip(psf.data, 0.0, None)
-    total = light.sum(axis=1)
-    if psf.wave.size < 7 or not np.all(total > 0):
-        return []
-    centre = (light * offsets).sum(axis=1) / total
-    width = np.sqrt((light * (offsets - centre[:, None]) ** 2).sum(axis=1) / total)
-    curvature = np.abs(np.gradient(np.gradient(width, psf.wave), psf.wave))[2:-2]
-    typical = np.median(curvature)
-    peak = int(np.argmax(curvature))
-    if not curvature[peak] > KINK_CONTRAST * typical:
-        return []
-    return [float(psf.wave[peak + 2])]
-
-
 def _prior_scale(builder, layout: ProfileLayout, rho: np.ndarray, ends) -> np.ndarray:
     """``PRIOR_RELATIVE`` times the reference profile plus ``PRIOR_FLOOR``, at each coefficient."""
     centres = layout.row_centres()
@@ -351,7 +321,7 @@ class _ProfileFit:
         breaks = ()
         if np.all(np.isfinite(ends)):
             breaks = tuple(2.0 * (kink - ends[0]) / (ends[1] - ends[0]) - 1.0
-                           for kink in _width_law_kinks(builder.psf))  # fmt: skip
+                           for kink in builder.psf.width_kinks)  # fmt: skip
         layout = ProfileLayout(
             half_width=float(half_width),
             zones=KNOT_ZONES,
