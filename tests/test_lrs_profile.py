@@ -146,14 +146,20 @@ def test_core_fit_recovers_a_wider_profile_whatever_the_background():
     np.testing.assert_allclose(other, profile, atol=1e-6 * expected.max())
 
 
-def test_alternating_and_joint_fits_reach_the_same_profile():
-    """Variable projection converges in a few steps to what many alternations approach."""
+def noisy_tilted_rows():
+    """The tilted-trace scene (reference 1.1 px, truth 1.4 px) with unit noise, and its basis."""
     rng = np.random.default_rng(5)
     data, variance, offsets, reference, truth, flux = tilted_rows(1.1, 1.4, 20.0)
     data = data + rng.normal(0.0, 1.0, data.shape)
     layout = ProfileLayout(half_width=15.0, n_row_intervals=4)
     rho = np.linspace(-1, 1, data.shape[0])
     basis = ProfileBasis.at(layout, [offsets], [[reference, np.gradient(reference, axis=1)]], rho)
+    return data, variance, reference, truth, flux, layout, basis
+
+
+def test_alternating_and_joint_fits_reach_the_same_profile():
+    """Variable projection converges in a few steps to what many alternations approach."""
+    data, variance, reference, truth, flux, layout, basis = noisy_tilted_rows()
     prior = np.full((layout.offset_knots().size - 4, layout.n_row_intervals + 3), 0.3)
 
     def fitter():
@@ -182,12 +188,7 @@ def test_alternating_and_joint_fits_reach_the_same_profile():
 
 def test_growing_steps_are_damped_not_followed():
     """Without priors, splines that nearly rescale the profile are undecided: no blow-up."""
-    rng = np.random.default_rng(5)
-    data, variance, offsets, reference, truth, flux = tilted_rows(1.1, 1.4, 20.0)
-    data = data + rng.normal(0.0, 1.0, data.shape)
-    layout = ProfileLayout(half_width=15.0, n_row_intervals=4)
-    rho = np.linspace(-1, 1, data.shape[0])
-    basis = ProfileBasis.at(layout, [offsets], [[reference, np.gradient(reference, axis=1)]], rho)
+    data, variance, reference, truth, flux, layout, basis = noisy_tilted_rows()
     fitter = ProfileFitter(data, variance, np.ones(data.shape, bool), basis,
                            np.ones((1, data.shape[1])), layout)  # fmt: skip
     solution = fitter.fit(0.0, max_iterations=8, tolerance=0.05)
