@@ -8,6 +8,10 @@ its defaults (location optimised, joint background, outlier rejection,
 profile measured from the data when the source is bright), on the same PSF
 file; and ours with the measured profile against ours with the file's.
 
+The inputs are simulated with the package's own PSF model (``simulate_lrs``'s
+default): a speed benchmark, the matched case; accuracy on PSFs the package
+does not model is ``bench_lrs_profile.py``'s.
+
 Run: ``python benchmarks/bench_lrs_optimal.py [--nints 100]``
 """
 

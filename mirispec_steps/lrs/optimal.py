@@ -346,34 +346,37 @@ class _SceneBuilder:
             params.bkg_smoothing_length > 1 or params.background_regions is not None
         )
 
-    def profiles(self, shift, negative_shift=None):
-        # A width scale s stretches the profile: P_s(d) = P(d / s) / s.
-        scale = self.width_scale
-        offsets = self.columns[None, :] - (self.trace + shift)[:, None]
-        profiles = [evaluate_profile(self.psf, offsets / scale, self.row_wavelength) / scale]
+    def trace_offsets(self, shift, negative_shift=None) -> list[np.ndarray]:
+        """``(R, X)`` pixel offsets from each trace (positive, then the negative nod if any)."""
+        offsets = [self.columns[None, :] - (self.trace + shift)[:, None]]
         if self.negative is not None:
             extra = shift if negative_shift is None else negative_shift
-            offsets = self.columns[None, :] - (self.negative + extra)[:, None]
-            profiles.append(
-                -evaluate_profile(self.psf, offsets / scale, self.row_wavelength) / scale
-            )
-        return profiles
+            offsets.append(self.columns[None, :] - (self.negative + extra)[:, None])
+        return offsets
+
+    def profiles(self, shift, negative_shift=None):
+        """Each trace's reference profile (the negative nod's with its sign)."""
+        # A width scale s stretches the profile: P_s(d) = P(d / s) / s.
+        scale = self.width_scale
+        return [
+            sign * evaluate_profile(self.psf, offsets / scale, self.row_wavelength) / scale
+            for sign, offsets in zip(
+                (1.0, -1.0), self.trace_offsets(shift, negative_shift), strict=False
+            )  # one or two traces
+        ]
 
     def shift_derivatives(self, shift, negative_shift=None):
         """The derivative of each trace's profile in its shift (signed like :meth:`profiles`)."""
         # d/dshift P(d / s) / s = -P'(d / s) / s**2 with d = column - trace - shift.
         scale = self.width_scale
-        offsets = self.columns[None, :] - (self.trace + shift)[:, None]
-        slopes = [-evaluate_profile(self.psf, offsets / scale, self.row_wavelength, slope=True)
-                  / scale**2]  # fmt: skip
-        if self.negative is not None:
-            extra = shift if negative_shift is None else negative_shift
-            offsets = self.columns[None, :] - (self.negative + extra)[:, None]
-            slopes.append(
-                evaluate_profile(self.psf, offsets / scale, self.row_wavelength, slope=True)
-                / scale**2
-            )
-        return slopes
+        return [
+            -sign
+            * evaluate_profile(self.psf, offsets / scale, self.row_wavelength, slope=True)
+            / scale**2
+            for sign, offsets in zip(
+                (1.0, -1.0), self.trace_offsets(shift, negative_shift), strict=False
+            )  # one or two traces
+        ]
 
     def basis(self, profiles, with_background=True):
         n_rows, n_xdisp = profiles[0].shape

@@ -331,7 +331,7 @@ class _ProfileFit:
         reference = builder.profiles(shift, negative_shift)
         signs = [1.0] + [-1.0] * (len(reference) - 1)
         free = _free_terms(builder, reference, shift, negative_shift, signs)
-        basis = ProfileBasis.at(layout, _trace_offsets(builder, shift, negative_shift), free, rho)
+        basis = ProfileBasis.at(layout, builder.trace_offsets(shift, negative_shift), free, rho)
         fitter = ProfileFitter(mean.data, sum(mean.variances), mean.valid, basis,
                                builder.background_basis, layout,
                                _prior_scale(builder, layout, rho, ends), MOMENT_SCALE)  # fmt: skip
@@ -386,11 +386,3 @@ def _free_terms(builder, reference, shift, negative_shift, signs):
     return [
         [sign * p, sign * slope] for sign, p, slope in zip(signs, reference, slopes, strict=True)
     ]
-
-
-def _trace_offsets(builder, shift, negative_shift) -> list[np.ndarray]:
-    offsets = [builder.columns[None, :] - (builder.trace + shift)[:, None]]
-    if builder.negative is not None:
-        negative = shift if negative_shift is None else negative_shift
-        offsets.append(builder.columns[None, :] - (builder.negative + negative)[:, None])
-    return offsets
