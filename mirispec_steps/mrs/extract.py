@@ -30,6 +30,7 @@ from mirispec_steps.mrs.core.extract import (
 from mirispec_steps.mrs.core.resolution import ResolvingPower
 from mirispec_steps.mrs.core.spectral_grid import SpectralGrid, bin_members, spectral_grid
 from mirispec_steps.mrs.geometry import ChannelGeometry, mrs_geometry
+from mirispec_steps.mrs.psf_choice import PSF_MODES, PsfChoice, choose_psf
 from mirispec_steps.mrs.references import band_resolving_power
 from mirispec_steps.x1d import (
     SpectrumColumns,
@@ -93,6 +94,9 @@ class ExtractionSettings:
         Spectral bins per resolution element; None uses the centroid's grid.
     alpha, beta : float or None
         Fixed source position (arcsec); None uses the centroid track.
+    psf : str
+        ``auto``, ``reference`` or ``empirical``
+        (:mod:`~mirispec_steps.mrs.psf_choice`).
     """
 
     method: str = "optimal"
@@ -109,6 +113,7 @@ class ExtractionSettings:
     oversampling: float | None = None
     alpha: float | None = None
     beta: float | None = None
+    psf: str = "auto"
 
     def annulus_factors(self) -> tuple[float, float] | None:
         """Annulus radii as multiples of the aperture (None without background)."""
@@ -140,8 +145,10 @@ class ChannelSpectrum:
         ``(K,)`` aperture semi-major axis (arcsec; aperture method).
     spectrum : BinSpectrum
         The sums.
-    psf : MrsPsf or CubePsf
+    psf : MrsPsf, CubePsf or CorrectedPsf
         The PSF the extraction used.
+    psf_choice : PsfChoice
+        Which PSF that is, and why.
     """
 
     geometry: ChannelGeometry
@@ -151,6 +158,7 @@ class ChannelSpectrum:
     semi_major: np.ndarray
     spectrum: BinSpectrum
     psf: object
+    psf_choice: PsfChoice
 
 
 def _check_in_field(geometry: ChannelGeometry, alpha: np.ndarray, beta: np.ndarray) -> None:
@@ -334,20 +342,27 @@ def extract_channels(
     list of ChannelSpectrum
         Ordered by channel.
     """
+    if settings.psf not in PSF_MODES:
+        raise InputDataError(f"psf must be one of {', '.join(PSF_MODES)}, got {settings.psf!r}")
     usable = mrs_exposure.usable_pixels(model, settings.reject_spikes)
     results = []
     for geometry in sorted(mrs_geometry(model, maps=maps), key=lambda g: g.channel):
         grid, alpha, beta = source_track(model, geometry, usable, settings, resolution)
-        psf = psf_reference.for_band(geometry.name, *grid.wavelength_span)
+        reference = psf_reference.for_band(geometry.name, *grid.wavelength_span)
         pixels = mrs_exposure.footprint_pixels(model, geometry, usable)
         members = bin_members(pixels.wavelength, grid)
         if settings.radius_units == "fwhm":
-            semi_major = settings.radius * np.asarray(psf.fwhm(grid.wavelength), dtype=float)
+            semi_major = settings.radius * np.asarray(reference.fwhm(grid.wavelength), dtype=float)
         else:
             semi_major = np.full(len(grid), float(settings.radius))
         track = (alpha, beta, semi_major)
         shape = None
-        if settings.method == "optimal" or settings.apply_apcorr:
+        needs_psf = settings.method == "optimal" or settings.apply_apcorr
+        mode = settings.psf if needs_psf else "reference"
+        # The PSF first (a line's bins misfit, but they are few against the band's), then
+        # the spectrum's shape inside each bin with it.
+        psf, choice = choose_psf(mode, pixels, members, alpha, beta, reference, geometry.name)
+        if needs_psf:
             # A PSF fit on bins a third as wide gives the spectrum's shape inside each bin
             # (aperture sums over so few pixels would show their sampling, not the spectrum).
             finer = grid.finer(SHAPE_SUBBINS)
@@ -362,7 +377,9 @@ def extract_channels(
             )
         spectrum = _extract(pixels, grid, track, settings, psf, members, shape)
         _report(geometry, settings, spectrum)
-        results.append(ChannelSpectrum(geometry, grid, alpha, beta, semi_major, spectrum, psf))
+        results.append(
+            ChannelSpectrum(geometry, grid, alpha, beta, semi_major, spectrum, psf, choice)
+        )
     return results
 
 
@@ -464,6 +481,7 @@ def x1d_model(model, results: list[ChannelSpectrum], settings: ExtractionSetting
             "alpha": np.asarray(result.alpha, dtype=float),
             "beta": np.asarray(result.beta, dtype=float),
             "semi_major": np.asarray(result.semi_major, dtype=float),
+            "psf": result.psf_choice.record(),
             "aperture_correction": np.asarray(
                 result.spectrum.aperture_correction
                 if settings.method == "aperture" and settings.apply_apcorr

@@ -58,6 +58,7 @@ class MrsExtractStep(CalibratedMrsStep):
     reject_sigma = float(default=5.0, min=0)  # optimal: reject pixels beyond N model sigma (0: off)
     reject_spikes = boolean(default=True)  # leave out single-pixel spikes (unflagged cosmic rays)
     oversampling = float(default=None, min=0.1, max=10)  # bins per resolution element (None: the centroid's grid)
+    psf = option("auto", "reference", "empirical", default="auto")  # PSF calibrated on the exposure (empirical), the mrspsf reference, or the calibrated one when the data support it (auto)
     alpha = float(default=None)  # fixed source alpha (arcsec); with beta, replaces the centroid
     beta = float(default=None)  # fixed source beta (arcsec)
     save_apcorr = boolean(default=False)  # write the per-wavelength aperture correction (ECSV)
@@ -101,6 +102,7 @@ class MrsExtractStep(CalibratedMrsStep):
             oversampling=self.oversampling,
             alpha=self.alpha,
             beta=self.beta,
+            psf=self.psf,
         )
 
     def _extract_one(self, model, index):

@@ -1,0 +1,257 @@
+"""Which PSF an MRS extraction uses: the reference, or one calibrated on the exposure itself.
+
+``psf="reference"`` uses the ``mrspsf`` reference as it is. ``"empirical"``
+measures a correction to it from all bins of the channel at once
+(:mod:`mirispec_steps.mrs.core.psf_calibration`) and fails clearly when the
+data cannot support one. ``"auto"`` (default) calibrates and keeps the
+calibrated PSF when the data clearly prefer it and can pin it down:
+
+- the chi-square gained over the reference exceeds the correction's
+  effective number of parameters by ``SIGNIFICANCE`` standard deviations
+  of a chi-square with that many degrees of freedom (the correction
+  describes structure, not noise), and
+- the flux uncertainty the correction's own uncertainty causes (correlated
+  between bins) is smaller than the change the correction makes to the
+  fluxes (median over bins, relative): the reference's error that the
+  calibration removes is larger than the error it brings;
+
+otherwise it falls back to the reference with a log line saying why. The
+x1d product records the choice per channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirispec_steps.core.optimal import poisson_variance_model
+from mirispec_steps.errors import InputDataError
+from mirispec_steps.mrs.core.extract import FootprintPixels
+from mirispec_steps.mrs.core.psf_calibration import (
+    CorrectedPsf,
+    PsfCalibration,
+    PsfSamples,
+    calibrate_psf,
+)
+from mirispec_steps.mrs.core.spectral_grid import BinMembers
+
+__all__ = ["PSF_MODES", "PsfChoice", "choose_psf"]
+
+log = logging.getLogger(__name__)
+
+#: The step's ``psf`` options.
+PSF_MODES = ("auto", "reference", "empirical")
+#: Pairs within this many reference FWHM of the source (along alpha and beta) are fitted.
+CALIBRATION_REACH_FWHM = 8.0
+#: Standard deviations of chi-square gain needed to prefer the calibrated PSF.
+SIGNIFICANCE = 5.0
+#: A forced calibration fails when its flux uncertainty exceeds this share of a bin's
+#: statistical error (the source is too faint to measure a PSF).
+MAX_PSF_ERROR_SHARE = 1.0
+#: Fewest bins with data a calibration needs.
+MIN_BINS = 20
+
+
+@dataclass
+class PsfChoice:
+    """
+    The PSF one channel's extraction used, and why.
+
+    Attributes
+    ----------
+    requested : str
+        The step's ``psf`` parameter.
+    used : str
+        ``reference`` or ``empirical``.
+    reason : str
+        One line for the log and the product.
+    calibration : PsfCalibration or None
+        The calibration, when one was attempted and succeeded.
+    statistical_error : float
+        Median relative statistical flux error of a bin (NaN when not measured).
+    """
+
+    requested: str
+    used: str
+    reason: str
+    calibration: PsfCalibration | None = None
+    statistical_error: float = float("nan")
+
+    def record(self) -> dict:
+        """What the x1d product keeps (plain types)."""
+        record = {"requested": self.requested, "used": self.used, "reason": self.reason}
+        if self.calibration is not None:
+            calibration = self.calibration
+            flux = np.abs(calibration.flux)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                relative = np.nanmedian(calibration.flux_error / flux)
+            record.update(
+                chi_square=float(calibration.chi_square),
+                reference_chi_square=float(calibration.reference_chi_square),
+                effective_parameters=float(calibration.effective_parameters),
+                pairs=int(calibration.n_pairs),
+                rejected=int(calibration.n_rejected),
+                psf_flux_error=float(relative),
+                statistical_flux_error=float(self.statistical_error),
+            )
+        return record
+
+
+def _samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]:
+    """The calibration's pairs: usable members within reach of the source."""
+    index = members.index
+    width = np.asarray(psf.fwhm(pixels.wavelength), dtype=float)
+    alpha_mid = 0.5 * (pixels.alpha_low + pixels.alpha_high)
+    beta_mid = 0.5 * (pixels.beta_low + pixels.beta_high)
+    reach = CALIBRATION_REACH_FWHM * width[index]
+    near = (
+        members.inside
+        & pixels.valid[index]
+        & (np.abs(alpha_mid[index] - alpha[:, None]) <= reach)
+        & (np.abs(beta_mid[index] - beta[:, None]) <= reach)
+    )
+    bins, slots = np.nonzero(near)
+    pixel = index[bins, slots]
+    centre_alpha, centre_beta = alpha[bins], beta[bins]
+    wavelength = pixels.wavelength[pixel]
+    edges = (
+        pixels.alpha_low[pixel], pixels.alpha_high[pixel],
+        pixels.beta_low[pixel], pixels.beta_high[pixel],
+    )  # fmt: skip
+    fraction = psf.footprint_fraction(*edges, centre_alpha, centre_beta, wavelength)
+    area = pixels.area[pixel]
+    data = pixels.data[pixel] * area
+    scale = width[pixel]
+    low_a, high_a = np.minimum(edges[0], edges[1]), np.maximum(edges[0], edges[1])
+    low_b, high_b = np.minimum(edges[2], edges[3]), np.maximum(edges[2], edges[3])
+    samples = PsfSamples(
+        bins=bins,
+        data=data,
+        weight=np.zeros(bins.size),
+        reference=fraction,
+        shape=np.ones(bins.size),
+        u_low=(low_a - centre_alpha) / scale,
+        u_high=(high_a - centre_alpha) / scale,
+        v_low=(low_b - centre_beta) / scale,
+        v_high=(high_b - centre_beta) / scale,
+        n_bins=index.shape[0],
+    )
+    return samples, pixel
+
+
+def _weights(pixels: FootprintPixels, samples: PsfSamples, pixel: np.ndarray) -> np.ndarray:
+    """Inverse model variances: read noise and flat as given, Poisson from a reference fit."""
+    area2 = pixels.area[pixel] ** 2
+    var_poisson = pixels.var_poisson[pixel] * area2
+    fixed = (pixels.var_rnoise[pixel] + pixels.var_flat[pixel]) * area2
+    total = var_poisson + fixed
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = np.where(total > 0, 1.0 / total, 0.0)
+    numerator = np.bincount(samples.bins, first * samples.data * samples.reference,
+                            minlength=samples.n_bins)  # fmt: skip
+    denominator = np.bincount(samples.bins, first * samples.reference**2,
+                              minlength=samples.n_bins)  # fmt: skip
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flux = np.where(denominator > 0, numerator / denominator, 0.0)
+    signal = np.clip(flux[samples.bins] * samples.reference, 0.0, None)
+    # One regression of VAR_POISSON on the modelled signal over the whole channel.
+    modelled = poisson_variance_model(
+        var_poisson[None, :], signal[None, :], (total > 0)[None, :]
+    )[0]
+    variance = fixed + modelled
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((variance > 0) & (total > 0), 1.0 / variance, 0.0)
+
+
+def choose_psf(
+    mode: str,
+    pixels: FootprintPixels,
+    members: BinMembers,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    reference,
+    band: str,
+):
+    """
+    The PSF one channel's extraction uses.
+
+    Parameters
+    ----------
+    mode : str
+        ``auto``, ``reference`` or ``empirical``.
+    pixels : FootprintPixels
+        The channel's pixels.
+    members : BinMembers
+        The final grid's bins.
+    alpha, beta : ndarray
+        ``(K,)`` source position per bin (arcsec).
+    reference : MrsPsf or CubePsf
+        The ``mrspsf`` reference of the band.
+    band : str
+        For messages.
+
+    Returns
+    -------
+    psf : MrsPsf, CubePsf or CorrectedPsf
+        The PSF to extract with.
+    choice : PsfChoice
+        What was used and why.
+
+    Raises
+    ------
+    InputDataError
+        ``empirical`` was requested and the data cannot support a calibration.
+    """
+    if mode == "reference":
+        return reference, PsfChoice(mode, "reference", "the reference PSF was requested")
+    samples, pixel = _samples(pixels, members, alpha, beta, reference)
+    samples.weight = _weights(pixels, samples, pixel)
+    n_bins = np.unique(samples.bins[samples.weight > 0]).size
+    problem = None
+    calibration = None
+    if n_bins < MIN_BINS:
+        problem = f"only {n_bins} bins have usable pixels near the source (need {MIN_BINS})"
+    else:
+        try:
+            calibration = calibrate_psf(samples)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            problem = f"the calibration failed ({exc})"
+    if calibration is not None:
+        flux = np.abs(calibration.flux)
+        statistic = np.bincount(samples.bins, samples.weight * samples.reference**2,
+                                minlength=samples.n_bins)  # fmt: skip
+        with np.errstate(divide="ignore", invalid="ignore"):
+            statistical = np.nanmedian(1.0 / np.sqrt(statistic) / flux)
+            psf_error = np.nanmedian(calibration.flux_error / flux)
+            change = np.nanmedian(np.abs(calibration.reference_flux / calibration.flux - 1.0))
+        gained = calibration.reference_chi_square - calibration.chi_square
+        needed = calibration.effective_parameters + SIGNIFICANCE * np.sqrt(
+            2.0 * calibration.effective_parameters
+        )
+        summary = (
+            f"chi-square {calibration.reference_chi_square:.4g} -> {calibration.chi_square:.4g} "
+            f"with {calibration.effective_parameters:.0f} effective parameters; fluxes change "
+            f"by {100 * change:.2f}%, the calibrated PSF's flux error is {100 * psf_error:.2f}%, "
+            f"a bin's statistical error {100 * statistical:.2f}%"
+        )
+        if not psf_error <= MAX_PSF_ERROR_SHARE * statistical:
+            problem = f"the source is too faint to pin the PSF down ({summary})"
+        elif mode == "auto" and not (gained > needed and change > psf_error):
+            # Forced calibration is harmless here: the reference already describes the data.
+            problem = f"the data do not prefer a calibrated PSF ({summary})"
+        if problem is None:
+            choice = PsfChoice(mode, "empirical", f"calibrated on the exposure: {summary}",
+                               calibration, float(statistical))  # fmt: skip
+            log.info("Channel %s: PSF %s", band, choice.reason)
+            psf = CorrectedPsf(reference, calibration.grid, calibration.coefficients)
+            return psf, choice
+    if mode == "empirical":
+        raise InputDataError(
+            f"band {band}: psf='empirical' cannot be used: {problem}; use psf='auto' to fall "
+            "back to the reference PSF"
+        )
+    log.warning("Channel %s: using the reference PSF: %s", band, problem)
+    choice = PsfChoice(mode, "reference", problem, calibration)
+    return reference, choice
