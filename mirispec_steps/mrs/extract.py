@@ -361,7 +361,10 @@ def extract_channels(
         mode = settings.psf if needs_psf else "reference"
         # The PSF first (a line's bins misfit, but they are few against the band's), then
         # the spectrum's shape inside each bin with it.
-        psf, choice = choose_psf(mode, pixels, members, alpha, beta, reference, geometry.name)
+        psf, choice = choose_psf(
+            mode, pixels, members, alpha, beta, reference, geometry.name,
+            settings.subtract_background,
+        )  # fmt: skip
         if needs_psf:
             # A PSF fit on bins a third as wide gives the spectrum's shape inside each bin
             # (aperture sums over so few pixels would show their sampling, not the spectrum).

@@ -10,10 +10,13 @@ calibrated PSF when the data clearly prefer it and can pin it down:
   effective number of parameters by ``SIGNIFICANCE`` standard deviations
   of a chi-square with that many degrees of freedom (the correction
   describes structure, not noise), and
-- the flux uncertainty the correction's own uncertainty causes (correlated
-  between bins) is smaller than the change the correction makes to the
-  fluxes (median over bins, relative): the reference's error that the
-  calibration removes is larger than the error it brings;
+- the change the correction makes to the fluxes (median over bins,
+  relative) is ``CHANGE_OVER_PSF_ERROR`` times the flux uncertainty the
+  correction's own uncertainty causes (correlated between bins): the
+  reference's error it removes is clearly larger than the error it brings;
+- that change is at least ``CHANGE_OVER_STATISTICAL`` of a bin's
+  statistical error: a reference whose error is negligible against the
+  noise is kept;
 
 otherwise it falls back to the reference with a log line saying why. The
 x1d product records the choice per channel.
@@ -47,6 +50,10 @@ PSF_MODES = ("auto", "reference", "empirical")
 CALIBRATION_REACH_FWHM = 8.0
 #: Standard deviations of chi-square gain needed to prefer the calibrated PSF.
 SIGNIFICANCE = 5.0
+#: How much larger than its own flux uncertainty, and than a share of the statistical error,
+#: the calibration's change to the fluxes must be for ``auto`` to use it.
+CHANGE_OVER_PSF_ERROR = 3.0
+CHANGE_OVER_STATISTICAL = 0.3
 #: A forced calibration fails when its flux uncertainty exceeds this share of a bin's
 #: statistical error (the source is too faint to measure a PSF).
 MAX_PSF_ERROR_SHARE = 1.0
@@ -173,6 +180,7 @@ def choose_psf(
     beta: np.ndarray,
     reference,
     band: str,
+    fit_background: bool = False,
 ):
     """
     The PSF one channel's extraction uses.
@@ -191,6 +199,9 @@ def choose_psf(
         The ``mrspsf`` reference of the band.
     band : str
         For messages.
+    fit_background : bool
+        Fit a constant background surface brightness per bin along with the
+        flux (as the extraction will).
 
     Returns
     -------
@@ -208,6 +219,8 @@ def choose_psf(
         return reference, PsfChoice(mode, "reference", "the reference PSF was requested")
     samples, pixel = _samples(pixels, members, alpha, beta, reference)
     samples.weight = _weights(pixels, samples, pixel)
+    if fit_background:
+        samples.area = pixels.area[pixel]
     n_bins = np.unique(samples.bins[samples.weight > 0]).size
     problem = None
     calibration = None
@@ -238,7 +251,11 @@ def choose_psf(
         )
         if not psf_error <= MAX_PSF_ERROR_SHARE * statistical:
             problem = f"the source is too faint to pin the PSF down ({summary})"
-        elif mode == "auto" and not (gained > needed and change > psf_error):
+        elif mode == "auto" and not (
+            gained > needed
+            and change > CHANGE_OVER_PSF_ERROR * psf_error
+            and change > CHANGE_OVER_STATISTICAL * statistical
+        ):
             # Forced calibration is harmless here: the reference already describes the data.
             problem = f"the data do not prefer a calibrated PSF ({summary})"
         if problem is None:

@@ -238,6 +238,9 @@ class PsfSamples:
         Footprint extent in scaled coordinates (offsets from the source over ``W``).
     n_bins : int
         K.
+    area : ndarray or None
+        Footprint solid angle: with it, every bin also fits a constant
+        background surface brightness.
     """
 
     bins: np.ndarray
@@ -250,13 +253,15 @@ class PsfSamples:
     v_low: np.ndarray
     v_high: np.ndarray
     n_bins: int
+    area: np.ndarray | None = None
 
     def subset(self, keep: np.ndarray) -> PsfSamples:
         """The pairs where ``keep`` is True."""
         fields = ("bins", "data", "weight", "reference", "shape", "u_low", "u_high",
                   "v_low", "v_high")  # fmt: skip
+        area = None if self.area is None else self.area[keep]
         return PsfSamples(**{name: getattr(self, name)[keep] for name in fields},
-                          n_bins=self.n_bins)  # fmt: skip
+                          n_bins=self.n_bins, area=area)  # fmt: skip
 
 
 @dataclass
@@ -393,40 +398,81 @@ def _prior(n: int) -> np.ndarray:
     ) / AMPLITUDE_PRIOR**2
 
 
-def _project_fluxes(samples: PsfSamples, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fluxes minimising the weighted residual for a fixed PSF share ``model``; and sum w s^2."""
-    w = samples.weight
-    numerator = np.bincount(samples.bins, w * samples.data * model, minlength=samples.n_bins)
-    denominator = np.bincount(samples.bins, w * model**2, minlength=samples.n_bins)
+@dataclass
+class _BinFit:
+    """Each bin's linear parameters for a fixed PSF: flux, optionally a background."""
+
+    flux: np.ndarray
+    background: np.ndarray
+    inverse: np.ndarray  # (K, T, T) inverse of each bin's normal matrix (0 where empty)
+
+    def predicted(self, samples: PsfSamples, model: np.ndarray) -> np.ndarray:
+        value = np.nan_to_num(self.flux)[samples.bins] * model
+        if samples.area is not None:
+            value = value + np.nan_to_num(self.background)[samples.bins] * samples.area
+        return value
+
+
+def _terms(samples: PsfSamples, model: np.ndarray) -> list[np.ndarray]:
+    return [model] if samples.area is None else [model, samples.area]
+
+
+def _project(samples: PsfSamples, model: np.ndarray) -> _BinFit:
+    """The linear parameters minimising the weighted residual for a fixed PSF share ``model``."""
+    terms = _terms(samples, model)
+    n_terms, n_bins, w = len(terms), samples.n_bins, samples.weight
+    normal = np.empty((n_bins, n_terms, n_terms))
+    right = np.empty((n_bins, n_terms))
+    for i, first in enumerate(terms):
+        right[:, i] = np.bincount(samples.bins, w * first * samples.data, minlength=n_bins)
+        for j, second in enumerate(terms[: i + 1]):
+            normal[:, i, j] = normal[:, j, i] = np.bincount(
+                samples.bins, w * first * second, minlength=n_bins
+            )
+    scale = np.sqrt(np.abs(np.einsum("kii->ki", normal)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        flux = np.where(denominator > 0, numerator / denominator, np.nan)
-    return flux, denominator
+        scaled = normal / (scale[:, :, None] * scale[:, None, :])
+    ok = np.all(scale > 0, axis=1) & (np.abs(np.linalg.det(np.where(
+        np.isfinite(scaled), scaled, 0.0))) > 1e-10)  # fmt: skip
+    inverse = np.zeros_like(normal)
+    inverse[ok] = np.linalg.inv(normal[ok])
+    parameters = np.einsum("kij,kj->ki", inverse, right)
+    parameters[~ok] = np.nan
+    background = parameters[:, 1] if n_terms > 1 else np.zeros(n_bins)
+    return _BinFit(parameters[:, 0], background, inverse)
 
 
-def _chi_square(samples: PsfSamples, model: np.ndarray, flux: np.ndarray) -> float:
-    residual = samples.data - np.nan_to_num(flux)[samples.bins] * model
+def _chi_square(samples: PsfSamples, model: np.ndarray, fit: _BinFit) -> float:
+    residual = samples.data - fit.predicted(samples, model)
     return float(np.sum(samples.weight * residual**2))
 
 
 class _Normal:
-    """Gauss-Newton normal equations of the correction, the fluxes eliminated (Schur)."""
+    """Gauss-Newton normal equations of the correction, the bins' parameters eliminated (Schur)."""
 
-    def __init__(self, design: _Design, samples: PsfSamples, model, flux, sum_model):
-        known = np.nan_to_num(flux)
-        amplitude = known[samples.bins] * samples.shape
-        residual = samples.data - known[samples.bins] * model
+    def __init__(self, design: _Design, samples: PsfSamples, model, fit: _BinFit):
+        amplitude = np.nan_to_num(fit.flux)[samples.bins] * samples.shape
+        residual = samples.data - fit.predicted(samples, model)
         weight = samples.weight
+        terms = _terms(samples, model)
         gram = design.gram(weight * amplitude**2)
-        cross = design.cross(weight * amplitude * model, samples.bins, samples.n_bins)
         gradient = design.vector(weight * amplitude * residual)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inverse = np.where(sum_model > 0, 1.0 / sum_model, 0.0)
-        flux_gradient = np.bincount(samples.bins, weight * model * residual,
-                                    minlength=samples.n_bins)  # fmt: skip
+        # (K, T, C) and (K, T): each bin parameter's coupling to the correction and residual.
+        cross = np.stack(
+            [design.cross(weight * amplitude * term, samples.bins, samples.n_bins)
+             for term in terms], axis=1,
+        )  # fmt: skip
+        bin_gradient = np.stack(
+            [np.bincount(samples.bins, weight * term * residual, minlength=samples.n_bins)
+             for term in terms], axis=1,
+        )  # fmt: skip
+        response = np.einsum("kij,kjc->kic", fit.inverse, cross)
         #: dF_k / dc at fixed data (up to sign): the flux's response to the correction.
-        self.flux_sensitivity = cross * inverse[:, None]
-        self.reduced = gram - cross.T @ self.flux_sensitivity
-        self.reduced_gradient = gradient - cross.T @ (flux_gradient * inverse)
+        self.flux_sensitivity = response[:, 0, :]
+        size = cross.shape[-1]
+        self.reduced = gram - cross.reshape(-1, size).T @ response.reshape(-1, size)
+        solved = np.einsum("kij,kj->ki", fit.inverse, bin_gradient)
+        self.reduced_gradient = gradient - np.einsum("kic,ki->c", cross, solved)
 
 
 class _ConstrainedSolver:
@@ -520,29 +566,31 @@ def calibrate_psf(
     solver = _ConstrainedSolver(_prior(n)[np.ix_(free, free)], constraint[free])
     coefficients = np.zeros(n * n)
     model = samples.reference.copy()
-    flux, sum_model = _project_fluxes(samples, model)
+    fit = _project(samples, model)
+    flux = fit.flux
     reference_flux = flux
-    reference_chi_square = _chi_square(samples, model, flux)
+    reference_chi_square = _chi_square(samples, model, fit)
     n_given = samples.bins.size
     median_flux = float(np.nanmedian(np.abs(flux))) if np.any(np.isfinite(flux)) else 0.0
     iterations = 0
     rejected = False
     for iterations in range(1, max_iterations + 1):
-        normal = _Normal(design, samples, model, flux, sum_model)
+        normal = _Normal(design, samples, model, fit)
         step = solver.solve(
             normal.reduced[np.ix_(free, free)],
             normal.reduced_gradient[free] - solver.prior @ coefficients[free],
         )
         coefficients[free] += step
         model = samples.reference + samples.shape * design.correction(coefficients)
-        new_flux, sum_model = _project_fluxes(samples, model)
+        fit = _project(samples, model)
+        new_flux = fit.flux
         change = np.nanmax(np.abs(new_flux - flux)) if np.any(np.isfinite(new_flux)) else 0.0
         flux = new_flux
         if change <= tolerance * max(median_flux, np.finfo(float).tiny):
             if rejected or not reject_sigma:
                 break
             rejected = True
-            residual = samples.data - np.nan_to_num(flux)[samples.bins] * model
+            residual = samples.data - fit.predicted(samples, model)
             normalised = samples.weight * residual**2
             # Against the fit's own scatter: a model that is only close (noise-free data, an
             # imperfect PSF) must not lose its worst-fitted core pixels.
@@ -552,12 +600,14 @@ def calibrate_psf(
                 break
             samples = samples.subset(np.ones(samples.bins.size, dtype=bool))
             samples.weight = np.where(outlier, 0.0, samples.weight)
-            flux, sum_model = _project_fluxes(samples, model)
+            fit = _project(samples, model)
+            flux = fit.flux
     n_rejected = n_given - int(np.count_nonzero(samples.weight > 0))
     if n_rejected:
         # Compare like with like: the reference on the same pairs.
-        reference_flux, _ = _project_fluxes(samples, samples.reference)
-        reference_chi_square = _chi_square(samples, samples.reference, reference_flux)
+        reference_fit = _project(samples, samples.reference)
+        reference_flux = reference_fit.flux
+        reference_chi_square = _chi_square(samples, samples.reference, reference_fit)
     # The posterior at the last linearisation: the data's share of the correction's
     # precision, and the flux uncertainty the correction's uncertainty causes.
     covariance = solver.covariance(normal.reduced[np.ix_(free, free)])
@@ -570,7 +620,7 @@ def calibrate_psf(
         coefficients=coefficients.reshape(n, n),
         flux=flux,
         reference_flux=reference_flux,
-        chi_square=_chi_square(samples, model, flux),
+        chi_square=_chi_square(samples, model, fit),
         reference_chi_square=reference_chi_square,
         n_pairs=int(np.count_nonzero(samples.weight > 0)),
         n_rejected=n_rejected,
