@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 PSF_MODES = ("auto", "reference", "empirical")
 #: Pairs within this many reference FWHM of the source (along alpha and beta) are fitted.
 CALIBRATION_REACH_FWHM = 8.0
+#: Beyond this many FWHM (along alpha or beta) the correction's knots are coarse and the
+#: pixels faint: only every ``WING_STRIDE``-th bin's pairs there are fitted (the wings change
+#: slowly with wavelength, and the fit's cost follows the number of pairs).
+WING_FWHM = 3.0
+WING_STRIDE = 4
 #: Standard deviations of chi-square gain needed to prefer the calibrated PSF.
 SIGNIFICANCE = 5.0
 #: How much larger than its own flux uncertainty, and than a share of the statistical error,
@@ -113,12 +118,12 @@ def _samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]
     alpha_mid = 0.5 * (pixels.alpha_low + pixels.alpha_high)
     beta_mid = 0.5 * (pixels.beta_low + pixels.beta_high)
     reach = CALIBRATION_REACH_FWHM * width[index]
-    near = (
-        members.inside
-        & pixels.valid[index]
-        & (np.abs(alpha_mid[index] - alpha[:, None]) <= reach)
-        & (np.abs(beta_mid[index] - beta[:, None]) <= reach)
+    distance = np.maximum(
+        np.abs(alpha_mid[index] - alpha[:, None]), np.abs(beta_mid[index] - beta[:, None])
     )
+    wing = distance > WING_FWHM / CALIBRATION_REACH_FWHM * reach
+    sampled = (np.arange(index.shape[0]) % WING_STRIDE == 0)[:, None]
+    near = members.inside & pixels.valid[index] & (distance <= reach) & (~wing | sampled)
     bins, slots = np.nonzero(near)
     pixel = index[bins, slots]
     centre_alpha, centre_beta = alpha[bins], beta[bins]

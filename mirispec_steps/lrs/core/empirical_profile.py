@@ -37,6 +37,8 @@ from scipy import linalg
 from scipy.interpolate import BSpline
 from scipy.linalg import blas
 
+from mirispec_steps.core.bspline import bspline_values
+
 __all__ = [
     "ProfileBasis",
     "ProfileFitter",
@@ -121,28 +123,8 @@ class ProfileLayout:
 
 
 def _cubic_bsplines(points: np.ndarray, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """
-    The four non-zero cubic B-splines at each point (de Boor's recursion, all points at once).
-
-    ``knots`` strictly increasing, every point inside ``[knots[3], knots[-4])``.
-    Returns the values ``(n, 4)`` and the index of the first of the four splines.
-    """
-    interval = np.searchsorted(knots, points, side="right") - 1
-    left = np.empty((points.size, 3))
-    right = np.empty((points.size, 3))
-    values = np.ones((points.size, 1))
-    for degree in range(1, 4):
-        left[:, degree - 1] = points - knots[interval + 1 - degree]
-        right[:, degree - 1] = knots[interval + degree] - points
-        raised = np.empty((points.size, degree + 1))
-        carried = np.zeros(points.size)
-        for r in range(degree):
-            share = values[:, r] / (right[:, r] + left[:, degree - 1 - r])
-            raised[:, r] = carried + right[:, r] * share
-            carried = left[:, degree - 1 - r] * share
-        raised[:, degree] = carried
-        values = raised
-    return values, interval - 3
+    """The four non-zero cubic B-splines at each point and the first one's index."""
+    return bspline_values(points, knots, 3)
 
 
 def _offset_basis(offsets: np.ndarray, layout: ProfileLayout, n_extra: int = 0) -> np.ndarray:
