@@ -59,9 +59,9 @@ SIGNIFICANCE = 5.0
 #: the calibration's change to the fluxes must be for ``auto`` to use it.
 CHANGE_OVER_PSF_ERROR = 3.0
 CHANGE_OVER_STATISTICAL = 0.3
-#: A forced calibration fails when its flux uncertainty exceeds this share of a bin's
-#: statistical error (the source is too faint to measure a PSF).
-MAX_PSF_ERROR_SHARE = 1.0
+#: A calibration whose flux uncertainty (relative, correlated between bins) exceeds this
+#: fails: the source is too faint to measure a PSF.
+MAX_PSF_ERROR = 0.01
 #: Fewest bins with data a calibration needs.
 MIN_BINS = 20
 
@@ -149,8 +149,15 @@ def _samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]
         v_low=(low_b - centre_beta) / scale,
         v_high=(high_b - centre_beta) / scale,
         n_bins=index.shape[0],
+        wavelength=wavelength,
     )
     return samples, pixel
+
+
+def _nodes(pixels: FootprintPixels, samples: PsfSamples) -> np.ndarray:
+    """The correction's wavelength nodes: the ends of the calibrated pixels' range."""
+    wavelength = samples.wavelength[samples.weight > 0]
+    return np.array([np.min(wavelength), np.max(wavelength)])
 
 
 def _weights(pixels: FootprintPixels, samples: PsfSamples, pixel: np.ndarray) -> np.ndarray:
@@ -233,7 +240,7 @@ def choose_psf(
         problem = f"only {n_bins} bins have usable pixels near the source (need {MIN_BINS})"
     else:
         try:
-            calibration = calibrate_psf(samples)
+            calibration = calibrate_psf(samples, wavelength_nodes=_nodes(pixels, samples))
         except (ValueError, np.linalg.LinAlgError) as exc:
             problem = f"the calibration failed ({exc})"
     if calibration is not None:
@@ -254,7 +261,7 @@ def choose_psf(
             f"by {100 * change:.2f}%, the calibrated PSF's flux error is {100 * psf_error:.2f}%, "
             f"a bin's statistical error {100 * statistical:.2f}%"
         )
-        if not psf_error <= MAX_PSF_ERROR_SHARE * statistical:
+        if not psf_error <= MAX_PSF_ERROR:
             problem = f"the source is too faint to pin the PSF down ({summary})"
         elif mode == "auto" and not (
             gained > needed
@@ -267,7 +274,8 @@ def choose_psf(
             choice = PsfChoice(mode, "empirical", f"calibrated on the exposure: {summary}",
                                calibration, float(statistical))  # fmt: skip
             log.info("Channel %s: PSF %s", band, choice.reason)
-            psf = CorrectedPsf(reference, calibration.grid, calibration.coefficients)
+            psf = CorrectedPsf(reference, calibration.grid, calibration.coefficients,
+                               calibration.wavelength_nodes)  # fmt: skip
             return psf, choice
     if mode == "empirical":
         raise InputDataError(

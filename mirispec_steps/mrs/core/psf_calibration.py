@@ -58,6 +58,7 @@ __all__ = [
     "PsfCalibration",
     "PsfSamples",
     "calibrate_psf",
+    "node_weights",
 ]
 
 #: Knots of the correction in FWHM units: 0.25 FWHM in the core, coarser in the wings, out
@@ -242,6 +243,8 @@ class PsfSamples:
     area : ndarray or None
         Footprint solid angle: with it, every bin also fits a constant
         background surface brightness.
+    wavelength : ndarray or None
+        Pixel wavelength (micron), for corrections that change with it.
     """
 
     bins: np.ndarray
@@ -255,14 +258,16 @@ class PsfSamples:
     v_high: np.ndarray
     n_bins: int
     area: np.ndarray | None = None
+    wavelength: np.ndarray | None = None
 
     def subset(self, keep: np.ndarray) -> PsfSamples:
         """The pairs where ``keep`` is True."""
         fields = ("bins", "data", "weight", "reference", "shape", "u_low", "u_high",
                   "v_low", "v_high")  # fmt: skip
-        area = None if self.area is None else self.area[keep]
+        optional = {name: None if getattr(self, name) is None else getattr(self, name)[keep]
+                    for name in ("area", "wavelength")}  # fmt: skip
         return PsfSamples(**{name: getattr(self, name)[keep] for name in fields},
-                          n_bins=self.n_bins, area=area)  # fmt: skip
+                          n_bins=self.n_bins, **optional)  # fmt: skip
 
 
 @dataclass
@@ -275,7 +280,9 @@ class PsfCalibration:
     grid : CorrectionGrid
         The correction's basis.
     coefficients : ndarray
-        ``(n, n)`` correction ``c[i (u), j (v)]``.
+        ``(L, n, n)`` correction ``c[node, i (u), j (v)]``.
+    wavelength_nodes : ndarray
+        ``(L,)`` the nodes' wavelengths (one node: the same at all wavelengths).
     flux : ndarray
         ``(K,)`` fluxes fitted with the corrected PSF (NaN for bins without data).
     reference_flux : ndarray
@@ -298,6 +305,7 @@ class PsfCalibration:
 
     grid: CorrectionGrid
     coefficients: np.ndarray
+    wavelength_nodes: np.ndarray
     flux: np.ndarray
     reference_flux: np.ndarray
     chi_square: float
@@ -315,6 +323,29 @@ class PsfCalibration:
         return gained / max(self.effective_parameters, 1.0)
 
 
+def node_weights(wavelength: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """
+    ``(N, L)`` weights of each wavelength node: linear interpolation, constant beyond the ends.
+
+    Examples
+    --------
+    >>> node_weights(np.array([5.0, 5.5, 7.0]), np.array([5.0, 6.0])).tolist()
+    [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    """
+    wavelength = np.asarray(wavelength, dtype=float).ravel()
+    nodes = np.asarray(nodes, dtype=float)
+    if nodes.size == 1:
+        return np.ones((wavelength.size, 1))
+    weights = np.zeros((wavelength.size, nodes.size))
+    position = np.interp(wavelength, nodes, np.arange(nodes.size))
+    lower = np.minimum(np.floor(position).astype(int), nodes.size - 2)
+    upper_share = position - lower
+    rows = np.arange(wavelength.size)
+    weights[rows, lower] = 1.0 - upper_share
+    weights[rows, lower + 1] = upper_share
+    return weights
+
+
 class _Design:
     """
     The correction's footprint integrals per pair: a sparse matrix and dense windows.
@@ -322,12 +353,16 @@ class _Design:
     Every pair touches a small window of basis functions along ``u`` and
     along ``v``. Pairs are put in the order of their windows' start, so the
     Gram matrix is a sum of small dense products, one per window position.
-    ``order`` is that order; the samples must be permuted by it.
+    ``order`` is that order; the samples must be permuted by it. With
+    several wavelength nodes, each pair's window repeats once per node,
+    weighted by the pair's interpolation weight.
     """
 
-    def __init__(self, samples: PsfSamples, grid: CorrectionGrid):
+    def __init__(self, samples: PsfSamples, grid: CorrectionGrid, blend: np.ndarray):
         n = grid.n_basis
         self.n = n
+        n_nodes = blend.shape[1]
+        self.size = n_nodes * n * n
         along, along_start = grid.window_integrals(samples.u_low, samples.u_high)
         across, across_start = grid.window_integrals(samples.v_low, samples.v_high)
         key = along_start * n + across_start
@@ -338,11 +373,15 @@ class _Design:
         self.group_starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
         self.group_stops = np.r_[self.group_starts[1:], sorted_key.size]
         n_pairs, width_u, width_v = along.shape[0], along.shape[1], across.shape[1]
-        # (P, wu * wv) local design and the global coefficient index of each of its columns.
-        self.local = (along[:, :, None] * across[:, None, :]).reshape(n_pairs, -1)
+        # (P, L * wu * wv) local design and the global coefficient index of each column.
+        local = (along[:, :, None] * across[:, None, :]).reshape(n_pairs, -1)
+        blend = blend[self.order]
+        self.local = (blend[:, :, None] * local[:, None, :]).reshape(n_pairs, -1)
         offsets_u = along_start[:, None] + np.arange(width_u)[None, :]
         offsets_v = across_start[:, None] + np.arange(width_v)[None, :]
-        self.columns = (offsets_u[:, :, None] * n + offsets_v[:, None, :]).reshape(n_pairs, -1)
+        columns = (offsets_u[:, :, None] * n + offsets_v[:, None, :]).reshape(n_pairs, -1)
+        node_offset = n * n * np.arange(n_nodes)
+        self.columns = (node_offset[None, :, None] + columns[:, None, :]).reshape(n_pairs, -1)
         # Each group's columns that are not zero for all its pairs (wing pairs touch few).
         self.group_columns = [
             np.flatnonzero(np.any(self.local[start:stop] != 0, axis=0))
@@ -351,7 +390,7 @@ class _Design:
         width = self.local.shape[1]
         self.matrix = sparse.csr_matrix(
             (self.local.ravel(), self.columns.ravel(), np.arange(0, n_pairs * width + 1, width)),
-            shape=(n_pairs, n * n),
+            shape=(n_pairs, self.size),
         )
 
     def correction(self, coefficients: np.ndarray) -> np.ndarray:
@@ -359,8 +398,8 @@ class _Design:
         return self.matrix @ coefficients.ravel()
 
     def gram(self, pair_weight: np.ndarray) -> np.ndarray:
-        """``sum_p w_p a_p a_p^T`` over the ``n^2`` coefficients."""
-        size = self.n * self.n
+        """``sum_p w_p a_p a_p^T`` over all coefficients."""
+        size = self.size
         normal = np.zeros((size, size))
         local = self.local * np.sqrt(pair_weight)[:, None]
         groups = zip(self.group_starts, self.group_stops, self.group_columns, strict=True)
@@ -371,14 +410,14 @@ class _Design:
         return normal
 
     def cross(self, pair_weight: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
-        """``(K, n^2)``: ``sum_{p in k} w_p a_p``."""
+        """``(K, size)``: ``sum_{p in k} w_p a_p``."""
         selector = sparse.csr_matrix(
             (pair_weight, (bins, np.arange(bins.size))), shape=(n_bins, bins.size)
         )
         return (selector @ self.matrix).toarray()
 
     def vector(self, pair_weight: np.ndarray) -> np.ndarray:
-        """``(n^2,)``: ``sum_p w_p a_p``."""
+        """``(size,)``: ``sum_p w_p a_p``."""
         return self.matrix.T @ pair_weight
 
 
@@ -477,28 +516,33 @@ class _Normal:
 
 
 class _ConstrainedSolver:
-    """Solves ``(N + prior) x = b`` subject to ``t . x = 0`` (a Lagrange multiplier)."""
+    """Solves ``(N + prior) x = b`` subject to ``T x = 0`` (Lagrange multipliers)."""
 
-    def __init__(self, prior: np.ndarray, constraint: np.ndarray):
+    def __init__(self, prior: np.ndarray, constraints: np.ndarray):
         self.prior = prior
-        self.constraint = constraint
+        self.constraints = np.atleast_2d(constraints)
 
     def _factor(self, normal):
         return cho_factor(normal + self.prior, check_finite=False)
 
+    def _project(self, factor, vector_or_matrix):
+        directions = cho_solve(factor, self.constraints.T, check_finite=False)  # (C, m)
+        coupling = self.constraints @ directions  # (m, m)
+        return directions, coupling
+
     def solve(self, normal: np.ndarray, right: np.ndarray) -> np.ndarray:
         factor = self._factor(normal)
         unconstrained = cho_solve(factor, right, check_finite=False)
-        direction = cho_solve(factor, self.constraint, check_finite=False)
-        multiplier = (self.constraint @ unconstrained) / (self.constraint @ direction)
-        return unconstrained - multiplier * direction
+        directions, coupling = self._project(factor, right)
+        multipliers = np.linalg.solve(coupling, self.constraints @ unconstrained)
+        return unconstrained - directions @ multipliers
 
     def covariance(self, normal: np.ndarray) -> np.ndarray:
-        """Posterior covariance on the constraint's plane."""
+        """Posterior covariance on the constraints' plane."""
         factor = self._factor(normal)
         inverse = cho_solve(factor, np.eye(normal.shape[0]), check_finite=False)
-        direction = inverse @ self.constraint
-        return inverse - np.outer(direction, direction) / (self.constraint @ direction)
+        directions, coupling = self._project(factor, None)
+        return inverse - directions @ np.linalg.solve(coupling, directions.T)
 
 
 def calibrate_psf(
@@ -507,6 +551,7 @@ def calibrate_psf(
     max_iterations: int = MAX_ITERATIONS,
     tolerance: float = FLUX_TOLERANCE,
     reject_sigma: float | None = 5.0,
+    wavelength_nodes: np.ndarray | None = None,
 ) -> PsfCalibration:
     """
     Fit the correction to the reference PSF and the fluxes of every bin together.
@@ -525,6 +570,11 @@ def calibrate_psf(
         After convergence, pairs whose residual exceeds this many sigma
         (unflagged cosmic rays, hot pixels) are left out and the fit
         continues (once); None or 0 keeps every pair.
+    wavelength_nodes : ndarray or None
+        Wavelengths (micron; needs ``samples.wavelength``) at which the
+        correction is free, interpolated linearly between them (a PSF
+        whose shape in scaled coordinates drifts across the band); None:
+        one correction for all wavelengths.
 
     Returns
     -------
@@ -555,22 +605,36 @@ def calibrate_psf(
     """
     grid = grid or CorrectionGrid()
     samples = samples.subset(samples.weight > 0)
-    design = _Design(samples, grid)
+    nodes = np.atleast_1d(np.asarray(
+        [0.0] if wavelength_nodes is None else wavelength_nodes, dtype=float))  # fmt: skip
+    if nodes.size > 1 and samples.wavelength is None:
+        raise ValueError("wavelength nodes need the samples' wavelengths")
+    blend = node_weights(
+        samples.wavelength if nodes.size > 1 else np.zeros(samples.bins.size), nodes
+    )
+    design = _Design(samples, grid, blend)
     samples = samples.subset(design.order)
     n = grid.n_basis
-    constraint = np.outer(grid.totals, grid.totals).ravel()
+    n_nodes = nodes.size
+    spatial = np.outer(grid.totals, grid.totals).ravel()
+    # Each node's correction integrates to zero.
+    constraints = np.kron(np.eye(n_nodes), spatial[None, :])
     # Coverage of each function per bin that samples it at all (wing pairs may come from
-    # some bins only).
+    # some bins only), per node.
     touched = np.count_nonzero(
         design.cross(np.ones(samples.bins.size), samples.bins, samples.n_bins), axis=0
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        covered = design.vector(np.ones(samples.bins.size)) / constraint / touched
+        covered = design.vector(np.ones(samples.bins.size)) / np.tile(spatial, n_nodes)
+        covered = covered / touched * np.repeat(
+            n_nodes / np.maximum(blend.sum(axis=0) / blend.shape[0] * n_nodes, 1e-12), n * n
+        )
     free = np.flatnonzero(covered >= MIN_COVERAGE)
     if free.size < 2:
         raise ValueError("the footprints cover too little of the correction's grid to fit it")
-    solver = _ConstrainedSolver(_prior(n)[np.ix_(free, free)], constraint[free])
-    coefficients = np.zeros(n * n)
+    prior = np.kron(np.eye(n_nodes), _prior(n))
+    solver = _ConstrainedSolver(prior[np.ix_(free, free)], constraints[:, free])
+    coefficients = np.zeros(n_nodes * n * n)
     model = samples.reference.copy()
     fit = _project(samples, model)
     flux = fit.flux
@@ -624,7 +688,8 @@ def calibrate_psf(
     flux_error = np.where(np.isfinite(flux), flux_error, np.nan)
     return PsfCalibration(
         grid=grid,
-        coefficients=coefficients.reshape(n, n),
+        coefficients=coefficients.reshape(n_nodes, n, n),
+        wavelength_nodes=nodes,
         flux=flux,
         reference_flux=reference_flux,
         chi_square=_chi_square(samples, model, fit),
@@ -652,7 +717,9 @@ class CorrectedPsf:
     grid : CorrectionGrid
         The correction's basis.
     coefficients : ndarray
-        ``(n, n)`` correction.
+        ``(n, n)`` correction, or ``(L, n, n)`` at ``wavelength_nodes``.
+    wavelength_nodes : ndarray or None
+        ``(L,)`` wavelengths of the coefficient sets (linear interpolation).
 
     Notes
     -----
@@ -662,10 +729,15 @@ class CorrectedPsf:
     FWHM keep their size whatever the calibration found.
     """
 
-    def __init__(self, reference, grid: CorrectionGrid, coefficients: np.ndarray):
+    def __init__(self, reference, grid: CorrectionGrid, coefficients: np.ndarray,
+                 wavelength_nodes: np.ndarray | None = None):  # fmt: skip
         self.reference = reference
         self.grid = grid
-        self.coefficients = np.asarray(coefficients, dtype=float)
+        coefficients = np.asarray(coefficients, dtype=float)
+        self.coefficients = coefficients.reshape((-1, *coefficients.shape[-2:]))
+        self.wavelength_nodes = (
+            np.zeros(1) if wavelength_nodes is None else np.atleast_1d(wavelength_nodes)
+        )
 
     def fwhm(self, wavelength: np.ndarray | float) -> np.ndarray:
         """The reference's along-slice FWHM (arcsec)."""
@@ -696,8 +768,12 @@ class CorrectedPsf:
             )
             rows = start_u[:, None, None] + np.arange(along.shape[1])[None, :, None]
             columns = start_v[:, None, None] + np.arange(across.shape[1])[None, None, :]
-            block = self.coefficients[rows, columns]
-            result[part] = np.einsum("pi,pij,pj->p", along, block, across)
+            weights = node_weights(lam, self.wavelength_nodes)
+            total = np.zeros(lam.size)
+            for node, coefficients in enumerate(self.coefficients):
+                block = coefficients[rows, columns]
+                total += weights[:, node] * np.einsum("pi,pij,pj->p", along, block, across)
+            result[part] = total
         return result.reshape(shape)
 
     def footprint_fraction(
