@@ -49,10 +49,13 @@ PSF_MODES = ("auto", "reference", "empirical")
 #: Pairs within this many reference FWHM of the source (along alpha and beta) are fitted.
 CALIBRATION_REACH_FWHM = 8.0
 #: Beyond this many FWHM (along alpha or beta) the correction's knots are coarse and the
-#: pixels faint: only every ``WING_STRIDE``-th bin's pairs there are fitted (the wings change
-#: slowly with wavelength, and the fit's cost follows the number of pairs).
+#: pixels faint. For a bright source (median bin S/N above ``BRIGHT_SNR``) only every
+#: ``WING_STRIDE``-th bin's pairs there are fitted: the wings change slowly with wavelength,
+#: the fit's cost follows the number of pairs, and at that S/N the correction's own flux
+#: uncertainty stays far below a bin's. Fainter sources use every pair.
 WING_FWHM = 3.0
 WING_STRIDE = 4
+BRIGHT_SNR = 300.0
 #: Standard deviations of chi-square gain needed to prefer the calibrated PSF.
 SIGNIFICANCE = 5.0
 #: How much larger than its own flux uncertainty, and than a share of the statistical error,
@@ -122,10 +125,11 @@ def _samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]
         np.abs(alpha_mid[index] - alpha[:, None]), np.abs(beta_mid[index] - beta[:, None])
     )
     wing = distance > WING_FWHM / CALIBRATION_REACH_FWHM * reach
-    sampled = (np.arange(index.shape[0]) % WING_STRIDE == 0)[:, None]
-    near = members.inside & pixels.valid[index] & (distance <= reach) & (~wing | sampled)
+    near = members.inside & pixels.valid[index] & (distance <= reach)
     bins, slots = np.nonzero(near)
     pixel = index[bins, slots]
+    # Marks the wing pairs until they are thinned (then: how many pairs each stands for).
+    multiplicity = np.where(wing[bins, slots], 0.0, 1.0)
     centre_alpha, centre_beta = alpha[bins], beta[bins]
     wavelength = pixels.wavelength[pixel]
     edges = (
@@ -150,8 +154,30 @@ def _samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]
         v_high=(high_b - centre_beta) / scale,
         n_bins=index.shape[0],
         wavelength=wavelength,
+        multiplicity=multiplicity,
+        # Pixels of one slice share its beta edges.
+        strip=np.unique(np.round(low_b, 6), return_inverse=True)[1],
     )
     return samples, pixel
+
+
+def _thin_wings(samples: PsfSamples, pixel: np.ndarray) -> tuple[PsfSamples, np.ndarray]:
+    """Wing pairs of every ``WING_STRIDE``-th bin only, each standing for ``WING_STRIDE``."""
+    wing = samples.multiplicity == 0
+    keep = ~wing | (samples.bins % WING_STRIDE == 0)
+    thinned = samples.subset(keep)
+    thinned.multiplicity = np.where(wing[keep], float(WING_STRIDE), 1.0)
+    return thinned, pixel[keep]
+
+
+def _median_snr(samples: PsfSamples) -> float:
+    """Median bin S/N of a reference fit (weights already set)."""
+    w, f = samples.weight, samples.reference
+    information = np.bincount(samples.bins, w * f**2, minlength=samples.n_bins)
+    projected = np.bincount(samples.bins, w * f * samples.data, minlength=samples.n_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = projected / np.sqrt(information)
+    return float(np.nanmedian(snr[information > 0])) if np.any(information > 0) else 0.0
 
 
 def _nodes(pixels: FootprintPixels, samples: PsfSamples) -> np.ndarray:
@@ -231,6 +257,10 @@ def choose_psf(
         return reference, PsfChoice(mode, "reference", "the reference PSF was requested")
     samples, pixel = _samples(pixels, members, alpha, beta, reference)
     samples.weight = _weights(pixels, samples, pixel)
+    if _median_snr(samples) > BRIGHT_SNR:
+        samples, pixel = _thin_wings(samples, pixel)
+    else:
+        samples.multiplicity = np.ones(samples.bins.size)
     if fit_background:
         samples.area = pixels.area[pixel]
     n_bins = np.unique(samples.bins[samples.weight > 0]).size

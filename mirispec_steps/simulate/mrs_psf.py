@@ -48,6 +48,7 @@ __all__ = [
     "MoffatMrsPsf",
     "SampledMrsPsf",
     "gaussian_variant",
+    "light_outside_field",
 ]
 
 #: Telescope diameter (m) and arcsec per radian.
@@ -95,6 +96,16 @@ class SampledMrsPsf:
     def cube(self, low: float, high: float) -> CubePsf:
         """The PSF cube covering ``[low, high]`` micron (planes every 1.5%)."""
         return _cube(self, round(float(low), 3), round(float(high), 3))
+
+    def mrspsf_entry(self, low: float, high: float) -> dict:
+        """The cube covering ``[low, high]`` as an ``mrspsf`` band entry (the true PSF)."""
+        cube = self.cube(low, high)
+        return {
+            "wavelength": cube.wavelength,
+            "alpha": cube.alpha,
+            "beta": cube.beta,
+            "data": np.diff(np.diff(cube.cumulative, axis=1), axis=2),
+        }
 
     def light_outside(self, wavelength: float, half_width_alpha: float, half_width_beta: float):
         """Share of the light outside a centred rectangle of the given half-widths (arcsec)."""
@@ -293,6 +304,47 @@ class MoffatMrsPsf(SampledMrsPsf):
         width = float(self.core_fwhm(wavelength)) / (2.0 * np.sqrt(2.0 ** (1.0 / self.power) - 1))
         radius2 = (along / width) ** 2 + (across * self.axis_ratio / width) ** 2
         return (1.0 + radius2) ** -self.power
+
+
+def light_outside_field(psf, geometry, alpha: float, beta: float, wavelength: float) -> float:
+    """
+    Share of a point source's light that falls outside a channel's field at one wavelength.
+
+    The field is the union of the slices (each slice's along-slice extent
+    and beta edges, from the pixels within 1% of ``wavelength``). No
+    measurement on the detector sees this light: an extraction takes it
+    from its reference PSF, so a reference that puts ``r`` outside where
+    the truth puts ``t`` biases every flux by about ``r - t``.
+
+    Parameters
+    ----------
+    psf : object
+        Anything with the PSF classes' ``footprint_fraction``.
+    geometry : ChannelGeometry
+        The channel.
+    alpha, beta : float
+        Source position (arcsec).
+    wavelength : float
+        Micron.
+
+    Returns
+    -------
+    float
+        The share outside the field.
+    """
+    near = np.abs(geometry.wavelength - wavelength) < 0.01 * wavelength
+    inside = 0.0
+    for slice_number in np.unique(geometry.slice_number[near]):
+        chosen = near & (geometry.slice_number == slice_number)
+        edges = (
+            np.min(np.minimum(geometry.alpha_low[chosen], geometry.alpha_high[chosen])),
+            np.max(np.maximum(geometry.alpha_low[chosen], geometry.alpha_high[chosen])),
+            np.min(geometry.beta_low[chosen]),
+            np.max(geometry.beta_high[chosen]),
+        )
+        inside += float(psf.footprint_fraction(
+            *(np.array(edge) for edge in edges), alpha, beta, np.array(wavelength)))  # fmt: skip
+    return 1.0 - inside
 
 
 def gaussian_variant() -> MrsPsf:

@@ -224,7 +224,8 @@ class CubePsf:
         cumulative = np.zeros((density.shape[0], self.beta.size + 1, self.alpha.size + 1))
         cumulative[:, 1:, 1:] = cells.cumsum(axis=1).cumsum(axis=2)
         cumulative /= cumulative[:, -1:, -1:]
-        self._cumulative = cumulative
+        #: ``(W, B + 1, A + 1)`` share of each plane's light below and left of each cell corner.
+        self.cumulative = cumulative
         centre_row = int(np.argmin(np.abs(self.beta)))
         self._fwhm = np.array(
             [_half_maximum_width(plane[centre_row], self.alpha) for plane in cells]
@@ -247,7 +248,7 @@ class CubePsf:
             first = np.minimum(np.floor(position).astype(int), edges.size - 2)
             values.append((first, position - first))
         (i, ti), (j, tj) = values
-        table = self._cumulative
+        table = self.cumulative
         return (
             (1 - ti) * (1 - tj) * table[plane, j, i]
             + ti * (1 - tj) * table[plane, j, i + 1]

@@ -67,12 +67,15 @@ CORRECTION_KNOTS = (-8.0, -6.5, -5.0, -4.0, -3.25, -2.5, -2.0, *(0.25 * np.arang
                     2.0, 2.5, 3.25, 4.0, 5.0, 6.5, 8.0)  # fmt: skip
 #: Prior widths (units of the scaled density, whose peak is ~0.8) of the correction's
 #: coefficients and of their second differences along either axis.
-AMPLITUDE_PRIOR = 0.2
-ROUGHNESS_PRIOR = 0.02
-#: Basis functions whose support the bins' footprints cover less than this often (per bin,
-#: relative to the function's integral) are held at zero: the data do not see them, and
-#: left free they would let light move between seen and unseen regions (the flux scale).
-MIN_COVERAGE = 0.5
+AMPLITUDE_PRIOR = 1.0
+ROUGHNESS_PRIOR = 0.08
+#: Basis functions of which the data see less than this share (averaged over the bins that
+#: touch them) are held at zero: the data barely constrain them.
+MIN_COVERAGE = 0.05
+#: With a fitted background, a correction flat across the field would trade flux for
+#: background: only functions inside this many FWHM are free, the wings beyond are the
+#: reference's and the background takes the flat level.
+BACKGROUND_EXTENT = 3.25
 #: Gauss-Newton iterations and the relative flux change that ends them.
 MAX_ITERATIONS = 8
 FLUX_TOLERANCE = 2.0e-4
@@ -245,6 +248,11 @@ class PsfSamples:
         background surface brightness.
     wavelength : ndarray or None
         Pixel wavelength (micron), for corrections that change with it.
+    multiplicity : ndarray or None
+        How many pairs each stands for (a pair kept from one bin in ``s``
+        stands for ``s``); it only enters the field's coverage, not the fit.
+    strip : ndarray or None
+        Strip of sky (the slice) of each pair, for the field's coverage.
     """
 
     bins: np.ndarray
@@ -259,13 +267,15 @@ class PsfSamples:
     n_bins: int
     area: np.ndarray | None = None
     wavelength: np.ndarray | None = None
+    multiplicity: np.ndarray | None = None
+    strip: np.ndarray | None = None
 
     def subset(self, keep: np.ndarray) -> PsfSamples:
         """The pairs where ``keep`` is True."""
         fields = ("bins", "data", "weight", "reference", "shape", "u_low", "u_high",
                   "v_low", "v_high")  # fmt: skip
         optional = {name: None if getattr(self, name) is None else getattr(self, name)[keep]
-                    for name in ("area", "wavelength")}  # fmt: skip
+                    for name in ("area", "wavelength", "multiplicity", "strip")}  # fmt: skip
         return PsfSamples(**{name: getattr(self, name)[keep] for name in fields},
                           n_bins=self.n_bins, **optional)  # fmt: skip
 
@@ -487,6 +497,48 @@ def _chi_square(samples: PsfSamples, model: np.ndarray, fit: _BinFit) -> float:
     return float(np.sum(samples.weight * residual**2))
 
 
+def _tiling(samples: PsfSamples) -> np.ndarray:
+    """
+    ``(P,)`` how many times each pair's bin covers the pair's strip of sky.
+
+    A bin holds one or more detector rows of every slice, each row tiling
+    the slice's strip along alpha once: the summed widths over the strip's
+    extent count the rows. Without strips, the bin's coverage of the
+    central square ``|u|, |v| < 1`` stands for all its pairs.
+    """
+    if samples.strip is None:
+        overlap_u = np.clip(np.minimum(samples.u_high, 1) - np.maximum(samples.u_low, -1), 0, None)
+        overlap_v = np.clip(np.minimum(samples.v_high, 1) - np.maximum(samples.v_low, -1), 0, None)
+        per_bin = np.bincount(samples.bins, overlap_u * overlap_v, minlength=samples.n_bins) / 4
+        return per_bin[samples.bins]
+    _, key = np.unique(samples.bins * (int(samples.strip.max()) + 1) + samples.strip,
+                       return_inverse=True)  # fmt: skip
+    widths = np.bincount(key, samples.u_high - samples.u_low)
+    low = np.full(widths.size, np.inf)
+    high = np.full(widths.size, -np.inf)
+    np.minimum.at(low, key, samples.u_low)
+    np.maximum.at(high, key, samples.u_high)
+    return (widths / (high - low))[key]
+
+
+def _observed_integrals(samples: PsfSamples, design: _Design, n_nodes: int) -> np.ndarray:
+    """
+    ``(n^2,)`` each basis function's integral over the region the data see, averaged over bins.
+
+    Each pair counts once per time its bin covers its strip (``_tiling``)
+    and as many pairs as it stands for (``multiplicity``): the bins'
+    footprints then integrate a function over the field the data see.
+    """
+    size = design.n * design.n
+    multiplicity = (
+        np.ones(samples.bins.size) if samples.multiplicity is None else samples.multiplicity
+    )
+    weight = multiplicity / _tiling(samples)
+    n_bins = max(np.unique(samples.bins).size, 1)
+    # The node-expanded columns of one function sum to its unblended integral.
+    return design.vector(weight).reshape(n_nodes, size).sum(axis=0) / n_bins
+
+
 class _Normal:
     """Gauss-Newton normal equations of the correction, the bins' parameters eliminated (Schur)."""
 
@@ -617,21 +669,19 @@ def calibrate_psf(
     n = grid.n_basis
     n_nodes = nodes.size
     spatial = np.outer(grid.totals, grid.totals).ravel()
-    # Each node's correction integrates to zero.
-    constraints = np.kron(np.eye(n_nodes), spatial[None, :])
-    # Coverage of each function per bin that samples it at all (wing pairs may come from
-    # some bins only), per node.
-    touched = np.count_nonzero(
-        design.cross(np.ones(samples.bins.size), samples.bins, samples.n_bins), axis=0
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        covered = design.vector(np.ones(samples.bins.size)) / np.tile(spatial, n_nodes)
-        covered = covered / touched * np.repeat(
-            n_nodes / np.maximum(blend.sum(axis=0) / blend.shape[0] * n_nodes, 1e-12), n * n
+    observed = _observed_integrals(samples, design, n_nodes)
+    seen = observed / spatial >= MIN_COVERAGE
+    if samples.area is not None:
+        knots, k = grid.knots, grid.degree
+        inner = (knots[: grid.n_basis] >= -BACKGROUND_EXTENT) & (
+            knots[k + 1 :] <= BACKGROUND_EXTENT
         )
-    free = np.flatnonzero(covered >= MIN_COVERAGE)
+        seen &= np.outer(inner, inner).ravel()
+    free = np.flatnonzero(np.tile(seen, n_nodes))
     if free.size < 2:
         raise ValueError("the footprints cover too little of the correction's grid to fit it")
+    # Each node's correction adds no light to the region the data see (the normalisation).
+    constraints = np.kron(np.eye(n_nodes), observed[None, :])
     prior = np.kron(np.eye(n_nodes), _prior(n))
     solver = _ConstrainedSolver(prior[np.ix_(free, free)], constraints[:, free])
     coefficients = np.zeros(n_nodes * n * n)

@@ -1,0 +1,365 @@
+"""MRS PSF self-calibration: the core fit, and extraction accuracy on PSFs the package does not model.
+
+Every accuracy test here names the PSF that simulated the data (a family of
+:mod:`mirispec_steps.simulate.mrs_psf`) and the one that extracted it (the
+packaged analytic ``mrspsf``, calibrated on the exposure unless said
+otherwise). Only ``test_true_psf_cube_is_exact`` extracts with the PSF that
+simulated the data, and says so.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+from conftest import REAL_MRS_DIR, assert_honest_pulls, calibrated_mrs
+from numpy.testing import assert_allclose
+from scipy.special import ndtr
+
+from mirispec_steps import MrsCentroidStep, MrsExtractStep
+from mirispec_steps.errors import InputDataError
+from mirispec_steps.mrs.core.psf import MrsPsf
+from mirispec_steps.mrs.core.psf_calibration import (
+    CorrectedPsf,
+    CorrectionGrid,
+    PsfSamples,
+    calibrate_psf,
+    node_weights,
+)
+from mirispec_steps.mrs.geometry import mrs_geometry
+from mirispec_steps.mrs.references import write_mrs_psf
+from mirispec_steps.simulate.mrs_psf import (
+    MISMATCHED_MRS_FAMILIES,
+    DiffractionMrsPsf,
+    light_outside_field,
+)
+
+#: The issue's accuracy bounds: median and p10..p90 of FLUX / truth - 1 over each band.
+MEDIAN_BOUND = 0.005
+SPREAD_BOUND = 0.005
+
+# ---------------------------------------------------------------- the core
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_basis_integrals_match_quadrature(seed):
+    grid = CorrectionGrid()
+    rng = np.random.default_rng(seed)
+    low = rng.uniform(-9.0, 7.0, 40)
+    high = low + rng.uniform(0.01, 3.0, 40)
+    x = np.linspace(-8.0, 8.0, 160001)
+    values = grid.values(x)
+    expected = []
+    for a, b in zip(low, high, strict=True):
+        inside = (x >= a) & (x <= b)
+        expected.append(np.trapezoid(values[inside], x[inside], axis=0) if inside.sum() > 1
+                        else np.zeros(grid.n_basis))  # fmt: skip
+    assert_allclose(grid.integrals(low, high), np.array(expected), atol=2e-4)
+    window, start = grid.window_integrals(low, high)
+    dense = np.zeros((low.size, grid.n_basis))
+    for column in range(window.shape[1]):
+        dense[np.arange(low.size), start + column] += window[:, column]
+    assert_allclose(dense, grid.integrals(low, high), atol=1e-14)
+    assert_allclose(grid.integrals(np.array([-20.0]), np.array([20.0]))[0], grid.totals)
+
+
+def test_node_weights_interpolate_linearly():
+    weights = node_weights(np.array([4.0, 5.0, 5.25, 6.0, 9.0]), np.array([5.0, 6.0]))
+    assert_allclose(weights, [[1, 0], [1, 0], [0.75, 0.25], [0, 1], [0, 1]])
+    assert_allclose(node_weights(np.array([1.0, 2.0]), np.array([3.0])), [[1], [1]])
+
+
+def _gaussian_samples(sigma_true, sigma_reference, weight, n_bins=300, seed=1, pedestal=0.0,
+                      noise=False):  # fmt: skip
+    """
+    A Gaussian source (FWHM 1 along v) seen through pixels of 0.6 x 0.6 FWHM.
+
+    Each bin's pixels tile the square |u|, |v| < 3.3 once, at a pixel phase of
+    its own (as an exposure's bins see the source at other phases). Data from
+    ``sigma_true`` along u, the reference has ``sigma_reference``.
+    """
+    rng = np.random.default_rng(seed)
+    edges = np.arange(-3.3, 3.3001, 0.6)
+    phase = rng.uniform(-0.3, 0.3, (n_bins, 2))
+    low_u = (edges[:-1][None, :, None] + phase[:, 0, None, None]) * np.ones((1, 1, 11))
+    low_v = (edges[:-1][None, None, :] + phase[:, 1, None, None]) * np.ones((1, 11, 1))
+    low = np.stack([low_u.ravel(), low_v.ravel()])
+    high = low + 0.6
+
+    def share(sigma_u):
+        sigma_v = 0.4247
+        return (ndtr(high[0] / sigma_u) - ndtr(low[0] / sigma_u)) * (
+            ndtr(high[1] / sigma_v) - ndtr(low[1] / sigma_v)
+        )
+
+    bins = np.repeat(np.arange(n_bins), 121)
+    area = np.full(bins.size, 0.36)
+    data = 5.0 * share(sigma_true) + pedestal * area
+    if noise:
+        data = data + rng.standard_normal(bins.size) / np.sqrt(weight)
+    samples = PsfSamples(
+        bins, data, np.full(bins.size, float(weight)), share(sigma_reference),
+        np.ones(bins.size), low[0], high[0], low[1], high[1], n_bins,
+    )  # fmt: skip
+    return samples
+
+
+def test_calibration_recovers_fluxes_under_a_wrong_reference():
+    """Data: Gaussian of sigma 0.4247 FWHM units; reference 10% wider along u."""
+    samples = _gaussian_samples(0.4247, 0.467, 1e6)
+    result = calibrate_psf(samples)
+    reference = np.median(result.reference_flux) / 5.0 - 1
+    assert abs(reference) > 0.02  # the mismatch matters
+    assert_allclose(result.flux, 5.0, rtol=5e-4)
+    assert_allclose(np.median(result.flux), 5.0, rtol=5e-5)
+    assert result.chi_square < 1e-4 * result.reference_chi_square
+    assert 1 < result.iterations <= 8
+
+
+def test_calibration_fits_a_background_with_the_flux():
+    samples = _gaussian_samples(0.4247, 0.467, 1e6, pedestal=0.2)
+    without = calibrate_psf(samples)
+    samples.area = np.full(samples.bins.size, 0.36)
+    with_background = calibrate_psf(samples)
+    assert abs(np.median(without.flux) / 5.0 - 1) > 0.05  # the pedestal spoils the PSF
+    assert_allclose(with_background.flux, 5.0, rtol=1e-3)
+
+
+def test_calibration_rejects_a_spike():
+    samples = _gaussian_samples(0.4247, 0.467, 1e4, noise=True)
+    clean = calibrate_psf(samples)
+    core = np.flatnonzero((np.abs(samples.u_low) < 0.3) & (np.abs(samples.v_low) < 0.3))[:3]
+    samples.data = samples.data.copy()
+    samples.data[core] += 2.0
+    spiked = calibrate_psf(samples)
+    assert spiked.n_rejected >= 3
+    assert_allclose(np.median(spiked.flux), np.median(clean.flux), rtol=2e-4)
+    assert_allclose(np.median(clean.flux), 5.0, rtol=5e-3)
+
+
+def test_matched_reference_gains_only_noise_and_errors_are_honest():
+    """Data simulated and fitted with the same Gaussian: the correction fits noise only."""
+    shifts = []
+    for seed in range(6):
+        samples = _gaussian_samples(0.4247, 0.4247, 1e4, noise=True, seed=seed)
+        result = calibrate_psf(samples)
+        gained = result.reference_chi_square - result.chi_square
+        edf = result.effective_parameters
+        assert gained < edf + 5 * np.sqrt(2 * edf)
+        shifts.append(np.median(result.flux / result.reference_flux - 1) / np.median(
+            result.flux_error / result.flux))  # fmt: skip
+    # The correction's own flux uncertainty describes the common shift it causes.
+    assert np.sqrt(np.mean(np.square(shifts))) < 2.0
+
+
+def test_corrected_psf_is_the_reference_plus_the_correction():
+    reference = MrsPsf()
+    grid = CorrectionGrid()
+    coefficients = np.zeros((2, grid.n_basis, grid.n_basis))
+    coefficients[1, 10, 11] = 0.05
+    psf = CorrectedPsf(reference, grid, coefficients, np.array([5.0, 6.0]))
+    edges = (np.array([-0.1]), np.array([0.1]), np.array([-0.05]), np.array([0.12]))
+    at_first = psf.footprint_fraction(*edges, 0.0, 0.0, np.array([5.0]))
+    at_second = psf.footprint_fraction(*edges, 0.0, 0.0, np.array([6.0]))
+    halfway = psf.footprint_fraction(*edges, 0.0, 0.0, np.array([5.5]))
+    assert_allclose(at_first, reference.footprint_fraction(*edges, 0.0, 0.0, np.array([5.0])))
+    assert not np.allclose(at_second, reference.footprint_fraction(*edges, 0, 0, np.array([6.0])))
+    # Half way between the nodes: half the second node's correction (in coordinates scaled
+    # by the FWHM at 5.5 um).
+    second_only = CorrectedPsf(reference, grid, coefficients[1])
+    correction = psf.correction_fraction(*edges, 0.0, 0.0, np.array([5.5]))
+    assert_allclose(
+        correction, 0.5 * second_only.correction_fraction(*edges, 0, 0, np.array([5.5]))
+    )
+    assert_allclose(
+        halfway, reference.footprint_fraction(*edges, 0, 0, np.array([5.5])) + correction
+    )
+    # A correction integrates to its coefficients' weighted sum over a footprint covering all.
+    everything = (np.array([-50.0]), np.array([50.0]), np.array([-50.0]), np.array([50.0]))
+    total = psf.correction_fraction(*everything, 0.0, 0.0, np.array([6.0]))
+    assert_allclose(total, 0.05 * grid.totals[10] * grid.totals[11])
+
+
+# ---------------------------------------------------------------- accuracy, noise-free
+
+_CACHE = {}
+
+
+def _centred(tmp_path_factory, family, detector, band, flight):
+    """Simulated (family PSF), calibrated and centroided exposure, cached per case."""
+    key = (family, detector, band, flight)
+    if key not in _CACHE:
+        folder = tmp_path_factory.mktemp(f"{family}_{band}")
+        extra = {"reference_dir": REAL_MRS_DIR} if flight else {}
+        simulated, calibrated = calibrated_mrs(
+            folder, detector=detector, band=band, psf=MISMATCHED_MRS_FAMILIES[family](),
+            noise=False, bad_pixel_fraction=0.0, alpha=0.3, beta=-0.2, seed=1, **extra,
+        )  # fmt: skip
+        _CACHE[key] = (simulated, MrsCentroidStep.call(calibrated))
+    return _CACHE[key]
+
+
+def _ratios(x1d, simulated):
+    result = {}
+    for spec in x1d.spec:
+        table = spec.spec_table
+        truth = simulated.truth.flux(table["WAVELENGTH"], spec.name)
+        result[spec.name] = (np.asarray(table["WAVELENGTH"]), table["FLUX"] / truth - 1.0)
+    return result
+
+
+def _unseen_light_bias(simulated, model, name, wavelength):
+    """Flux bias the light beyond the field causes: reference's share outside minus the truth's."""
+    geometry = next(g for g in mrs_geometry(model) if g.name == name)
+    reference = MrsPsf()
+    samples = np.linspace(wavelength.min(), wavelength.max(), 5)[1:-1]
+    bias = [
+        light_outside_field(reference, geometry, 0.3, -0.2, value)
+        - light_outside_field(simulated.truth.psf, geometry, 0.3, -0.2, value)
+        for value in samples
+    ]
+    return float(np.mean(bias))
+
+
+CASES = [
+    ("diffraction", "MIRIFUSHORT", "SHORT", False),
+    ("moffat", "MIRIFUSHORT", "SHORT", False),
+    ("gaussian_variant", "MIRIFUSHORT", "SHORT", False),
+    ("diffraction", "MIRIFULONG", "SHORT", False),
+    ("moffat", "MIRIFULONG", "SHORT", False),
+    ("diffraction", "MIRIFUSHORT", "SHORT", True),
+    ("moffat", "MIRIFULONG", "LONG", True),
+    ("diffraction", "MIRIFULONG", "LONG", True),
+]
+
+
+@pytest.mark.parametrize(("family", "detector", "band", "flight"), CASES)
+def test_mismatched_psf_accuracy(tmp_path_factory, family, detector, band, flight):
+    """Simulated with ``family``, extracted with the packaged analytic PSF, psf=auto (default).
+
+    The light beyond the field is the one thing no measurement sees: the
+    extraction takes it from its reference. The bounds are centred on the
+    bias that causes (``_unseen_light_bias``: the diffraction family puts
+    0.1-0.6% of its light beyond the field, the packaged model below 0.2%;
+    the Moffat family less). Both are reported in the message.
+    """
+    simulated, centred = _centred(tmp_path_factory, family, detector, band, flight)
+    for method in ("optimal", "aperture"):
+        x1d = MrsExtractStep.call(centred, method=method)
+        for spec in x1d.spec:
+            record = x1d.mirispec_extraction.instance["channels"][spec.name[0]]["psf"]
+            assert record["used"] == "empirical", record
+        reference = _ratios(MrsExtractStep.call(centred, method=method, psf="reference"),
+                            simulated)  # fmt: skip
+        for name, (wavelength, ratio) in _ratios(x1d, simulated).items():
+            floor = _unseen_light_bias(simulated, centred, name, wavelength)
+            median = np.nanmedian(ratio)
+            p10, p90 = np.nanpercentile(ratio, [10, 90])
+            label = f"{family} {method} {name}: median {median:+.4f}, p10..p90 " \
+                    f"{p10:+.4f}..{p90:+.4f}, unseen-light bias {floor:+.4f}"  # fmt: skip
+            assert abs(median - floor) <= MEDIAN_BOUND, label
+            assert floor - SPREAD_BOUND <= p10 and p90 <= floor + SPREAD_BOUND, label
+            # ... where the reference alone is off by percents.
+            assert np.nanpercentile(np.abs(reference[name][1]), 90) > 0.02, name
+
+
+def test_true_psf_cube_is_exact(tmp_path_factory, tmp_path):
+    """Simulated with the diffraction family, extracted with that very PSF as a cube (matched)."""
+    simulated, centred = _centred(tmp_path_factory, "diffraction", "MIRIFUSHORT", "SHORT", False)
+    psf = simulated.truth.psf
+    assert isinstance(psf, DiffractionMrsPsf)
+    bands = {}
+    for geometry in mrs_geometry(centred):
+        low, high = np.nanmin(geometry.wavelength), np.nanmax(geometry.wavelength)
+        bands[geometry.name] = psf.mrspsf_entry(low, high)
+    cube_file = write_mrs_psf(tmp_path / "true_mrspsf.asdf", bands, "cube")
+    for method in ("optimal", "aperture"):
+        for mode in ("reference", "auto"):
+            x1d = MrsExtractStep.call(
+                centred, method=method, psf=mode, override_mrspsf=str(cube_file)
+            )
+            for name, (_, ratio) in _ratios(x1d, simulated).items():
+                assert np.nanmax(np.abs(np.nanpercentile(ratio, [10, 50, 90]))) < 0.001, (
+                    method, mode, name)  # fmt: skip
+
+
+# ---------------------------------------------------------------- noise
+
+
+@pytest.fixture(scope="module")
+def noisy_moffat(tmp_path_factory):
+    """Moffat-family source at bin S/N ~100 (1A/2A, built-in geometry), centroided."""
+    simulated, calibrated = calibrated_mrs(
+        tmp_path_factory.mktemp("noisy_moffat"), psf=MISMATCHED_MRS_FAMILIES["moffat"](), lines=(),
+        continuum=lambda w: 0.0004 * (w / 10.0) ** 1.5, alpha=0.3, beta=-0.2, seed=5,
+    )  # fmt: skip
+    return simulated, MrsCentroidStep.call(calibrated)
+
+
+def test_noisy_pulls_and_optimal_beats_aperture(noisy_moffat):
+    """Pulls of FLUX_ERROR (statistical) with unit scatter; their mean may be offset by the
+    calibrated PSF's own flux uncertainty, which is common to all bins (recorded in the
+    product as ``psf_flux_error``), up to twice its ratio to a bin's error."""
+    simulated, centred = noisy_moffat
+    signal_to_noise = {}
+    every_pull = []
+    for method in ("optimal", "aperture"):
+        x1d = MrsExtractStep.call(centred, method=method)
+        for spec in x1d.spec:
+            table = spec.spec_table
+            truth = simulated.truth.flux(table["WAVELENGTH"], spec.name)
+            pulls = (table["FLUX"] - truth) / table["FLUX_ERROR"]
+            record = x1d.mirispec_extraction.instance["channels"][spec.name[0]]["psf"]
+            assert record["used"] == "empirical"
+            common = record["psf_flux_error"] / np.nanmedian(table["FLUX_ERROR"] / table["FLUX"])
+            assert common < 0.4
+            assert_honest_pulls(pulls, systematic=2 * common, label=f"{method} {spec.name}")
+            every_pull.append(pulls[np.isfinite(pulls)])
+            signal_to_noise[method, spec.name] = np.nanmedian(table["FLUX"] / table["FLUX_ERROR"])
+    # The issue's 0.95-1.05, on all 2200 pulls (one band's 540 scatter by 0.03).
+    assert np.std(np.concatenate(every_pull)) == pytest.approx(1.0, abs=0.05)
+    for name in ("1A", "2A"):
+        assert 60 < signal_to_noise["optimal", name]
+        assert signal_to_noise["optimal", name] >= signal_to_noise["aperture", name]
+
+
+def test_faint_source_auto_is_not_worse_than_the_reference(tmp_path, caplog):
+    """Bin S/N ~10, Moffat family: auto may calibrate or keep the reference, never lose."""
+    simulated, calibrated = calibrated_mrs(
+        tmp_path, psf=MISMATCHED_MRS_FAMILIES["moffat"](), lines=(),
+        continuum=lambda w: 0.00004 * (w / 10.0) ** 1.5, alpha=0.3, beta=-0.2, seed=7,
+    )  # fmt: skip
+    errors = {}
+    for mode in ("auto", "reference"):
+        x1d = MrsExtractStep.call(calibrated, psf=mode, alpha=0.3, beta=-0.2)
+        for spec in x1d.spec:
+            table = spec.spec_table
+            truth = simulated.truth.flux(table["WAVELENGTH"], spec.name)
+            errors[mode, spec.name] = np.sqrt(np.nanmean((table["FLUX"] / truth - 1) ** 2))
+            if mode == "auto":
+                snr = np.nanmedian(table["FLUX"] / table["FLUX_ERROR"])
+                assert 5 < snr < 20, snr
+    for name in ("1A", "2A"):
+        assert errors["auto", name] <= errors["reference", name] * 1.01, errors
+
+
+def test_too_faint_to_calibrate(tmp_path, caplog):
+    """Bin S/N ~1: auto keeps the reference with a warning; a forced calibration is an error."""
+    _, calibrated = calibrated_mrs(
+        tmp_path, psf=MISMATCHED_MRS_FAMILIES["moffat"](), lines=(),
+        continuum=lambda w: 0.000004 * (w / 10.0) ** 1.5, alpha=0.3, beta=-0.2, seed=8,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="mirispec_steps"):
+        x1d = MrsExtractStep.call(calibrated, alpha=0.3, beta=-0.2)
+    for spec in x1d.spec:
+        record = x1d.mirispec_extraction.instance["channels"][spec.name[0]]["psf"]
+        assert record["used"] == "reference"
+    assert "using the reference PSF" in caplog.text
+    with pytest.raises(InputDataError, match="psf='empirical' cannot be used"):
+        MrsExtractStep.call(calibrated, alpha=0.3, beta=-0.2, psf="empirical")
+
+
+def test_unknown_psf_mode_is_refused(mrs_noiseless):
+    from stpipe.config_parser import ValidationError
+
+    with pytest.raises((ValidationError, InputDataError)):
+        MrsExtractStep.call(mrs_noiseless[1]["rate"], psf="magic")
