@@ -9,7 +9,8 @@ stpipe entry points under the aliases in parentheses) and
   :class:`LrsPsfStep` (``lrs_psf``: a ``psf`` reference from a bright star);
 - :class:`MrsCalibrateStep` (``mrs_calibrate``), :class:`MrsCentroidStep`
   (``mrs_centroid``), :class:`MrsExtractStep` (``mrs_extract``),
-  :class:`MrsPointSourcePipeline` (``mrs_point_source``);
+  :class:`MrsPointSourcePipeline` (``mrs_point_source``), :class:`MrsPsfStep`
+  (``mrs_psf``: an ``mrspsf`` cube from a bright star);
 - :class:`MirispecSpec2Pipeline` (``mirispec_spec2``) and
   :class:`MirispecSpec3Pipeline` (``mirispec_spec3``): jwst's calwebb_spec2/3
   with these extractions.
@@ -32,6 +33,7 @@ __all__ = [
     "MrsCentroidStep",
     "MrsExtractStep",
     "MrsPointSourcePipeline",
+    "MrsPsfStep",
     "__version__",
     "read_centroid",
 ]
@@ -46,6 +48,7 @@ _PUBLIC = {
     "MrsCentroidStep": "mirispec_steps.mrs.centroid_step",
     "MrsExtractStep": "mirispec_steps.mrs.extract_step",
     "MrsPointSourcePipeline": "mirispec_steps.mrs.pipeline",
+    "MrsPsfStep": "mirispec_steps.mrs.psf_step",
     "MirispecSpec2Pipeline": "mirispec_steps.jwst_pipelines",
     "MirispecSpec3Pipeline": "mirispec_steps.jwst_pipelines",
     "read_centroid": "mirispec_steps.mrs.centroid",

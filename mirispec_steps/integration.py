@@ -15,6 +15,7 @@ STEPS = (
     ("MrsCalibrateStep", "mrs_calibrate", False),
     ("MrsCentroidStep", "mrs_centroid", False),
     ("MrsExtractStep", "mrs_extract", False),
+    ("MrsPsfStep", "mrs_psf", False),
     ("MrsPointSourcePipeline", "mrs_point_source", True),
     ("LrsExtractPipeline", "lrs_extract", True),
     ("MirispecSpec2Pipeline", "mirispec_spec2", True),

@@ -15,7 +15,7 @@ from conftest import REAL_MRS_DIR, assert_honest_pulls, calibrated_mrs
 from numpy.testing import assert_allclose
 from scipy.special import ndtr
 
-from mirispec_steps import MrsCentroidStep, MrsExtractStep
+from mirispec_steps import MrsCentroidStep, MrsExtractStep, MrsPsfStep
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs.core.psf import MrsPsf
 from mirispec_steps.mrs.core.psf_calibration import (
@@ -26,7 +26,7 @@ from mirispec_steps.mrs.core.psf_calibration import (
     node_weights,
 )
 from mirispec_steps.mrs.geometry import mrs_geometry
-from mirispec_steps.mrs.references import write_mrs_psf
+from mirispec_steps.mrs.references import load_mrs_psf, write_mrs_psf
 from mirispec_steps.simulate.mrs_psf import (
     MISMATCHED_MRS_FAMILIES,
     DiffractionMrsPsf,
@@ -363,3 +363,97 @@ def test_unknown_psf_mode_is_refused(mrs_noiseless):
 
     with pytest.raises((ValidationError, InputDataError)):
         MrsExtractStep.call(mrs_noiseless[1]["rate"], psf="magic")
+
+
+# ---------------------------------------------------------------- mrs_psf
+
+
+DITHERS = [(0.6, 0.5), (-0.6, -0.5), (0.5, -0.6), (-0.5, 0.6)]
+
+
+def _star(folder, alpha, beta, seed, psf=None, scale=0.05, fixed=False):
+    """A bright star (no lines) simulated with the diffraction family, calibrated, centroided
+    (or placed at its position, ``fixed``)."""
+    _, calibrated = calibrated_mrs(
+        folder, psf=psf or MISMATCHED_MRS_FAMILIES["diffraction"](), alpha=alpha, beta=beta,
+        seed=seed, lines=(), continuum=lambda w: scale * (w / 10.0) ** 1.5,
+    )  # fmt: skip
+    calibrated.meta.filename = f"star{seed}_mrscal.fits"
+    return MrsCentroidStep.call(calibrated, fixed_position=[alpha, beta] if fixed else None)
+
+
+@pytest.fixture(scope="module")
+def dithered_star_psf(tmp_path_factory):
+    """mrs_psf run with strun-like saving on a 4-point dither of a bright diffraction-family star."""
+    folder = tmp_path_factory.mktemp("mrs_psf")
+    stars = [_star(folder / f"star{i}", a, b, 20 + i) for i, (a, b) in enumerate(DITHERS)]
+    output = folder / "out"
+    MrsPsfStep.call(stars, output_dir=str(output), save_results=True, save_plots=True)
+    return output
+
+
+def test_mrs_psf_from_a_dithered_star_calibrates_a_faint_source(dithered_star_psf, tmp_path):
+    """Star and target both simulated with the diffraction family; the target, elsewhere in the
+    field and faint, extracted with the measured cube (``psf=reference``) and self-calibrated on
+    top of it (``auto``)."""
+    written = sorted(path.name for path in dithered_star_psf.iterdir())
+    assert written == ["star20_mrspsf.asdf", "star20_mrspsf.png"], written
+    cube_file = str(dithered_star_psf / "star20_mrspsf.asdf")
+    reference = load_mrs_psf(cube_file)
+    assert reference.kind == "cube" and sorted(reference.bands) == ["1A", "2A"]
+    simulated, calibrated = calibrated_mrs(
+        tmp_path, psf=MISMATCHED_MRS_FAMILIES["diffraction"](), alpha=0.1, beta=0.25, seed=31,
+        lines=(), continuum=lambda w: 0.001 * (w / 10.0) ** 1.5,
+    )  # fmt: skip
+    centred = MrsCentroidStep.call(calibrated)
+    for method in ("optimal", "aperture"):
+        packaged = _ratios(MrsExtractStep.call(centred, method=method, psf="reference"),
+                           simulated)  # fmt: skip
+        for mode in ("reference", "auto"):
+            x1d = MrsExtractStep.call(
+                centred, method=method, psf=mode, override_mrspsf=cube_file
+            )
+            for name, (_, ratio) in _ratios(x1d, simulated).items():
+                median = np.nanmedian(ratio)
+                assert abs(median) < MEDIAN_BOUND, (method, mode, name, median)
+                assert abs(np.nanmedian(packaged[name][1])) > 0.03  # the packaged PSF is far off
+
+
+def test_mrs_psf_plot_is_written(dithered_star_psf):
+    from PIL import Image
+
+    with Image.open(dithered_star_psf / "star20_mrspsf.png") as image:
+        width, height = image.size
+    assert width > 800 and height > 500
+
+
+def test_mrs_psf_refuses_bad_stars(tmp_path):
+    """Too faint, saturated, extended, two sources: a clear error and nothing written."""
+    output = tmp_path / "out"
+    faint = _star(tmp_path / "faint", 0.2, 0.1, 40, scale=0.00005, fixed=True)
+    with pytest.raises(InputDataError, match="below min_snr"):
+        MrsPsfStep.call(faint, output_dir=str(output), save_results=True)
+    bright = _star(tmp_path / "bright", 0.2, 0.1, 41)
+    saturated = bright.copy()
+    geometry = mrs_geometry(saturated)[0]
+    core = np.hypot(0.5 * (geometry.alpha_low + geometry.alpha_high) - 0.2,
+                    0.5 * (geometry.beta_low + geometry.beta_high) - 0.1) < 0.15  # fmt: skip
+    saturated.dq[geometry.y[core], geometry.x[core]] |= 2  # SATURATED
+    with pytest.raises(InputDataError, match="saturated"):
+        MrsPsfStep.call(saturated, output_dir=str(output), save_results=True)
+    wide = _star(tmp_path / "wide", 0.2, 0.1, 42, psf=MrsPsf(fwhm_slope=0.08, fwhm_offset=0.4),
+                 fixed=True)
+    with pytest.raises(InputDataError, match="extended"):
+        MrsPsfStep.call(wide, output_dir=str(output), save_results=True)
+    _, companion = calibrated_mrs(
+        tmp_path / "companion", psf=MISMATCHED_MRS_FAMILIES["diffraction"](), alpha=-0.7,
+        beta=-0.6, seed=43, lines=(), continuum=lambda w: 0.02 * (w / 10.0) ** 1.5,
+    )  # fmt: skip
+    pair = bright.copy()
+    pair.data = bright.data + companion.data
+    with pytest.raises(InputDataError, match="two sources|extended"):
+        MrsPsfStep.call(pair, output_dir=str(output), save_results=True)
+    assert not output.exists() or not any(output.iterdir())
+    no_centroid = calibrated_mrs(tmp_path / "plain", seed=44)[1]
+    with pytest.raises(InputDataError, match="run mrs_centroid first"):
+        MrsPsfStep.call(no_centroid)

@@ -370,3 +370,74 @@ def plot_mrs_extraction(model, results, settings, path, plot_wavelength=None,
     """Write :func:`extraction_figure` to a PNG; returns the path."""
     figure = extraction_figure(model, results, settings, plot_wavelength, title)
     return save_figure(figure, path, dpi=90)
+
+
+def mrs_psf_figure(results: dict, title: str = "MRS PSF measured on a point source") -> Figure:
+    """
+    Each band's measured PSF: image, profiles against the reference, and their difference.
+
+    Parameters
+    ----------
+    results : dict
+        Band to :class:`~mirispec_steps.mrs.psf_builder.BandPsf`.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        One row per band, at the band's middle wavelength: the measured
+        PSF (log stretch, arcsec); cuts along alpha and beta through the
+        centre, measured and reference, in units of the measured peak (log);
+        and measured minus reference in units of the measured peak.
+    """
+    from mirispec_steps.mrs.psf_builder import _plane
+
+    bands = sorted(results)
+    figure = Figure(figsize=(13.5, 3.6 * len(bands)))
+    axes = figure.subplots(len(bands), 3, squeeze=False)
+    for row, band in zip(axes, bands, strict=True):
+        result = results[band]
+        wavelength = float(np.mean(result.wavelength_range))
+        width = float(result.psf.fwhm(wavelength))
+        centres, measured = _plane(result.psf, wavelength, 4.0 * width, width / 8)
+        _, reference = _plane(result.psf.reference, wavelength, 4.0 * width, width / 8)
+        peak = measured.max()
+        extent = (centres[0], centres[-1], centres[0], centres[-1])
+        image_axis, cut_axis, difference_axis = row
+        shown = image_axis.imshow(
+            np.clip(measured / peak, 1e-4, None), origin="lower", extent=extent, cmap="magma",
+            norm=SymLogNorm(linthresh=1e-4, vmin=1e-4, vmax=1.0),
+        )  # fmt: skip
+        figure.colorbar(shown, ax=image_axis, label="density / peak")
+        image_axis.set_xlabel("alpha (arcsec)")
+        image_axis.set_ylabel("beta (arcsec)")
+        image_axis.set_title(
+            f"{band}: measured PSF at {wavelength:.2f} um\n{result.n_exposures} exposure(s)",
+            fontsize=9, loc="left",
+        )  # fmt: skip
+        middle = centres.size // 2
+        for values, label, style in ((measured, "measured", "-"), (reference, "reference", ":")):
+            cut_axis.semilogy(centres, np.clip(values[middle] / peak, 1e-5, None), style,
+                              color="tab:blue", label=f"along alpha, {label}")  # fmt: skip
+            cut_axis.semilogy(centres, np.clip(values[:, middle] / peak, 1e-5, None), style,
+                              color="tab:orange", label=f"along beta, {label}")  # fmt: skip
+        cut_axis.set_xlabel("offset from the source (arcsec)")
+        cut_axis.set_ylabel("density / measured peak")
+        cut_axis.set_ylim(1e-5, 2.0)
+        legend_above(cut_axis, ncol=2)
+        limit = float(np.max(np.abs(measured - reference)) / peak) or 1e-3
+        shown = difference_axis.imshow(
+            (measured - reference) / peak, origin="lower", extent=extent, cmap="RdBu_r",
+            norm=Normalize(-limit, limit),
+        )  # fmt: skip
+        figure.colorbar(shown, ax=difference_axis, label="(measured - reference) / peak")
+        difference_axis.set_xlabel("alpha (arcsec)")
+        difference_axis.set_title("measured minus reference", fontsize=9, loc="left")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_mrs_psf(results: dict, path, title="MRS PSF measured on a point source") -> str:
+    """Write :func:`mrs_psf_figure` to a PNG; returns the path."""
+    return save_figure(mrs_psf_figure(results, title), path, dpi=90)

@@ -40,7 +40,15 @@ from mirispec_steps.mrs.core.psf_calibration import (
 )
 from mirispec_steps.mrs.core.spectral_grid import BinMembers
 
-__all__ = ["PSF_MODES", "PsfChoice", "choose_psf"]
+__all__ = [
+    "PSF_MODES",
+    "PsfChoice",
+    "calibration_samples",
+    "calibration_weights",
+    "choose_psf",
+    "median_snr",
+    "thin_wings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +122,7 @@ class PsfChoice:
         return record
 
 
-def _samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]:
+def calibration_samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]:
     """The calibration's pairs: usable members within reach of the source."""
     index = members.index
     width = np.asarray(psf.fwhm(pixels.wavelength), dtype=float)
@@ -161,7 +169,7 @@ def _samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]
     return samples, pixel
 
 
-def _thin_wings(samples: PsfSamples, pixel: np.ndarray) -> tuple[PsfSamples, np.ndarray]:
+def thin_wings(samples: PsfSamples, pixel: np.ndarray) -> tuple[PsfSamples, np.ndarray]:
     """Wing pairs of every ``WING_STRIDE``-th bin only, each standing for ``WING_STRIDE``."""
     wing = samples.multiplicity == 0
     keep = ~wing | (samples.bins % WING_STRIDE == 0)
@@ -170,7 +178,7 @@ def _thin_wings(samples: PsfSamples, pixel: np.ndarray) -> tuple[PsfSamples, np.
     return thinned, pixel[keep]
 
 
-def _median_snr(samples: PsfSamples) -> float:
+def median_snr(samples: PsfSamples) -> float:
     """Median bin S/N of a reference fit (weights already set)."""
     w, f = samples.weight, samples.reference
     information = np.bincount(samples.bins, w * f**2, minlength=samples.n_bins)
@@ -186,7 +194,7 @@ def _nodes(pixels: FootprintPixels, samples: PsfSamples) -> np.ndarray:
     return np.array([np.min(wavelength), np.max(wavelength)])
 
 
-def _weights(pixels: FootprintPixels, samples: PsfSamples, pixel: np.ndarray) -> np.ndarray:
+def calibration_weights(pixels: FootprintPixels, samples: PsfSamples, pixel: np.ndarray) -> np.ndarray:
     """Inverse model variances: read noise and flat as given, Poisson from a reference fit."""
     area2 = pixels.area[pixel] ** 2
     var_poisson = pixels.var_poisson[pixel] * area2
@@ -255,10 +263,10 @@ def choose_psf(
     """
     if mode == "reference":
         return reference, PsfChoice(mode, "reference", "the reference PSF was requested")
-    samples, pixel = _samples(pixels, members, alpha, beta, reference)
-    samples.weight = _weights(pixels, samples, pixel)
-    if _median_snr(samples) > BRIGHT_SNR:
-        samples, pixel = _thin_wings(samples, pixel)
+    samples, pixel = calibration_samples(pixels, members, alpha, beta, reference)
+    samples.weight = calibration_weights(pixels, samples, pixel)
+    if median_snr(samples) > BRIGHT_SNR:
+        samples, pixel = thin_wings(samples, pixel)
     else:
         samples.multiplicity = np.ones(samples.bins.size)
     if fit_background:

@@ -133,6 +133,9 @@ def band_resolving_power(resolution: ResolvingPower, band: str, low: float, high
     return resolution[band]
 
 
+#: Negative cells of a cube plane may hold at most this share of its total (a measured PSF
+#: dips below zero only where pixels do not resolve it).
+MAX_NEGATIVE_LIGHT = 0.25
 #: Parameters of an analytic ``mrspsf`` band entry (see :class:`MrsPsf`).
 MRS_PSF_PARAMETERS = ("fwhm_slope", "fwhm_offset", "axis_ratio", "wing_fraction", "wing_scale")
 
@@ -240,10 +243,17 @@ def _mrs_psf_band(where: str, kind: str, entry) -> tuple:
             f"{where}: 'data' has shape {data.shape}, expected (wavelength, beta, alpha) "
             f"= {expected}"
         )
-    if not np.all(np.isfinite(data)) or np.any(data < 0):
-        raise ReferenceFileError(f"{where}: 'data' must be finite and non-negative")
-    if np.any(data.sum(axis=(1, 2)) <= 0):
+    if not np.all(np.isfinite(data)):
+        raise ReferenceFileError(f"{where}: 'data' must be finite")
+    totals = data.sum(axis=(1, 2))
+    if np.any(totals <= 0):
         raise ReferenceFileError(f"{where}: a wavelength plane of 'data' holds no light")
+    negative = np.clip(data, None, 0.0).sum(axis=(1, 2))
+    if np.any(-negative > MAX_NEGATIVE_LIGHT * totals):
+        raise ReferenceFileError(
+            f"{where}: negative cells hold more than {100 * MAX_NEGATIVE_LIGHT:.0f}% of a "
+            "wavelength plane's light"
+        )
     return CubePsf(wavelength, alpha, beta, data), (float(wavelength[0]), float(wavelength[-1]))
 
 

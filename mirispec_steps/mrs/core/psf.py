@@ -190,11 +190,13 @@ class CubePsf:
     """
     A PSF sampled on a regular (alpha, beta) grid at several wavelengths.
 
-    Each cell's value is the mean surface density over that cell (the PSF
-    is piecewise constant on cells), so the light on any rectangle is
-    exact from the cumulative sums of the cells: the cumulative integral
-    is bilinear inside each cell. Between wavelength planes the enclosed
-    fractions are interpolated linearly.
+    Each cell's value is the mean surface density over that cell, so the
+    cumulative sums of the cells give the light below and left of every
+    cell corner exactly; the light on any rectangle comes from that table
+    interpolated with a cubic kernel (third order in the cell size, so a
+    smooth PSF sampled at FWHM / 8 is integrated to ~1e-4 of the peak).
+    Between wavelength planes the enclosed fractions are interpolated
+    linearly.
 
     Parameters
     ----------
@@ -205,7 +207,8 @@ class CubePsf:
         the PSF centre (arcsec).
     data : ndarray
         ``(W, B, A)`` surface density (any scale: each plane is normalised
-        to unit total).
+        to unit total; small negative values, as a measured PSF may have
+        where pixels do not resolve it, are kept).
 
     Notes
     -----
@@ -220,7 +223,9 @@ class CubePsf:
         density = np.asarray(data, dtype=float)
         self._alpha_edges = _cell_edges(self.alpha)
         self._beta_edges = _cell_edges(self.beta)
-        cells = np.clip(density, 0.0, None)
+        # A measured cube may dip below zero where pixels do not resolve the PSF: what it
+        # predicts for pixel footprints is what was measured, so its cells are kept as they are.
+        cells = density
         cumulative = np.zeros((density.shape[0], self.beta.size + 1, self.alpha.size + 1))
         cumulative[:, 1:, 1:] = cells.cumsum(axis=1).cumsum(axis=2)
         cumulative /= cumulative[:, -1:, -1:]
@@ -241,20 +246,37 @@ class CubePsf:
         return np.interp(np.asarray(wavelength, dtype=float), self.wavelength, self._fwhm)
 
     def _cumulative_at(self, plane, alpha, beta):
-        """Bilinear interpolation of a plane's cumulative fraction at (alpha, beta)."""
-        values = []
+        """A plane's cumulative fraction at (alpha, beta): cubic convolution of the corner table.
+
+        Keys' (1981) cubic kernel through the cell-corner values is exact for
+        the corners and third-order between them, so a footprint's light
+        follows the PSF's gradient inside a cell (a bilinear table would treat
+        every cell as uniform, an error of ~1% at the core for cells of
+        FWHM / 8).
+        """
+        axes = []
         for coordinate, edges in ((alpha, self._alpha_edges), (beta, self._beta_edges)):
             position = np.clip((coordinate - edges[0]) / (edges[1] - edges[0]), 0, edges.size - 1)
             first = np.minimum(np.floor(position).astype(int), edges.size - 2)
-            values.append((first, position - first))
-        (i, ti), (j, tj) = values
+            t = position - first
+            weights = (
+                ((-0.5 * t + 1.0) * t - 0.5) * t,
+                (1.5 * t - 2.5) * t * t + 1.0,
+                ((-1.5 * t + 2.0) * t + 0.5) * t,
+                (0.5 * t - 0.5) * t * t,
+            )
+            index = [np.clip(first + offset, 0, edges.size - 1) for offset in (-1, 0, 1, 2)]
+            axes.append((index, weights))
+        (columns, column_weights), (rows, row_weights) = axes
         table = self.cumulative
-        return (
-            (1 - ti) * (1 - tj) * table[plane, j, i]
-            + ti * (1 - tj) * table[plane, j, i + 1]
-            + (1 - ti) * tj * table[plane, j + 1, i]
-            + ti * tj * table[plane, j + 1, i + 1]
-        )
+        total = 0.0
+        for row, row_weight in zip(rows, row_weights, strict=True):
+            along = sum(
+                weight * table[plane, row, column]
+                for column, weight in zip(columns, column_weights, strict=True)
+            )
+            total = total + row_weight * along
+        return total
 
     def footprint_fraction(
         self,

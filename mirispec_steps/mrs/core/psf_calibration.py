@@ -253,6 +253,9 @@ class PsfSamples:
         stands for ``s``); it only enters the field's coverage, not the fit.
     strip : ndarray or None
         Strip of sky (the slice) of each pair, for the field's coverage.
+    exposure : ndarray or None
+        Exposure of each pair when several are fitted together: the region
+        the data see is the union of the exposures' fields.
     """
 
     bins: np.ndarray
@@ -269,13 +272,51 @@ class PsfSamples:
     wavelength: np.ndarray | None = None
     multiplicity: np.ndarray | None = None
     strip: np.ndarray | None = None
+    exposure: np.ndarray | None = None
+
+    @classmethod
+    def joined(cls, parts: list[PsfSamples]) -> PsfSamples:
+        """
+        Several sets of pairs as one (several exposures): bins and strips numbered in turn.
+
+        Parameters
+        ----------
+        parts : list of PsfSamples
+            Sets with the same optional fields.
+
+        Returns
+        -------
+        PsfSamples
+            All pairs; bin ``k`` of the second set is ``K_1 + k``.
+        """
+        bin_offsets = np.cumsum([0] + [part.n_bins for part in parts[:-1]])
+        values = {
+            name: np.concatenate([getattr(part, name) for part in parts])
+            for name in ("data", "weight", "reference", "shape", "u_low", "u_high", "v_low",
+                         "v_high")
+        }  # fmt: skip
+        values["bins"] = np.concatenate(
+            [part.bins + offset for part, offset in zip(parts, bin_offsets, strict=True)]
+        )
+        for name in ("area", "wavelength", "multiplicity"):
+            present = [getattr(part, name) for part in parts]
+            values[name] = None if any(v is None for v in present) else np.concatenate(present)
+        values["exposure"] = np.concatenate(
+            [np.full(part.bins.size, number) for number, part in enumerate(parts)]
+        )
+        if all(part.strip is not None for part in parts):
+            strip_offsets = np.cumsum([0] + [int(part.strip.max()) + 1 for part in parts[:-1]])
+            values["strip"] = np.concatenate(
+                [part.strip + offset for part, offset in zip(parts, strip_offsets, strict=True)]
+            )
+        return cls(n_bins=int(sum(part.n_bins for part in parts)), **values)
 
     def subset(self, keep: np.ndarray) -> PsfSamples:
         """The pairs where ``keep`` is True."""
         fields = ("bins", "data", "weight", "reference", "shape", "u_low", "u_high",
                   "v_low", "v_high")  # fmt: skip
         optional = {name: None if getattr(self, name) is None else getattr(self, name)[keep]
-                    for name in ("area", "wavelength", "multiplicity", "strip")}  # fmt: skip
+                    for name in ("area", "wavelength", "multiplicity", "strip", "exposure")}  # fmt: skip
         return PsfSamples(**{name: getattr(self, name)[keep] for name in fields},
                           n_bins=self.n_bins, **optional)  # fmt: skip
 
@@ -311,6 +352,9 @@ class PsfCalibration:
     flux_error : ndarray
         ``(K,)`` flux uncertainty from the correction's own uncertainty
         (correlated between bins).
+    observed_share : ndarray
+        ``(n, n)`` share of each basis function's integral the data see
+        (averaged over bins; 0 to 1).
     """
 
     grid: CorrectionGrid
@@ -325,6 +369,17 @@ class PsfCalibration:
     effective_parameters: float
     iterations: int
     flux_error: np.ndarray
+    observed_share: np.ndarray
+
+    def coverage(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Share of the sky the data saw at scaled offsets ``(u, v)`` (0 to 1, smooth)."""
+        shape = np.broadcast(u, v).shape
+        along = self.grid.values(np.broadcast_to(u, shape).ravel())
+        across = self.grid.values(np.broadcast_to(v, shape).ravel())
+        weight = np.sum((along @ self.observed_share) * across, axis=1)
+        total = along.sum(axis=1) * across.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(total > 0, weight / total, 0.0).reshape(shape)
 
     @property
     def improvement(self) -> float:
@@ -528,15 +583,23 @@ def _observed_integrals(samples: PsfSamples, design: _Design, n_nodes: int) -> n
     Each pair counts once per time its bin covers its strip (``_tiling``)
     and as many pairs as it stands for (``multiplicity``): the bins'
     footprints then integrate a function over the field the data see.
+    Several exposures (``exposure``) see the union of their fields: per
+    function, the largest of their averages.
     """
     size = design.n * design.n
     multiplicity = (
         np.ones(samples.bins.size) if samples.multiplicity is None else samples.multiplicity
     )
     weight = multiplicity / _tiling(samples)
-    n_bins = max(np.unique(samples.bins).size, 1)
-    # The node-expanded columns of one function sum to its unblended integral.
-    return design.vector(weight).reshape(n_nodes, size).sum(axis=0) / n_bins
+    exposure = np.zeros(samples.bins.size, int) if samples.exposure is None else samples.exposure
+    observed = np.zeros(size)
+    for number in np.unique(exposure):
+        mine = exposure == number
+        n_bins = max(np.unique(samples.bins[mine]).size, 1)
+        # The node-expanded columns of one function sum to its unblended integral.
+        average = design.vector(np.where(mine, weight, 0.0)).reshape(n_nodes, size).sum(axis=0)
+        observed = np.maximum(observed, average / n_bins)
+    return observed
 
 
 class _Normal:
@@ -740,6 +803,7 @@ def calibrate_psf(
         grid=grid,
         coefficients=coefficients.reshape(n_nodes, n, n),
         wavelength_nodes=nodes,
+        observed_share=np.clip(observed / spatial, 0.0, 1.0).reshape(n, n),
         flux=flux,
         reference_flux=reference_flux,
         chi_square=_chi_square(samples, model, fit),

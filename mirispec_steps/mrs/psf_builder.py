@@ -1,0 +1,297 @@
+"""An ``mrspsf`` PSF cube measured on a bright point source: the model layer of MrsPsfStep.
+
+The exposures (typically a 4-point dither of a standard star: the source at
+four pixel phases) are calibrated together: per band, one correction to the
+reference PSF (:mod:`mirispec_steps.mrs.core.psf_calibration`) fitted to
+every bin of every exposure at once, each exposure with its own fluxes and
+its own centroid track. The corrected PSF is then sampled into a cube
+(:class:`~mirispec_steps.mrs.core.psf.CubePsf` format) that any later
+extraction can use with ``--override_mrspsf``.
+
+Normalisation: like the self-calibration, the light the data see keeps the
+reference's share, and the light beyond the field of view is the
+reference's. A cube is cut at ``CUBE_EXTENT_FWHM`` FWHM; each plane is
+normalised to unit total there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirispec_steps import flags
+from mirispec_steps.errors import InputDataError
+from mirispec_steps.mrs import exposure as mrs_exposure
+from mirispec_steps.mrs.core.psf_calibration import (
+    CorrectedPsf,
+    PsfCalibration,
+    PsfSamples,
+    calibrate_psf,
+)
+from mirispec_steps.mrs.core.spectral_grid import bin_members
+from mirispec_steps.mrs.extract import ExtractionSettings, source_track
+from mirispec_steps.mrs.geometry import mrs_geometry
+from mirispec_steps.mrs.psf_choice import (
+    calibration_samples,
+    calibration_weights,
+    median_snr,
+    thin_wings,
+)
+
+__all__ = ["BandPsf", "MrsPsfBuildSettings", "build_mrs_psf", "mrspsf_bands"]
+
+log = logging.getLogger(__name__)
+
+#: Cube half-width in FWHM (at the band's longest wavelength), cells per FWHM (shortest),
+#: and planes per band.
+CUBE_EXTENT_FWHM = 8.0
+CELLS_PER_FWHM = 8
+N_PLANES = 12
+#: A source whose calibrated PSF is this much wider than the reference's is not a point source.
+MAX_WIDTH_RATIO = 1.5
+#: A second peak holding this share of the main peak's density, beyond 1.5 FWHM, is a
+#: second source.
+SECOND_PEAK = 0.1
+#: Share of the bins with a saturated pixel within 1 FWHM of the source that is refused.
+MAX_SATURATED_BINS = 0.01
+
+
+@dataclass
+class MrsPsfBuildSettings:
+    """
+    Choices of a PSF build.
+
+    Attributes
+    ----------
+    min_snr : float
+        Smallest median bin S/N of an exposure.
+    """
+
+    min_snr: float = 50.0
+
+
+@dataclass
+class BandPsf:
+    """
+    One band's measured PSF.
+
+    Attributes
+    ----------
+    band : str
+        ``1A`` ... ``4C``.
+    psf : CorrectedPsf
+        Reference plus correction.
+    calibration : PsfCalibration
+        The joint fit over every exposure.
+    wavelength_range : (float, float)
+        Wavelengths the exposures cover (micron).
+    n_exposures : int
+        Exposures that contributed.
+    """
+
+    band: str
+    psf: CorrectedPsf
+    calibration: PsfCalibration
+    wavelength_range: tuple
+    n_exposures: int
+
+
+def _saturated_share(model, geometry, members, alpha, beta, width) -> float:
+    """Share of the bins with a saturated pixel within one FWHM of the source."""
+    dq = np.asarray(model.dq)[geometry.y, geometry.x]
+    saturated = (dq & flags.SATURATED) != 0
+    if not np.any(saturated):
+        return 0.0
+    index = members.index
+    alpha_mid = 0.5 * (geometry.alpha_low + geometry.alpha_high)
+    beta_mid = 0.5 * (geometry.beta_low + geometry.beta_high)
+    near = members.inside & (
+        np.hypot(alpha_mid[index] - alpha[:, None], beta_mid[index] - beta[:, None])
+        <= width[:, None]
+    )
+    return float(np.mean(np.any(near & saturated[index], axis=1)))
+
+
+def build_mrs_psf(models, psf_reference, resolution, settings: MrsPsfBuildSettings) -> dict:
+    """
+    Measure the PSF of every band the exposures cover.
+
+    Parameters
+    ----------
+    models : list of IFUImageModel
+        Calibrated exposures of one point source, each with a centroid
+        solution (``mrs_centroid``).
+    psf_reference : MrsPsfReference
+        The reference PSF to correct.
+    resolution : ResolvingPower
+        Resolving power (the spectral grid).
+    settings : MrsPsfBuildSettings
+        Thresholds.
+
+    Returns
+    -------
+    dict
+        Band name to :class:`BandPsf`.
+
+    Raises
+    ------
+    InputDataError
+        An exposure too faint or saturated, a calibration that fails, or a
+        PSF that is not a single point source's (extended, or two sources).
+    """
+    per_band: dict[str, list] = {}
+    extraction = ExtractionSettings()
+    for model in models:
+        name = model.meta.filename
+        usable = mrs_exposure.usable_pixels(model, True)
+        for geometry in mrs_geometry(model):
+            grid, alpha, beta = source_track(model, geometry, usable, extraction, resolution)
+            reference = psf_reference.for_band(geometry.name, *grid.wavelength_span)
+            pixels = mrs_exposure.footprint_pixels(model, geometry, usable)
+            members = bin_members(pixels.wavelength, grid)
+            width = np.asarray(reference.fwhm(grid.wavelength), dtype=float)
+            saturated = _saturated_share(model, geometry, members, alpha, beta, width)
+            if saturated > MAX_SATURATED_BINS:
+                raise InputDataError(
+                    f"{name}, band {geometry.name}: {100 * saturated:.1f}% of the bins have a "
+                    "saturated pixel within one FWHM of the source; a PSF cannot be measured "
+                    "on a saturated star"
+                )
+            samples, pixel = calibration_samples(pixels, members, alpha, beta, reference)
+            samples.weight = calibration_weights(pixels, samples, pixel)
+            snr = median_snr(samples)
+            if not snr >= settings.min_snr:
+                raise InputDataError(
+                    f"{name}, band {geometry.name}: median bin S/N {snr:.1f} is below "
+                    f"min_snr = {settings.min_snr:g}; mrs_psf needs a bright point source"
+                )
+            samples, pixel = thin_wings(samples, pixel)
+            per_band.setdefault(geometry.name, []).append((samples, reference, grid))
+    if not per_band:
+        raise InputDataError("the input holds no MRS exposure")
+    return {band: _calibrate_band(band, entries) for band, entries in per_band.items()}
+
+
+def _calibrate_band(band: str, entries: list) -> BandPsf:
+    """One correction fitted to all exposures of a band (their bins numbered in turn)."""
+    joined = PsfSamples.joined([samples for samples, _, _ in entries])
+    wavelength = joined.wavelength[joined.weight > 0]
+    nodes = np.array([wavelength.min(), wavelength.max()])
+    try:
+        calibration = calibrate_psf(joined, wavelength_nodes=nodes)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise InputDataError(f"band {band}: the PSF calibration failed ({exc})") from None
+    reference = entries[0][1]
+    psf = CorrectedPsf(reference, calibration.grid, calibration.coefficients, nodes)
+    low = min(grid.wavelength_span[0] for _, _, grid in entries)
+    high = max(grid.wavelength_span[1] for _, _, grid in entries)
+    result = BandPsf(band, psf, calibration, (low, high), len(entries))
+    _check_point_source(result)
+    log.info(
+        f"Band {band}: PSF measured on {len(entries)} exposure(s), {calibration.n_pairs} pixels; "
+        f"chi-square {calibration.reference_chi_square:.4g} with the reference -> "
+        f"{calibration.chi_square:.4g}"
+    )
+    return result
+
+
+def _plane(psf, wavelength: float, half_width: float, cell: float, calibration=None):
+    """
+    Mean surface density of ``psf`` on a square grid of cells at one wavelength.
+
+    With ``calibration``, the correction only counts where the data saw the
+    sky (:meth:`PsfCalibration.coverage`): beyond, the reference holds, as
+    the calibration's normalisation assumes.
+    """
+    half = int(np.ceil(half_width / cell))
+    centres = cell * np.arange(-half, half + 1)
+    low_a, low_b = np.meshgrid(centres - 0.5 * cell, centres - 0.5 * cell)
+    edges = (low_a, low_a + cell, low_b, low_b + cell, 0.0, 0.0, np.full(low_a.shape, wavelength))
+    if calibration is None or not isinstance(psf, CorrectedPsf):
+        return centres, psf.footprint_fraction(*edges) / cell**2
+    width = float(psf.fwhm(wavelength))
+    grid_a, grid_b = np.meshgrid(centres, centres)
+    seen = calibration.coverage(grid_a / width, grid_b / width)
+    reference = psf.reference.footprint_fraction(*edges)
+    correction = seen * psf.correction_fraction(*edges)
+    # The calibration adds no light where the data saw the sky; what the smooth coverage
+    # leaves over goes back in proportion to the reference, so the plane's total is the
+    # reference's and the light beyond the data stays the reference's.
+    correction -= correction.sum() / reference.sum() * reference
+    return centres, (reference + correction) / cell**2
+
+
+def _check_point_source(result: BandPsf) -> None:
+    """Refuse a measured PSF much wider than the reference's, or with a second peak."""
+    middle = float(np.mean(result.wavelength_range))
+    width = float(result.psf.fwhm(middle))
+    centres, density = _plane(result.psf, middle, 4.0 * width, width / 8)
+    centre_row = density[density.shape[0] // 2]
+    measured = _half_maximum(centre_row, centres)
+    across = _half_maximum(density[:, density.shape[1] // 2], centres)
+    if not max(measured, across) <= MAX_WIDTH_RATIO * width:
+        raise InputDataError(
+            f"band {result.band}: the measured PSF is {max(measured, across):.2f} arcsec wide "
+            f"(FWHM), the reference's {width:.2f}: the source is extended, not a point source"
+        )
+    peak = density.max()
+    radius = np.hypot(*np.meshgrid(centres, centres))
+    from scipy.ndimage import maximum_filter
+
+    local = (density == maximum_filter(density, size=5)) & (radius > 1.5 * width)
+    if np.any(local & (density > SECOND_PEAK * peak)):
+        raise InputDataError(
+            f"band {result.band}: the measured PSF has a second peak beyond 1.5 FWHM holding "
+            f"more than {100 * SECOND_PEAK:.0f}% of the main peak: two sources in the field?"
+        )
+
+
+def _half_maximum(profile: np.ndarray, coordinate: np.ndarray) -> float:
+    peak = int(np.argmax(profile))
+    half = 0.5 * profile[peak]
+    left = np.flatnonzero(profile[:peak] < half)
+    right = np.flatnonzero(profile[peak:] < half)
+    if left.size == 0 or right.size == 0:
+        return float("inf")
+    return float(coordinate[peak + right[0]] - coordinate[left[-1]])
+
+
+def mrspsf_bands(results: dict) -> dict:
+    """
+    The measured PSFs as ``mrspsf`` cube entries (see :func:`~mirispec_steps.mrs.references.load_mrs_psf`).
+
+    Parameters
+    ----------
+    results : dict
+        Band to :class:`BandPsf`.
+
+    Returns
+    -------
+    dict
+        Band to ``{wavelength, alpha, beta, data}``: ``N_PLANES`` planes
+        over the band's wavelengths padded by 2%, cells of 1/8 of the
+        shortest wavelength's FWHM out to 8 FWHM of the longest's. The
+        densities are kept as measured, negative where the pixels do not
+        resolve the PSF (pixel-sized footprints integrate them correctly).
+    """
+    bands = {}
+    for band, result in results.items():
+        low, high = result.wavelength_range
+        wavelength = np.linspace(low * 0.98, high * 1.02, N_PLANES)
+        cell = float(result.psf.fwhm(wavelength[0])) / CELLS_PER_FWHM
+        half_width = CUBE_EXTENT_FWHM * float(result.psf.fwhm(wavelength[-1]))
+        planes = []
+        for value in wavelength:
+            centres, density = _plane(
+                result.psf, float(value), half_width, cell, result.calibration
+            )
+            planes.append(density)
+        bands[band] = {
+            "wavelength": wavelength,
+            "alpha": centres,
+            "beta": centres,
+            "data": np.array(planes),
+        }
+    return bands
