@@ -1,4 +1,4 @@
-"""MRS PSF self-calibration: the core fit, and extraction accuracy on PSFs the package does not model.
+"""MRS PSF self-calibration and mrs_psf: the core fit, and accuracy on PSFs the package lacks.
 
 Every accuracy test here names the PSF that simulated the data (a family of
 :mod:`mirispec_steps.simulate.mrs_psf`) and the one that extracted it (the
@@ -384,7 +384,7 @@ def _star(folder, alpha, beta, seed, psf=None, scale=0.05, fixed=False):
 
 @pytest.fixture(scope="module")
 def dithered_star_psf(tmp_path_factory):
-    """mrs_psf run with strun-like saving on a 4-point dither of a bright diffraction-family star."""
+    """mrs_psf, saving as strun does, on a 4-point dither of a bright diffraction-family star."""
     folder = tmp_path_factory.mktemp("mrs_psf")
     stars = [_star(folder / f"star{i}", a, b, 20 + i) for i, (a, b) in enumerate(DITHERS)]
     output = folder / "out"
@@ -410,9 +410,7 @@ def test_mrs_psf_from_a_dithered_star_calibrates_a_faint_source(dithered_star_ps
         packaged = _ratios(MrsExtractStep.call(centred, method=method, psf="reference"),
                            simulated)  # fmt: skip
         for mode in ("reference", "auto"):
-            x1d = MrsExtractStep.call(
-                centred, method=method, psf=mode, override_mrspsf=cube_file
-            )
+            x1d = MrsExtractStep.call(centred, method=method, psf=mode, override_mrspsf=cube_file)
             for name, (_, ratio) in _ratios(x1d, simulated).items():
                 median = np.nanmedian(ratio)
                 assert abs(median) < MEDIAN_BOUND, (method, mode, name, median)
@@ -441,8 +439,9 @@ def test_mrs_psf_refuses_bad_stars(tmp_path):
     saturated.dq[geometry.y[core], geometry.x[core]] |= 2  # SATURATED
     with pytest.raises(InputDataError, match="saturated"):
         MrsPsfStep.call(saturated, output_dir=str(output), save_results=True)
-    wide = _star(tmp_path / "wide", 0.2, 0.1, 42, psf=MrsPsf(fwhm_slope=0.08, fwhm_offset=0.4),
-                 fixed=True)
+    wide = _star(
+        tmp_path / "wide", 0.2, 0.1, 42, psf=MrsPsf(fwhm_slope=0.08, fwhm_offset=0.4), fixed=True
+    )
     with pytest.raises(InputDataError, match="extended"):
         MrsPsfStep.call(wide, output_dir=str(output), save_results=True)
     _, companion = calibrated_mrs(

@@ -260,7 +260,9 @@ def _half_maximum(profile: np.ndarray, coordinate: np.ndarray) -> float:
 
 def mrspsf_bands(results: dict) -> dict:
     """
-    The measured PSFs as ``mrspsf`` cube entries (see :func:`~mirispec_steps.mrs.references.load_mrs_psf`).
+    The measured PSFs as ``mrspsf`` cube entries.
+
+    The format is :func:`mirispec_steps.mrs.references.load_mrs_psf`'s.
 
     Parameters
     ----------

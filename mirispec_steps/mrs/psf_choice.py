@@ -194,7 +194,9 @@ def _nodes(pixels: FootprintPixels, samples: PsfSamples) -> np.ndarray:
     return np.array([np.min(wavelength), np.max(wavelength)])
 
 
-def calibration_weights(pixels: FootprintPixels, samples: PsfSamples, pixel: np.ndarray) -> np.ndarray:
+def calibration_weights(
+    pixels: FootprintPixels, samples: PsfSamples, pixel: np.ndarray
+) -> np.ndarray:
     """Inverse model variances: read noise and flat as given, Poisson from a reference fit."""
     area2 = pixels.area[pixel] ** 2
     var_poisson = pixels.var_poisson[pixel] * area2
@@ -210,9 +212,9 @@ def calibration_weights(pixels: FootprintPixels, samples: PsfSamples, pixel: np.
         flux = np.where(denominator > 0, numerator / denominator, 0.0)
     signal = np.clip(flux[samples.bins] * samples.reference, 0.0, None)
     # One regression of VAR_POISSON on the modelled signal over the whole channel.
-    modelled = poisson_variance_model(
-        var_poisson[None, :], signal[None, :], (total > 0)[None, :]
-    )[0]
+    modelled = poisson_variance_model(var_poisson[None, :], signal[None, :], (total > 0)[None, :])[
+        0
+    ]
     variance = fixed + modelled
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((variance > 0) & (total > 0), 1.0 / variance, 0.0)

@@ -315,8 +315,10 @@ class PsfSamples:
         """The pairs where ``keep`` is True."""
         fields = ("bins", "data", "weight", "reference", "shape", "u_low", "u_high",
                   "v_low", "v_high")  # fmt: skip
-        optional = {name: None if getattr(self, name) is None else getattr(self, name)[keep]
-                    for name in ("area", "wavelength", "multiplicity", "strip", "exposure")}  # fmt: skip
+        optional = {
+            name: None if getattr(self, name) is None else getattr(self, name)[keep]
+            for name in ("area", "wavelength", "multiplicity", "strip", "exposure")
+        }
         return PsfSamples(**{name: getattr(self, name)[keep] for name in fields},
                           n_bins=self.n_bins, **optional)  # fmt: skip
 
@@ -757,7 +759,8 @@ def calibrate_psf(
     median_flux = float(np.nanmedian(np.abs(flux))) if np.any(np.isfinite(flux)) else 0.0
     iterations = 0
     rejected = False
-    for iterations in range(1, max_iterations + 1):
+    while iterations < max_iterations:
+        iterations += 1
         normal = _Normal(design, samples, model, fit)
         step = solver.solve(
             normal.reduced[np.ix_(free, free)],
