@@ -64,6 +64,9 @@ CALIBRATION_REACH_FWHM = 8.0
 WING_FWHM = 3.0
 WING_STRIDE = 4
 BRIGHT_SNR = 300.0
+#: For a bright source only every ``BRIGHT_BIN_STRIDE``-th bin is fitted at all: the PSF is
+#: common to the bins, and half of them pin it down far below a bin's own error.
+BRIGHT_BIN_STRIDE = 2
 #: Standard deviations of chi-square gain needed to prefer the calibrated PSF.
 SIGNIFICANCE = 5.0
 #: How much larger than its own flux uncertainty, and than a share of the statistical error,
@@ -170,9 +173,13 @@ def calibration_samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, 
 
 
 def thin_wings(samples: PsfSamples, pixel: np.ndarray) -> tuple[PsfSamples, np.ndarray]:
-    """Wing pairs of every ``WING_STRIDE``-th bin only, each standing for ``WING_STRIDE``."""
+    """
+    The pairs of every ``BRIGHT_BIN_STRIDE``-th bin, and of those bins the wing pairs of every
+    ``WING_STRIDE``-th only, each standing for ``WING_STRIDE`` (a bright source's PSF).
+    """
     wing = samples.multiplicity == 0
-    keep = ~wing | (samples.bins % WING_STRIDE == 0)
+    used = samples.bins % BRIGHT_BIN_STRIDE == 0
+    keep = used & (~wing | (samples.bins % (BRIGHT_BIN_STRIDE * WING_STRIDE) == 0))
     thinned = samples.subset(keep)
     thinned.multiplicity = np.where(wing[keep], float(WING_STRIDE), 1.0)
     return thinned, pixel[keep]

@@ -78,7 +78,7 @@ MIN_COVERAGE = 0.05
 BACKGROUND_EXTENT = 3.25
 #: Gauss-Newton iterations and the relative flux change that ends them.
 MAX_ITERATIONS = 8
-FLUX_TOLERANCE = 2.0e-4
+FLUX_TOLERANCE = 1.0e-3
 
 
 @dataclass(frozen=True)
