@@ -290,8 +290,10 @@ def extraction_figure(model, results, settings, plot_wavelength=None,
         field_axis = figure.add_subplot(grid[2 * index : 2 * index + 2, 1])
         spec = _spec_of(result, settings, ARCSEC2_TO_SR)
         spectrum_panels(flux_axis, error_axis, {f"{settings.method} FLUX": spec})
+        used = "PSF calibrated on the exposure" if result.psf_choice.used == "empirical" \
+            else "reference PSF"  # fmt: skip
         flux_axis.set_title(f"channel {result.geometry.name}: {len(result.grid)} bins, median S/N "
-                            f"{np.nanmedian(spec.flux / spec.error):.0f}", fontsize=10,
+                            f"{np.nanmedian(spec.flux / spec.error):.0f}; {used}", fontsize=10,
                             loc="left", pad=20)  # fmt: skip
 
         geometry, grid_bins = result.geometry, result.grid
@@ -317,9 +319,16 @@ def extraction_figure(model, results, settings, plot_wavelength=None,
                 geometry.wavelength[pixels],
             )  # fmt: skip
             label = "share of the PSF on the pixel"
+            if np.any(weight < 0):
+                # A calibrated PSF's far wings may dip below zero: drawn, at the scale's bottom.
+                label += " (below 0 shown as 0)"
             # A square-root stretch, so that the wings the fit also uses stay visible.
             norm = PowerNorm(0.5, 0.0, max(float(np.max(weight)), 1e-6))
-        near = weight > 0 if aperture_method else weight > 1e-4 * np.max(weight)
+        if aperture_method:
+            near = weight > 0
+        else:
+            near = np.abs(weight) > 1e-4 * np.max(weight)
+            weight = np.clip(weight, 0.0, None)
         _field_panel(figure, field_axis, geometry, pixels[near], weight[near], label, norm,
                      cmap="viridis")  # fmt: skip
         field_axis.plot(alpha, beta, "+", color="tab:red", ms=6, mew=1.0, label="source position")
