@@ -456,3 +456,22 @@ def test_mrs_psf_refuses_bad_stars(tmp_path):
     no_centroid = calibrated_mrs(tmp_path / "plain", seed=44)[1]
     with pytest.raises(InputDataError, match="run mrs_centroid first"):
         MrsPsfStep.call(no_centroid)
+
+
+def test_a_calibration_is_reused_for_identical_data_only(noisy_moffat):
+    """Both methods on one exposure share its calibration; other data get their own."""
+    from mirispec_steps.mrs import psf_choice
+
+    _, centred = noisy_moffat
+    first = MrsExtractStep.call(centred, method="optimal")
+    kept = dict(psf_choice._CACHE)
+    second = MrsExtractStep.call(centred, method="aperture")
+    assert dict(psf_choice._CACHE).keys() == kept.keys()  # nothing new was calibrated
+    again = MrsExtractStep.call(centred, method="optimal")
+    for spec, repeat in zip(first.spec, again.spec, strict=True):
+        assert_allclose(repeat.spec_table["FLUX"], spec.spec_table["FLUX"], rtol=0, atol=0)
+    assert len(second.spec) == len(first.spec)
+    changed = centred.copy()
+    changed.data = changed.data * 1.01
+    MrsExtractStep.call(changed, method="optimal")
+    assert len(set(psf_choice._CACHE) - set(kept)) == len(first.spec)

@@ -24,7 +24,10 @@ x1d product records the choice per channel.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,6 +198,37 @@ def median_snr(samples: PsfSamples) -> float:
     return float(np.nanmedian(snr[information > 0])) if np.any(information > 0) else 0.0
 
 
+#: Calibrations kept for reuse (both methods on one exposure, a pipeline and its steps).
+CACHE_SIZE = 8
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _calibrated(samples: PsfSamples, nodes: np.ndarray) -> PsfCalibration:
+    """
+    :func:`calibrate_psf` of the samples, reused when the very same pairs were calibrated.
+
+    The key is a digest of every array the fit reads, so a result is reused
+    only for identical input; results are never modified after they are made.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    names = ("bins", "data", "weight", "reference", "shape", "u_low", "u_high", "v_low",
+             "v_high", "wavelength", "multiplicity", "strip", "area")  # fmt: skip
+    for values in [nodes] + [getattr(samples, name) for name in names]:
+        digest.update(b"-" if values is None else np.ascontiguousarray(values).tobytes())
+    key = (digest.hexdigest(), samples.n_bins)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    calibration = calibrate_psf(samples, wavelength_nodes=nodes)
+    with _CACHE_LOCK:
+        _CACHE[key] = calibration
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return calibration
+
+
 def _nodes(pixels: FootprintPixels, samples: PsfSamples) -> np.ndarray:
     """The correction's wavelength nodes: the ends of the calibrated pixels' range."""
     wavelength = samples.wavelength[samples.weight > 0]
@@ -287,7 +321,7 @@ def choose_psf(
         problem = f"only {n_bins} bins have usable pixels near the source (need {MIN_BINS})"
     else:
         try:
-            calibration = calibrate_psf(samples, wavelength_nodes=_nodes(pixels, samples))
+            calibration = _calibrated(samples, _nodes(pixels, samples))
         except (ValueError, np.linalg.LinAlgError) as exc:
             problem = f"the calibration failed ({exc})"
     if calibration is not None:
