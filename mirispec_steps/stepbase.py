@@ -549,6 +549,38 @@ class _MirispecBehaviour:
         """
         return self.side_path(model, self.product_suffix_of(result), ".png", index)
 
+    def input_members(self, input_data) -> list:
+        """
+        Every exposure of an input that is combined into one product (a reference file).
+
+        Parameters
+        ----------
+        input_data : str, DataModel, list or ModelContainer
+            A file, a model, a list of either, or an association.
+
+        Returns
+        -------
+        list of DataModel
+            The opened exposures; the product is named after the first.
+
+        Raises
+        ------
+        InputDataError
+            No exposure in the input.
+        """
+        from jwst.datamodels import ModelContainer
+
+        if isinstance(input_data, list | tuple):
+            input_data = ModelContainer(list(input_data))
+        opened = self.prepare_output(input_data, make_copy=False)
+        members = list(opened) if isinstance(opened, ModelContainer) else [opened]
+        if not members:
+            raise InputDataError("the input holds no exposures")
+        if self.search_attr("_input_filename") is None:
+            # A list of models has no name of its own: the product is named after the first.
+            self._input_filename = members[0].meta.filename
+        return members
+
     def process_each(self, input_data, extract_one):
         """
         Run ``extract_one(model, index)`` on a model, or on every member of a container.

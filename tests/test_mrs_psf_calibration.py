@@ -137,18 +137,22 @@ def test_calibration_rejects_a_spike():
 
 
 def test_matched_reference_gains_only_noise_and_errors_are_honest():
-    """Data simulated and fitted with the same Gaussian: the correction fits noise only."""
+    """Data simulated and fitted with the same Gaussian (matched case): the correction fits noise.
+
+    The chi-square it gains stays within 5 sigma of its effective parameters, and the common
+    flux shift it causes, in units of its claimed flux error, has an RMS near 1 over 12 draws
+    (0.91 measured; the bounds are chi-square tails of probability below 1%).
+    """
     shifts = []
-    for seed in range(6):
+    for seed in range(12):
         samples = _gaussian_samples(0.4247, 0.4247, 1e4, noise=True, seed=seed)
         result = calibrate_psf(samples)
         gained = result.reference_chi_square - result.chi_square
         edf = result.effective_parameters
         assert gained < edf + 5 * np.sqrt(2 * edf)
-        shifts.append(np.median(result.flux / result.reference_flux - 1) / np.median(
-            result.flux_error / result.flux))  # fmt: skip
-    # The correction's own flux uncertainty describes the common shift it causes.
-    assert np.sqrt(np.mean(np.square(shifts))) < 2.0
+        relative_error = np.median(result.flux_error / result.flux)
+        shifts.append(np.median(result.flux / result.reference_flux - 1) / relative_error)
+    assert 0.5 < np.sqrt(np.mean(np.square(shifts))) < 1.5
 
 
 def test_corrected_psf_is_the_reference_plus_the_correction():
@@ -252,6 +256,7 @@ def test_mismatched_psf_accuracy(tmp_path_factory, family, detector, band, fligh
                             simulated)  # fmt: skip
         for name, (wavelength, ratio) in _ratios(x1d, simulated).items():
             floor = _unseen_light_bias(simulated, centred, name, wavelength)
+            assert abs(floor) < 0.007, (name, floor)  # a physical bias, never a free allowance
             median = np.nanmedian(ratio)
             p10, p90 = np.nanpercentile(ratio, [10, 90])
             label = f"{family} {method} {name}: median {median:+.4f}, p10..p90 " \
@@ -322,8 +327,9 @@ def test_noisy_pulls_and_optimal_beats_aperture(noisy_moffat):
         assert signal_to_noise["optimal", name] >= signal_to_noise["aperture", name]
 
 
-def test_faint_source_auto_is_not_worse_than_the_reference(tmp_path, caplog):
-    """Bin S/N ~10, Moffat family: auto may calibrate or keep the reference, never lose."""
+def test_faint_source_auto_is_not_worse_than_the_reference(tmp_path):
+    """Bin S/N ~10-20, Moffat family: the reference alone is ~30% off; auto calibrates and is
+    far closer (RMS of FLUX / truth - 1 over the bins, noise included)."""
     simulated, calibrated = calibrated_mrs(
         tmp_path, psf=MISMATCHED_MRS_FAMILIES["moffat"](), lines=(),
         continuum=lambda w: 0.00004 * (w / 10.0) ** 1.5, alpha=0.3, beta=-0.2, seed=7,
@@ -337,9 +343,11 @@ def test_faint_source_auto_is_not_worse_than_the_reference(tmp_path, caplog):
             errors[mode, spec.name] = np.sqrt(np.nanmean((table["FLUX"] / truth - 1) ** 2))
             if mode == "auto":
                 snr = np.nanmedian(table["FLUX"] / table["FLUX_ERROR"])
-                assert 5 < snr < 20, snr
+                assert 8 < snr < 25, snr
+                record = x1d.mirispec_extraction.instance["channels"][spec.name[0]]["psf"]
+                assert record["used"] == "empirical", record["reason"]
     for name in ("1A", "2A"):
-        assert errors["auto", name] <= errors["reference", name] * 1.01, errors
+        assert errors["auto", name] <= 0.5 * errors["reference", name], errors
 
 
 def test_too_faint_to_calibrate(tmp_path, caplog):
@@ -361,7 +369,7 @@ def test_too_faint_to_calibrate(tmp_path, caplog):
 def test_unknown_psf_mode_is_refused(mrs_noiseless):
     from stpipe.config_parser import ValidationError
 
-    with pytest.raises((ValidationError, InputDataError)):
+    with pytest.raises(ValidationError, match="'psf'"):
         MrsExtractStep.call(mrs_noiseless[1]["rate"], psf="magic")
 
 
@@ -450,7 +458,7 @@ def test_mrs_psf_refuses_bad_stars(tmp_path):
     )  # fmt: skip
     pair = bright.copy()
     pair.data = bright.data + companion.data
-    with pytest.raises(InputDataError, match="two sources|extended"):
+    with pytest.raises(InputDataError, match="second peak"):
         MrsPsfStep.call(pair, output_dir=str(output), save_results=True)
     assert not output.exists() or not any(output.iterdir())
     no_centroid = calibrated_mrs(tmp_path / "plain", seed=44)[1]

@@ -71,17 +71,7 @@ class LrsPsfStep(MirispecStep):
         SpecPsfModel
             The new ``psf`` reference.
         """
-        from jwst.datamodels import ModelContainer
-
-        if isinstance(input_data, list | tuple):
-            input_data = ModelContainer(list(input_data))
-        opened = self.prepare_output(input_data, make_copy=False)
-        members = list(opened) if isinstance(opened, ModelContainer) else [opened]
-        if not members:
-            raise InputDataError("the input holds no exposures")
-        if self.search_attr("_input_filename") is None:
-            # A list of models has no name of its own: the product is named after the first.
-            self._input_filename = members[0].meta.filename
+        members = self.input_members(input_data)
         settings = PsfBuildSettings(
             subpix=int(self.subpix), half_extent=float(self.half_extent),
             wavelength_step=float(self.wavelength_step), min_snr=float(self.min_snr),

@@ -400,7 +400,7 @@ def mrs_psf_figure(results: dict, title: str = "MRS PSF measured on a point sour
         centre, measured and reference, in units of the measured peak (log);
         and measured minus reference in units of the measured peak.
     """
-    from mirispec_steps.mrs.psf_builder import _plane
+    from mirispec_steps.mrs.psf_builder import psf_plane
 
     bands = sorted(results)
     figure = Figure(figsize=(13.5, 3.6 * len(bands)))
@@ -409,8 +409,8 @@ def mrs_psf_figure(results: dict, title: str = "MRS PSF measured on a point sour
         result = results[band]
         wavelength = float(np.mean(result.wavelength_range))
         width = float(result.psf.fwhm(wavelength))
-        centres, measured = _plane(result.psf, wavelength, 4.0 * width, width / 8)
-        _, reference = _plane(result.psf.reference, wavelength, 4.0 * width, width / 8)
+        centres, measured = psf_plane(result.psf, wavelength, 4.0 * width, width / 8)
+        _, reference = psf_plane(result.psf.reference, wavelength, 4.0 * width, width / 8)
         peak = measured.max()
         extent = (centres[0], centres[-1], centres[0], centres[-1])
         image_axis, cut_axis, difference_axis = row

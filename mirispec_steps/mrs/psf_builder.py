@@ -20,10 +20,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import maximum_filter
 
 from mirispec_steps import flags
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs import exposure as mrs_exposure
+from mirispec_steps.mrs.core.psf import half_maximum_width
 from mirispec_steps.mrs.core.psf_calibration import (
     CorrectedPsf,
     PsfCalibration,
@@ -38,9 +40,10 @@ from mirispec_steps.mrs.psf_choice import (
     calibration_weights,
     median_snr,
     thin_wings,
+    wavelength_nodes,
 )
 
-__all__ = ["BandPsf", "MrsPsfBuildSettings", "build_mrs_psf", "mrspsf_bands"]
+__all__ = ["BandPsf", "MrsPsfBuildSettings", "build_mrs_psf", "mrspsf_bands", "psf_plane"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ MAX_WIDTH_RATIO = 1.5
 SECOND_PEAK = 0.1
 #: Share of the bins with a saturated pixel within 1 FWHM of the source that is refused.
 MAX_SATURATED_BINS = 0.01
+#: The point-source checks look this many FWHM around the source (the correction reaches 8).
+CHECK_EXTENT_FWHM = 7.0
 
 
 @dataclass
@@ -177,14 +182,12 @@ def build_mrs_psf(models, psf_reference, resolution, settings: MrsPsfBuildSettin
 def _calibrate_band(band: str, entries: list) -> BandPsf:
     """One correction fitted to all exposures of a band (their bins numbered in turn)."""
     joined = PsfSamples.joined([samples for samples, _, _ in entries])
-    wavelength = joined.wavelength[joined.weight > 0]
-    nodes = np.array([wavelength.min(), wavelength.max()])
     try:
-        calibration = calibrate_psf(joined, wavelength_nodes=nodes)
+        calibration = calibrate_psf(joined, wavelength_nodes=wavelength_nodes(joined))
     except (ValueError, np.linalg.LinAlgError) as exc:
         raise InputDataError(f"band {band}: the PSF calibration failed ({exc})") from None
     reference = entries[0][1]
-    psf = CorrectedPsf(reference, calibration.grid, calibration.coefficients, nodes)
+    psf = calibration.corrected(reference)
     low = min(grid.wavelength_span[0] for _, _, grid in entries)
     high = max(grid.wavelength_span[1] for _, _, grid in entries)
     result = BandPsf(band, psf, calibration, (low, high), len(entries))
@@ -197,7 +200,7 @@ def _calibrate_band(band: str, entries: list) -> BandPsf:
     return result
 
 
-def _plane(psf, wavelength: float, half_width: float, cell: float, calibration=None):
+def psf_plane(psf, wavelength: float, half_width: float, cell: float, calibration=None):
     """
     Mean surface density of ``psf`` on a square grid of cells at one wavelength.
 
@@ -227,35 +230,27 @@ def _check_point_source(result: BandPsf) -> None:
     """Refuse a measured PSF much wider than the reference's, or with a second peak."""
     middle = float(np.mean(result.wavelength_range))
     width = float(result.psf.fwhm(middle))
-    centres, density = _plane(result.psf, middle, 4.0 * width, width / 8)
+    centres, density = psf_plane(result.psf, middle, CHECK_EXTENT_FWHM * width, width / 8)
     centre_row = density[density.shape[0] // 2]
-    measured = _half_maximum(centre_row, centres)
-    across = _half_maximum(density[:, density.shape[1] // 2], centres)
-    if not max(measured, across) <= MAX_WIDTH_RATIO * width:
+    # NaN (no half maximum inside the checked region) counts as too wide.
+    widest = max(
+        half_maximum_width(centre_row, centres),
+        half_maximum_width(density[:, density.shape[1] // 2], centres),
+        key=lambda value: np.inf if np.isnan(value) else value,
+    )
+    if not widest <= MAX_WIDTH_RATIO * width:
         raise InputDataError(
-            f"band {result.band}: the measured PSF is {max(measured, across):.2f} arcsec wide "
+            f"band {result.band}: the measured PSF is {widest:.2f} arcsec wide "
             f"(FWHM), the reference's {width:.2f}: the source is extended, not a point source"
         )
     peak = density.max()
     radius = np.hypot(*np.meshgrid(centres, centres))
-    from scipy.ndimage import maximum_filter
-
     local = (density == maximum_filter(density, size=5)) & (radius > 1.5 * width)
     if np.any(local & (density > SECOND_PEAK * peak)):
         raise InputDataError(
             f"band {result.band}: the measured PSF has a second peak beyond 1.5 FWHM holding "
             f"more than {100 * SECOND_PEAK:.0f}% of the main peak: two sources in the field?"
         )
-
-
-def _half_maximum(profile: np.ndarray, coordinate: np.ndarray) -> float:
-    peak = int(np.argmax(profile))
-    half = 0.5 * profile[peak]
-    left = np.flatnonzero(profile[:peak] < half)
-    right = np.flatnonzero(profile[peak:] < half)
-    if left.size == 0 or right.size == 0:
-        return float("inf")
-    return float(coordinate[peak + right[0]] - coordinate[left[-1]])
 
 
 def mrspsf_bands(results: dict) -> dict:
@@ -286,7 +281,7 @@ def mrspsf_bands(results: dict) -> dict:
         half_width = CUBE_EXTENT_FWHM * float(result.psf.fwhm(wavelength[-1]))
         planes = []
         for value in wavelength:
-            centres, density = _plane(
+            centres, density = psf_plane(
                 result.psf, float(value), half_width, cell, result.calibration
             )
             planes.append(density)

@@ -60,16 +60,7 @@ class MrsPsfStep(CalibratedMrsStep):
         ReferenceFileModel
             The ``mrspsf`` reference (``model: cube``, ``bands``).
         """
-        from jwst.datamodels import ModelContainer
-
-        if isinstance(input_data, list | tuple):
-            input_data = ModelContainer(list(input_data))
-        opened = self.prepare_output(input_data, make_copy=False)
-        members = list(opened) if isinstance(opened, ModelContainer) else [opened]
-        if not members:
-            raise InputDataError("the input holds no exposures")
-        if self.search_attr("_input_filename") is None:
-            self._input_filename = members[0].meta.filename
+        members = self.input_members(input_data)
         for model in members:
             skipped, maps = self.calibrated_mrs_input(model)
             if skipped is not None or maps is not None:

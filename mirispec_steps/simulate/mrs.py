@@ -518,7 +518,7 @@ def simulate_mrs(
     continuum: Callable[[np.ndarray], np.ndarray] = default_mrs_continuum,
     lines: tuple = DEFAULT_LINES,
     extended: ExtendedEmission | None = None,
-    psf: MrsPsf | None = None,
+    psf=None,
     resolving_power: ResolvingPower | None = None,
     background: Callable[[np.ndarray], np.ndarray] | None = default_mrs_background,
     fringe_amplitude: float = 0.1,
@@ -551,8 +551,11 @@ def simulate_mrs(
         Emission lines (integrated fluxes in Jy micron).
     extended : ExtendedEmission or None
         Optional extended emission (added to the truth, not subtracted).
-    psf : MrsPsf or None
-        The PSF; default :class:`MrsPsf`.
+    psf : object or None
+        The PSF: anything with ``footprint_fraction`` (the package's
+        :class:`MrsPsf`, a :class:`~mirispec_steps.mrs.core.psf.CubePsf`, or a
+        family of :mod:`mirispec_steps.simulate.mrs_psf` the package does not
+        model); default :class:`MrsPsf`.
     resolving_power : ResolvingPower or None
         Line widths; default the packaged Labiano et al. (2021) coefficients.
     background : callable or None

@@ -72,8 +72,9 @@ class SampledMrsPsf:
     """
     A PSF defined by a surface-density function, sampled into cubes on demand.
 
-    Subclasses give :meth:`core_fwhm` (along-slice core FWHM in arcsec) and
-    :meth:`plane` (the density on a regular grid at one wavelength). The
+    Subclasses give ``fwhm_slope`` and ``fwhm_offset`` (the core's
+    along-slice FWHM law, arcsec per micron and arcsec) and :meth:`plane`
+    (the density on a regular grid at one wavelength). The
     cube covering a call's wavelengths is built once and cached, so a
     simulated exposure's pixels of one channel share one cube.
     """
@@ -82,8 +83,8 @@ class SampledMrsPsf:
     subsamples = 3
 
     def core_fwhm(self, wavelength: np.ndarray | float) -> np.ndarray:
-        """Along-slice core FWHM (arcsec)."""
-        raise NotImplementedError
+        """Along-slice core FWHM (arcsec): ``fwhm_slope * lambda + fwhm_offset``."""
+        return self.fwhm_slope * np.asarray(wavelength, dtype=float) + self.fwhm_offset
 
     def plane(self, wavelength: float, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
         """Surface density (any scale) at cell centres ``beta[:, None], alpha[None, :]``."""
@@ -242,9 +243,6 @@ class DiffractionMrsPsf(SampledMrsPsf):
     elongation: float = 1.15
     rotation: float = 8.0
 
-    def core_fwhm(self, wavelength):
-        return self.fwhm_slope * np.asarray(wavelength, dtype=float) + self.fwhm_offset
-
     def plane(self, wavelength, alpha, beta):
         coordinate, pupil = jwst_pupil(rotation=self.rotation)
         scale = 2.0 * np.pi / (wavelength * 1e-6) / ARCSEC_PER_RADIAN
@@ -295,9 +293,6 @@ class MoffatMrsPsf(SampledMrsPsf):
     axis_ratio: float = 0.85
     power: float = 2.5
     rotation: float = 12.0
-
-    def core_fwhm(self, wavelength):
-        return self.fwhm_slope * np.asarray(wavelength, dtype=float) + self.fwhm_offset
 
     def plane(self, wavelength, alpha, beta):
         along, across = _rotated(alpha, beta, self.rotation)

@@ -18,7 +18,7 @@ import numpy as np
 
 from mirispec_steps.core.gaussian import FWHM_TO_SIGMA, gaussian_interval
 
-__all__ = ["CubePsf", "MrsPsf", "gaussian_footprint_fraction"]
+__all__ = ["CubePsf", "MrsPsf", "gaussian_footprint_fraction", "half_maximum_width"]
 
 
 def gaussian_footprint_fraction(
@@ -170,8 +170,11 @@ def _cell_edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([centres - 0.5 * step, [centres[-1] + 0.5 * step]])
 
 
-def _half_maximum_width(profile: np.ndarray, coordinate: np.ndarray) -> float:
-    """Full width at half maximum of a sampled single-peaked profile (linear interpolation)."""
+def half_maximum_width(profile: np.ndarray, coordinate: np.ndarray) -> float:
+    """Full width at half maximum of a sampled single-peaked profile (linear interpolation).
+
+    NaN when the profile does not fall to half its peak on both sides.
+    """
     peak = int(np.argmax(profile))
     half = 0.5 * profile[peak]
     below = np.flatnonzero(profile[:peak] < half)
@@ -233,7 +236,7 @@ class CubePsf:
         self.cumulative = cumulative
         centre_row = int(np.argmin(np.abs(self.beta)))
         self._fwhm = np.array(
-            [_half_maximum_width(plane[centre_row], self.alpha) for plane in cells]
+            [half_maximum_width(plane[centre_row], self.alpha) for plane in cells]
         )
 
     @property

@@ -214,13 +214,6 @@ class CorrectionGrid:
         share = np.where(relative < 0, 1.0, np.where(relative <= k + 1, partial, 0.0))
         return share * self.totals[np.clip(index, 0, self.n_basis - 1)]
 
-    def density(self, coefficients: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """The correction ``sum c_ij B_i(u) B_j(v)`` at points (any matching shapes)."""
-        shape = np.broadcast(u, v).shape
-        u, v = (np.broadcast_to(value, shape).ravel() for value in (u, v))
-        along = self.values(u) @ coefficients
-        return np.sum(along * self.values(v), axis=1).reshape(shape)
-
 
 @dataclass
 class PsfSamples:
@@ -373,6 +366,10 @@ class PsfCalibration:
     flux_error: np.ndarray
     observed_share: np.ndarray
 
+    def corrected(self, reference) -> CorrectedPsf:
+        """The reference PSF with this correction."""
+        return CorrectedPsf(reference, self.grid, self.coefficients, self.wavelength_nodes)
+
     def coverage(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Share of the sky the data saw at scaled offsets ``(u, v)`` (0 to 1, smooth)."""
         shape = np.broadcast(u, v).shape
@@ -382,12 +379,6 @@ class PsfCalibration:
         total = along.sum(axis=1) * across.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, weight / total, 0.0).reshape(shape)
-
-    @property
-    def improvement(self) -> float:
-        """Chi-square gained over the reference, per effective parameter used."""
-        gained = self.reference_chi_square - self.chi_square
-        return gained / max(self.effective_parameters, 1.0)
 
 
 def node_weights(wavelength: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -904,23 +895,10 @@ class CorrectedPsf:
         wavelength: np.ndarray,
     ) -> np.ndarray:
         """
-        Share of a point source's light falling on each pixel footprint.
+        Share of a point source's light on each footprint: the reference's plus the correction's.
 
-        Parameters
-        ----------
-        alpha_low, alpha_high, beta_low, beta_high : ndarray
-            Footprint edges (arcsec).
-        alpha_centre, beta_centre : float or ndarray
-            Source position (arcsec).
-        wavelength : ndarray
-            Wavelength of each footprint (micron).
-
-        Returns
-        -------
-        ndarray
-            Enclosed fraction per footprint (the correction may make a far
-            footprint's share slightly negative; it is not clipped, so the
-            total stays exact).
+        Arguments and result as :meth:`mirispec_steps.mrs.core.psf.MrsPsf.footprint_fraction`;
+        a far footprint's share may be slightly negative (not clipped: the total stays exact).
         """
         edges = (alpha_low, alpha_high, beta_low, beta_high, alpha_centre, beta_centre, wavelength)
         return self.reference.footprint_fraction(*edges) + self.correction_fraction(*edges)
