@@ -10,7 +10,8 @@ stpipe entry points under the aliases in parentheses) and
 - :class:`MrsCalibrateStep` (``mrs_calibrate``), :class:`MrsCentroidStep`
   (``mrs_centroid``), :class:`MrsExtractStep` (``mrs_extract``),
   :class:`MrsPointSourcePipeline` (``mrs_point_source``), :class:`MrsPsfStep`
-  (``mrs_psf``: an ``mrspsf`` cube from a bright star);
+  (``mrs_psf``: an ``mrspsf`` cube from a bright star), :class:`MrsCombineStep`
+  (``mrs_combine``: a dither set's x1d spectra combined and the bands stitched);
 - :class:`MirispecSpec2Pipeline` (``mirispec_spec2``) and
   :class:`MirispecSpec3Pipeline` (``mirispec_spec3``): jwst's calwebb_spec2/3
   with these extractions.
@@ -31,6 +32,7 @@ __all__ = [
     "MirispecSpec3Pipeline",
     "MrsCalibrateStep",
     "MrsCentroidStep",
+    "MrsCombineStep",
     "MrsExtractStep",
     "MrsPointSourcePipeline",
     "MrsPsfStep",
@@ -46,6 +48,7 @@ _PUBLIC = {
     "LrsExtractPipeline": "mirispec_steps.lrs.pipeline",
     "MrsCalibrateStep": "mirispec_steps.mrs.calibrate_step",
     "MrsCentroidStep": "mirispec_steps.mrs.centroid_step",
+    "MrsCombineStep": "mirispec_steps.mrs.combine_step",
     "MrsExtractStep": "mirispec_steps.mrs.extract_step",
     "MrsPointSourcePipeline": "mirispec_steps.mrs.pipeline",
     "MrsPsfStep": "mirispec_steps.mrs.psf_step",

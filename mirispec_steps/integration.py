@@ -16,6 +16,7 @@ STEPS = (
     ("MrsCentroidStep", "mrs_centroid", False),
     ("MrsExtractStep", "mrs_extract", False),
     ("MrsPsfStep", "mrs_psf", False),
+    ("MrsCombineStep", "mrs_combine", False),
     ("MrsPointSourcePipeline", "mrs_point_source", True),
     ("LrsExtractPipeline", "lrs_extract", True),
     ("MirispecSpec2Pipeline", "mirispec_spec2", True),

@@ -118,6 +118,15 @@ def test_cube_psf_integrates_like_the_analytic_model():
     # planes 0.05 um apart: the linear interpolation between them is good to a few 1e-3
     assert_allclose(from_cube, analytic, rtol=5e-3, atol=2e-6)
     assert_allclose(cube.fwhm(5.3), psf.fwhm(5.3), rtol=0.02)
+    # A cube holding a measured share of the light scales every footprint by it.
+    enclosed = np.linspace(0.97, 0.99, wavelengths.size)
+    shared = CubePsf(wavelengths, axis, axis, data, enclosed)
+    expected = from_cube * np.interp(wavelength, wavelengths, enclosed)
+    assert_allclose(shared.footprint_fraction(*edges, 0.05, -0.03, wavelength), expected,
+                    rtol=2e-3, atol=1e-8)  # fmt: skip
+
+
+_PLANES = {"wavelength": [5.0, 5.5], "alpha": [0, 1], "beta": [0, 1], "data": np.ones((2, 2, 2))}
 
 
 @pytest.mark.parametrize(
@@ -136,6 +145,8 @@ def test_cube_psf_integrates_like_the_analytic_model():
             "cube",
             "must be increasing",
         ),
+        ({"1A": {**_PLANES, "enclosed": [0.98]}}, "cube", "'enclosed' must hold"),
+        ({"1A": {**_PLANES, "enclosed": [0.98, 1.3]}}, "cube", "'enclosed' must hold"),
     ],
 )
 def test_malformed_psf_files_are_named(tmp_path, bands, kind, message):

@@ -384,20 +384,40 @@ def _star(folder, alpha, beta, seed, psf=None, scale=0.05, fixed=False):
     (or placed at its position, ``fixed``)."""
     _, calibrated = calibrated_mrs(
         folder, psf=psf or MISMATCHED_MRS_FAMILIES["diffraction"](), alpha=alpha, beta=beta,
-        seed=seed, lines=(), continuum=lambda w: scale * (w / 10.0) ** 1.5,
+        seed=seed, lines=(), continuum=lambda w: _star_continuum(w, scale),
     )  # fmt: skip
     calibrated.meta.filename = f"star{seed}_mrscal.fits"
     return MrsCentroidStep.call(calibrated, fixed_position=[alpha, beta] if fixed else None)
 
 
+def _star_continuum(wavelength, scale=0.05):
+    return scale * (wavelength / 10.0) ** 1.5
+
+
 @pytest.fixture(scope="module")
-def dithered_star_psf(tmp_path_factory):
-    """mrs_psf, saving as strun does, on a 4-point dither of a bright diffraction-family star."""
-    folder = tmp_path_factory.mktemp("mrs_psf")
-    stars = [_star(folder / f"star{i}", a, b, 20 + i) for i, (a, b) in enumerate(DITHERS)]
-    output = folder / "out"
-    MrsPsfStep.call(stars, output_dir=str(output), save_results=True, save_plots=True)
+def dithered_stars(tmp_path_factory):
+    """A 4-point dither of a bright diffraction-family star, calibrated and centroided."""
+    folder = tmp_path_factory.mktemp("stars")
+    return [_star(folder / f"star{i}", a, b, 20 + i) for i, (a, b) in enumerate(DITHERS)]
+
+
+@pytest.fixture(scope="module")
+def dithered_star_psf(tmp_path_factory, dithered_stars):
+    """mrs_psf, saving as strun does, on the dithered star."""
+    output = tmp_path_factory.mktemp("mrs_psf") / "out"
+    MrsPsfStep.call(dithered_stars, output_dir=str(output), save_results=True, save_plots=True)
     return output
+
+
+def _star_spectrum(path, scale=0.05, flux_unit="Jy"):
+    """The star's spectrum as an ECSV table (``scale`` times the simulated flux)."""
+    from astropy.table import Table
+
+    wavelength = np.linspace(4.5, 29.0, 500)
+    table = Table({"WAVELENGTH": wavelength, "FLUX": _star_continuum(wavelength, scale)})
+    table["WAVELENGTH"].unit, table["FLUX"].unit = "micron", flux_unit
+    table.write(path, overwrite=True)
+    return str(path)
 
 
 def test_mrs_psf_from_a_dithered_star_calibrates_a_faint_source(dithered_star_psf, tmp_path):
@@ -423,6 +443,97 @@ def test_mrs_psf_from_a_dithered_star_calibrates_a_faint_source(dithered_star_ps
                 median = np.nanmedian(ratio)
                 assert abs(median) < MEDIAN_BOUND, (method, mode, name, median)
                 assert abs(np.nanmedian(packaged[name][1])) > 0.03  # the packaged PSF is far off
+
+
+def test_mrs_psf_with_the_star_spectrum_measures_the_unseen_light(
+    dithered_stars, dithered_star_psf, tmp_path
+):
+    """Star and faint target both simulated with the diffraction family. Without the star's
+    spectrum the cube keeps the reference's light beyond the field (the diffraction family
+    has another share there); with it, the cube's light share is measured and the bias goes."""
+    spectrum = _star_spectrum(tmp_path / "star.ecsv")
+    product = MrsPsfStep.call(dithered_stars, star_spectrum=spectrum)
+    measured_file = tmp_path / "measured_mrspsf.asdf"
+    product.save(measured_file)
+    measured = load_mrs_psf(str(measured_file))
+    for band in ("1A", "2A"):
+        enclosed = measured.bands[band][0].enclosed
+        # A measured share, a few 1e-3 from the reference's (which no fit without the
+        # star's flux can tell), written per plane.
+        assert np.all(np.abs(enclosed - 1.0) < 0.02) and np.ptp(enclosed) > 0, (band, enclosed)
+        assert np.max(np.abs(enclosed - 1.0)) > 2e-4, (band, enclosed)
+    simulated, calibrated = calibrated_mrs(
+        tmp_path, psf=MISMATCHED_MRS_FAMILIES["diffraction"](), alpha=-1.0, beta=0.9, seed=31,
+        lines=(), continuum=lambda w: 0.001 * (w / 10.0) ** 1.5, noise=False,
+    )  # fmt: skip
+    centred = MrsCentroidStep.call(calibrated)
+    plain_file = str(dithered_star_psf / "star20_mrspsf.asdf")
+    for method in ("optimal", "aperture"):
+        with_spectrum = _ratios(
+            MrsExtractStep.call(centred, method=method, override_mrspsf=str(measured_file)),
+            simulated,
+        )
+        without = _ratios(
+            MrsExtractStep.call(centred, method=method, override_mrspsf=plain_file), simulated
+        )
+        for name, (_, ratio) in with_spectrum.items():
+            median, plain = np.nanmedian(ratio), np.nanmedian(without[name][1])
+            label = f"{method} {name}: {median:+.4f} with the star spectrum, {plain:+.4f} without"
+            assert abs(median) < 0.0015, label
+            assert abs(median) < abs(plain), label
+
+
+def test_star_spectrum_recovers_the_light_beyond_the_flight_4c_field(tmp_path):
+    """Flight 3C/4C geometry, star and target simulated with the diffraction family, the target
+    near the field's corner. The packaged PSF self-calibrated on the target cannot see the
+    diffraction light beyond the field (-1.2 to -1.4%); a cube from a dithered star with its
+    known spectrum carries it."""
+    flight = {"reference_dir": REAL_MRS_DIR, "detector": "MIRIFULONG", "band": "LONG"}
+    stars = []
+    for index, (alpha, beta) in enumerate(DITHERS):
+        _, calibrated = calibrated_mrs(
+            tmp_path / f"star{index}", psf=MISMATCHED_MRS_FAMILIES["diffraction"](),
+            alpha=1.1 * alpha, beta=1.1 * beta, seed=60 + index, lines=(),
+            continuum=_star_continuum, **flight,
+        )  # fmt: skip
+        calibrated.meta.filename = f"star{index}_mrscal.fits"
+        stars.append(MrsCentroidStep.call(calibrated))
+    product = MrsPsfStep.call(stars, star_spectrum=_star_spectrum(tmp_path / "star.ecsv"))
+    cube_file = tmp_path / "star_mrspsf.asdf"
+    product.save(cube_file)
+    simulated, calibrated = calibrated_mrs(
+        tmp_path / "target", psf=MISMATCHED_MRS_FAMILIES["diffraction"](), alpha=-1.0, beta=0.8,
+        seed=70, lines=(), continuum=lambda w: 0.002 * (w / 10.0) ** 1.5, noise=False, **flight,
+    )  # fmt: skip
+    centred = MrsCentroidStep.call(calibrated)
+    for method in ("optimal", "aperture"):
+        packaged = _ratios(MrsExtractStep.call(centred, method=method), simulated)
+        measured = _ratios(
+            MrsExtractStep.call(centred, method=method, override_mrspsf=str(cube_file)),
+            simulated,
+        )
+        for name, (_, ratio) in measured.items():
+            median, plain = np.nanmedian(ratio), np.nanmedian(packaged[name][1])
+            label = f"{method} {name}: {median:+.4f} with the star's cube, {plain:+.4f} without"
+            assert abs(median) < MEDIAN_BOUND, label
+            assert plain < -0.008, label
+
+
+def test_mrs_psf_refuses_a_mismatched_star_spectrum(dithered_stars, tmp_path):
+    """A spectrum in the wrong units, of another star, or without the columns: a clear error."""
+    wrong_units = _star_spectrum(tmp_path / "mjy.ecsv", flux_unit="mJy")
+    with pytest.raises(InputDataError, match="times the star spectrum"):
+        MrsPsfStep.call(dithered_stars[:1], star_spectrum=wrong_units)
+    other_star = _star_spectrum(tmp_path / "other.ecsv", scale=0.2)
+    with pytest.raises(InputDataError, match="is it this star's spectrum"):
+        MrsPsfStep.call(dithered_stars[:1], star_spectrum=other_star)
+    (tmp_path / "columns.ecsv").write_text(
+        "# %ECSV 1.0\n# ---\n# datatype:\n# - {name: wave, datatype: float64}\nwave\n5.0\n"
+    )
+    with pytest.raises(InputDataError, match="needs columns WAVELENGTH and FLUX"):
+        MrsPsfStep.call(dithered_stars[:1], star_spectrum=str(tmp_path / "columns.ecsv"))
+    with pytest.raises(InputDataError, match="cannot be read"):
+        MrsPsfStep.call(dithered_stars[:1], star_spectrum=str(tmp_path / "missing.ecsv"))
 
 
 def test_mrs_psf_plot_is_written(dithered_star_psf):

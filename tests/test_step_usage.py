@@ -64,7 +64,8 @@ def test_entry_points_resolve_to_the_public_classes():
     ours = [step for step in get_steps() if step.package_name == "mirispec_steps"]
     assert {step.class_alias for step in ours} == {
         "lrs_box_extract", "lrs_optimal_extract", "lrs_extract", "lrs_psf", "mrs_calibrate",
-        "mrs_centroid", "mrs_extract", "mrs_psf", "mrs_point_source", "mirispec_spec2",
+        "mrs_centroid", "mrs_extract", "mrs_psf", "mrs_combine", "mrs_point_source",
+        "mirispec_spec2",
         "mirispec_spec3",
     }  # fmt: skip
     for step in ours:

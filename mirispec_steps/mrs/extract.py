@@ -9,8 +9,11 @@ one shared x1d builder.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import asdict, dataclass, replace
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -27,6 +30,7 @@ from mirispec_steps.mrs.core.extract import (
     optimal_extraction,
     spectral_shape,
 )
+from mirispec_steps.mrs.core.psf_calibration import CorrectedPsf
 from mirispec_steps.mrs.core.resolution import ResolvingPower
 from mirispec_steps.mrs.core.spectral_grid import SpectralGrid, bin_members, spectral_grid
 from mirispec_steps.mrs.geometry import ChannelGeometry, mrs_geometry
@@ -314,6 +318,55 @@ def _extract(pixels, grid, track, settings, psf, members=None, shape=None) -> Bi
     )
 
 
+#: First passes kept for reuse: both methods on one exposure make the same one.
+SHAPE_CACHE_SIZE = 4
+_SHAPE_CACHE: OrderedDict = OrderedDict()
+_SHAPE_LOCK = threading.Lock()
+
+
+def _psf_identity(psf) -> tuple:
+    """What makes two PSF objects give the same fractions (the objects are never mutated)."""
+    if isinstance(psf, CorrectedPsf):
+        return (
+            id(psf.reference),
+            psf.coefficients.tobytes(),
+            psf.wavelength_nodes.tobytes(),
+            psf.grid.knots.tobytes(),
+            psf.grid.degree,
+        )
+    return (id(psf),)
+
+
+def _shape_pass(pixels, finer: SpectralGrid, track: tuple, settings, psf) -> BinSpectrum:
+    """
+    The optimal fit on the finer grid that gives the spectral shape, reused for identical input.
+
+    The key is a digest of every pixel array, the grid and the track, the
+    settings the fit reads and the PSF's identity; the cached value keeps the
+    PSF (and its reference) alive, so an identity cannot be reused while cached.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    arrays = [getattr(pixels, field.name) for field in fields(pixels)]
+    for values in [*arrays, finer.wavelength, finer.width, *track[:2]]:
+        digest.update(np.ascontiguousarray(values).tobytes())
+    key = (
+        digest.hexdigest(),
+        _psf_identity(psf),
+        settings.subtract_background,
+        settings.reject_sigma,
+    )
+    with _SHAPE_LOCK:
+        if key in _SHAPE_CACHE:
+            _SHAPE_CACHE.move_to_end(key)
+            return _SHAPE_CACHE[key][0]
+    first = _extract(pixels, finer, track, replace(settings, method="optimal"), psf)
+    with _SHAPE_LOCK:
+        _SHAPE_CACHE[key] = (first, psf, getattr(psf, "reference", None))
+        while len(_SHAPE_CACHE) > SHAPE_CACHE_SIZE:
+            _SHAPE_CACHE.popitem(last=False)
+    return first
+
+
 def extract_channels(
     model,
     settings: ExtractionSettings,
@@ -369,8 +422,7 @@ def extract_channels(
             # A PSF fit on bins a third as wide gives the spectrum's shape inside each bin
             # (aperture sums over so few pixels would show their sampling, not the spectrum).
             finer = grid.finer(SHAPE_SUBBINS)
-            first_pass = replace(settings, method="optimal")
-            first = _extract(pixels, finer, _on_grid(grid, finer, track), first_pass, psf)
+            first = _shape_pass(pixels, finer, _on_grid(grid, finer, track), settings, psf)
             shape = spectral_shape(
                 finer.wavelength,
                 *first.total_flux,

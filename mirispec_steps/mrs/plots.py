@@ -450,3 +450,89 @@ def mrs_psf_figure(results: dict, title: str = "MRS PSF measured on a point sour
 def plot_mrs_psf(results: dict, path, title="MRS PSF measured on a point source") -> str:
     """Write :func:`mrs_psf_figure` to a PNG; returns the path."""
     return save_figure(mrs_psf_figure(results, title), path, dpi=90)
+
+
+def mrs_combination_figure(output, combined: dict, spectra: dict) -> Figure:
+    """
+    A combined, stitched MRS spectrum over its dithers.
+
+    Parameters
+    ----------
+    output : MultiCombinedSpecModel
+        ``mrs_combine``'s product (the stitched spectrum first).
+    combined : dict
+        Band to :class:`~mirispec_steps.mrs.core.combine.CombinedBand`.
+    spectra : dict
+        Band to :class:`~mirispec_steps.mrs.combine.BandSpectra` (the dithers).
+
+    Returns
+    -------
+    Figure
+        Top: the stitched spectrum (Jy) with its 1-sigma band and the band
+        overlaps shaded. Bottom: each dither's spectrum over the combination of
+        its band (smoothed over 15 bins so that systematic differences show),
+        excluded dithers dashed.
+    """
+    figure = Figure(figsize=(13.0, 7.5))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 2)})
+    table = output.spec[0].spec_table
+    wavelength, flux, error = (np.array(table[name], dtype=float)
+                               for name in ("WAVELENGTH", "FLUX", "ERROR"))  # fmt: skip
+    # Gaps between bands (1B-2A ...) are drawn as gaps, not bridged.
+    step = np.diff(wavelength)
+    gaps = np.flatnonzero(step > 20 * np.median(step)) + 1
+    wavelength, flux, error = (np.insert(values, gaps, np.nan) for values in
+                               (wavelength, flux, error))  # fmt: skip
+    top.fill_between(wavelength, flux - error, flux + error, color="0.75", lw=0,
+                     label="1-sigma")  # fmt: skip
+    top.plot(wavelength, flux, color="k", lw=0.6, label="stitched")
+    names = sorted(combined, key=lambda name: combined[name].wavelength[0])
+    for first, second in zip(names[:-1], names[1:], strict=True):
+        low, high = combined[second].wavelength[0], combined[first].wavelength[-1]
+        if low < high:
+            for axis in (top, bottom):
+                axis.axvspan(low, high, color="tab:orange", alpha=0.2, lw=0)
+    top.axvspan(np.nan, np.nan, color="tab:orange", alpha=0.2, label="band overlaps")
+    top.set_ylabel("flux density (Jy)")
+    legend_above(top, ncol=3)
+    colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:cyan"]
+    labelled = set()
+    kernel = np.ones(15) / 15
+    for band, entry in spectra.items():
+        result = combined[band]
+        for index, check in enumerate(result.checks):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = entry.flux[index] / result.flux
+            finite = np.isfinite(ratio)
+            # A running mean over the bins with data (no padding pulls the band ends down).
+            with np.errstate(divide="ignore", invalid="ignore"):
+                smooth = np.convolve(np.where(finite, ratio, 0.0), kernel, mode="same") / (
+                    np.convolve(finite.astype(float), kernel, mode="same")
+                )
+            smooth[~finite] = np.nan
+            label = f"dither {index + 1} of its band" if index not in labelled else None
+            labelled.add(index)
+            bottom.plot(entry.wavelength, 100 * (smooth - 1), lw=0.7,
+                        color=colours[index % len(colours)],
+                        ls="--" if check.excluded else "-", label=label)  # fmt: skip
+    bottom.axhline(0.0, color="k", lw=0.5)
+    bottom.set_ylabel("dither / combined - 1 (%)\n(15-bin mean)")
+    bottom.set_xlabel("wavelength (micron)")
+    legend_above(bottom, ncol=6)
+    excluded = [
+        f"{band}: {name}"
+        for band, entry in spectra.items()
+        for name, check in zip(entry.names, combined[band].checks, strict=True)
+        if check.excluded
+    ]
+    figure.suptitle(
+        "MRS dithers combined and bands stitched"
+        + (f" (left out, dashed: {', '.join(excluded)})" if excluded else ""),
+        fontsize=10,
+    )
+    return figure
+
+
+def plot_mrs_combination(output, combined: dict, spectra: dict, path) -> str:
+    """Write :func:`mrs_combination_figure` to a PNG; returns the path."""
+    return save_figure(mrs_combination_figure(output, combined, spectra), path, dpi=90)

@@ -11,7 +11,13 @@ extraction can use with ``--override_mrspsf``.
 Normalisation: like the self-calibration, the light the data see keeps the
 reference's share, and the light beyond the field of view is the
 reference's. A cube is cut at ``CUBE_EXTENT_FWHM`` FWHM; each plane is
-normalised to unit total there.
+normalised to unit total there. Given the star's known spectrum, the
+normalisation is measured instead: the fluxes fitted with the measured PSF,
+divided by the star's, smoothed over the band (a quadratic in wavelength),
+give the share of the light the cube holds (its ``enclosed``), which is what
+no detector-level fit can see (light beyond the field, and the reference's
+error there). It is the detector-level counterpart of the aperture correction
+jwst measures on standard stars.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from mirispec_steps.mrs.core.psf_calibration import (
     calibrate_psf,
 )
 from mirispec_steps.mrs.core.spectral_grid import bin_members
-from mirispec_steps.mrs.extract import ExtractionSettings, source_track
+from mirispec_steps.mrs.extract import ARCSEC2_TO_SR, ExtractionSettings, source_track
 from mirispec_steps.mrs.geometry import mrs_geometry
 from mirispec_steps.mrs.psf_choice import (
     calibration_samples,
@@ -43,7 +49,14 @@ from mirispec_steps.mrs.psf_choice import (
     wavelength_nodes,
 )
 
-__all__ = ["BandPsf", "MrsPsfBuildSettings", "build_mrs_psf", "mrspsf_bands", "psf_plane"]
+__all__ = [
+    "BandPsf",
+    "MrsPsfBuildSettings",
+    "build_mrs_psf",
+    "mrspsf_bands",
+    "psf_plane",
+    "star_flux_from_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +90,12 @@ class MrsPsfBuildSettings:
     min_snr: float = 50.0
 
 
+#: The measured light share must lie between these (else the star spectrum does not match).
+LIGHT_SHARE_RANGE = (0.5, 1.1)
+#: Bins further than this many robust standard deviations from the smooth share are ignored.
+LIGHT_SHARE_CLIP = 4.0
+
+
 @dataclass
 class BandPsf:
     """
@@ -94,6 +113,9 @@ class BandPsf:
         Wavelengths the exposures cover (micron).
     n_exposures : int
         Exposures that contributed.
+    light_share : ndarray or None
+        Polynomial coefficients (in wavelength scaled to the band, -0.5..0.5)
+        of the fitted flux over the star's known flux; None without one.
     """
 
     band: str
@@ -101,6 +123,15 @@ class BandPsf:
     calibration: PsfCalibration
     wavelength_range: tuple
     n_exposures: int
+    light_share: np.ndarray | None = None
+
+    def measured_share(self, wavelength: np.ndarray) -> np.ndarray | None:
+        """Fitted flux / the star's flux at ``wavelength`` (None without a star spectrum)."""
+        if self.light_share is None:
+            return None
+        low, high = self.wavelength_range
+        scaled = (np.asarray(wavelength, dtype=float) - 0.5 * (low + high)) / (high - low)
+        return np.polynomial.polynomial.polyval(scaled, self.light_share)
 
 
 def _saturated_share(model, geometry, members, alpha, beta, width) -> float:
@@ -119,7 +150,9 @@ def _saturated_share(model, geometry, members, alpha, beta, width) -> float:
     return float(np.mean(np.any(near & saturated[index], axis=1)))
 
 
-def build_mrs_psf(models, psf_reference, resolution, settings: MrsPsfBuildSettings) -> dict:
+def build_mrs_psf(
+    models, psf_reference, resolution, settings: MrsPsfBuildSettings, star_flux=None
+) -> dict:
     """
     Measure the PSF of every band the exposures cover.
 
@@ -134,6 +167,10 @@ def build_mrs_psf(models, psf_reference, resolution, settings: MrsPsfBuildSettin
         Resolving power (the spectral grid).
     settings : MrsPsfBuildSettings
         Thresholds.
+    star_flux : callable or None
+        The star's flux density (Jy) at given wavelengths (micron): measure
+        each band's light share (see the module's notes); None keeps the
+        reference's.
 
     Returns
     -------
@@ -176,7 +213,112 @@ def build_mrs_psf(models, psf_reference, resolution, settings: MrsPsfBuildSettin
             per_band.setdefault(geometry.name, []).append((samples, reference, grid))
     if not per_band:
         raise InputDataError("the input holds no MRS exposure")
-    return {band: _calibrate_band(band, entries) for band, entries in per_band.items()}
+    results = {band: _calibrate_band(band, entries) for band, entries in per_band.items()}
+    if star_flux is not None:
+        for band, result in results.items():
+            grids = [grid for _, _, grid in per_band[band]]
+            result.light_share = _light_share(result, grids, star_flux)
+    return results
+
+
+def _light_share(result: BandPsf, grids: list, star_flux) -> np.ndarray:
+    """Quadratic in scaled wavelength through fitted flux / star flux, clipped iteratively."""
+    wavelength = np.concatenate([grid.wavelength for grid in grids])
+    # The fit's fluxes are surface brightness (MJy/sr) times arcsec^2.
+    flux = result.calibration.flux * ARCSEC2_TO_SR * 1.0e6
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = flux / np.asarray(star_flux(wavelength), dtype=float)
+    low, high = result.wavelength_range
+    scaled = (wavelength - 0.5 * (low + high)) / (high - low)
+    keep = np.isfinite(ratio)
+    if keep.sum() < 10:
+        raise InputDataError(
+            f"band {result.band}: the star spectrum covers {keep.sum()} measured bins; "
+            "it must cover the band"
+        )
+    for _ in range(5):
+        coefficients = np.polynomial.polynomial.polyfit(scaled[keep], ratio[keep], 2)
+        residual = ratio - np.polynomial.polynomial.polyval(scaled, coefficients)
+        spread = 1.4826 * np.median(np.abs(residual[keep]))
+        clipped = np.isfinite(ratio) & (np.abs(residual) <= LIGHT_SHARE_CLIP * spread)
+        if np.array_equal(clipped, keep):
+            break
+        keep = clipped
+    share = np.polynomial.polynomial.polyval(scaled[keep], coefficients)
+    lowest, highest = LIGHT_SHARE_RANGE
+    if not (np.min(share) > lowest and np.max(share) < highest):
+        raise InputDataError(
+            f"band {result.band}: the fluxes measured with the PSF are {np.min(share):.3g} to "
+            f"{np.max(share):.3g} times the star spectrum's (expected {lowest:g} to "
+            f"{highest:g}): is it this star's spectrum, in Jy against micron?"
+        )
+    log.info(
+        f"Band {result.band}: measured flux / star spectrum {np.min(share):.4f} to "
+        f"{np.max(share):.4f} ({keep.sum()} bins): the PSF cube's light share"
+    )
+    return coefficients
+
+
+def star_flux_from_table(path: str) -> callable:
+    """
+    A star's flux density from a table file, interpolated linearly in wavelength.
+
+    Parameters
+    ----------
+    path : str
+        Any table astropy reads (ECSV, FITS, an x1d file's first spectrum)
+        with columns ``WAVELENGTH`` (micron) and ``FLUX`` (Jy); units, when
+        the columns carry them, are converted.
+
+    Returns
+    -------
+    callable
+        ``flux(wavelength)`` in Jy, NaN outside the table's range.
+
+    Raises
+    ------
+    InputDataError
+        Unreadable file, missing columns, wavelengths not increasing, or
+        fluxes not positive and finite.
+    """
+    from astropy import units as u
+    from astropy.table import Table
+
+    name = str(path)
+    try:
+        table = Table.read(name)
+    except Exception as exc:  # astropy raises many types for unreadable tables
+        raise InputDataError(f"star spectrum {name} cannot be read as a table: {exc}") from None
+    columns = {column.upper(): column for column in table.colnames}
+    if "WAVELENGTH" not in columns or "FLUX" not in columns:
+        raise InputDataError(f"star spectrum {name} needs columns WAVELENGTH and FLUX")
+    wavelength_column, flux_column = table[columns["WAVELENGTH"]], table[columns["FLUX"]]
+    try:
+        wavelength = (
+            np.asarray(wavelength_column, dtype=float)
+            if wavelength_column.unit is None
+            else wavelength_column.quantity.to_value(u.micron, equivalencies=u.spectral())
+        )
+        flux = (
+            np.asarray(flux_column, dtype=float)
+            if flux_column.unit is None
+            else flux_column.quantity.to_value(
+                u.Jy, equivalencies=u.spectral_density(wavelength * u.micron)
+            )
+        )
+    except u.UnitConversionError as exc:
+        raise InputDataError(
+            f"star spectrum {name}: units cannot be converted to micron and Jy ({exc})"
+        ) from None
+    if wavelength.size < 2 or not np.all(np.diff(wavelength) > 0):
+        raise InputDataError(f"star spectrum {name}: WAVELENGTH must increase")
+    if not np.all(np.isfinite(flux) & (flux > 0)):
+        raise InputDataError(f"star spectrum {name}: FLUX must be positive and finite")
+
+    def flux_at(where):
+        return np.interp(np.asarray(where, float), wavelength, flux, left=np.nan, right=np.nan)
+
+    return flux_at
 
 
 def _calibrate_band(band: str, entries: list) -> BandPsf:
@@ -267,7 +409,8 @@ def mrspsf_bands(results: dict) -> dict:
     Returns
     -------
     dict
-        Band to ``{wavelength, alpha, beta, data}``: ``N_PLANES`` planes
+        Band to ``{wavelength, alpha, beta, data}`` (and ``enclosed`` when
+        the light share was measured on a star spectrum): ``N_PLANES`` planes
         over the band's wavelengths padded by 2%, cells of 1/8 of the
         shortest wavelength's FWHM out to 8 FWHM of the longest's. The
         densities are kept as measured, negative where the pixels do not
@@ -291,4 +434,10 @@ def mrspsf_bands(results: dict) -> dict:
             "beta": centres,
             "data": np.array(planes),
         }
+        share = result.measured_share(wavelength)
+        if share is not None:
+            # The fluxes were fitted with the PSF normalised over the whole sky; the cube
+            # holds the planes' light, so its share of the star's light is their product.
+            inside = np.array(planes).sum(axis=(1, 2)) * cell**2
+            bands[band]["enclosed"] = inside * share
     return bands

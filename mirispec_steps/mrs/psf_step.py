@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from stdatamodels.jwst.datamodels import ReferenceFileModel
 
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs.exposure import stored_solution
-from mirispec_steps.mrs.psf_builder import MrsPsfBuildSettings, build_mrs_psf, mrspsf_bands
+from mirispec_steps.mrs.psf_builder import (
+    MrsPsfBuildSettings,
+    build_mrs_psf,
+    mrspsf_bands,
+    star_flux_from_table,
+)
 from mirispec_steps.mrs.references import load_mrs_psf, load_mrs_resolution
 from mirispec_steps.mrs.step import CalibratedMrsStep
 
@@ -29,7 +35,11 @@ class MrsPsfStep(CalibratedMrsStep):
     with its own fluxes and source track) and the corrected PSF is sampled
     into a cube: 12 planes across the band, cells of 1/8 FWHM out to 8 FWHM.
     Later extractions use it with ``--override_mrspsf``. The light beyond
-    the field of view is the reference's. An input that is too faint,
+    the field of view is the reference's, unless ``star_spectrum`` gives the
+    star's known spectrum: then the share of the light the cube holds is
+    measured (fitted fluxes over the star's, smooth in wavelength) and
+    written with it, as jwst measures its aperture correction on standard
+    stars. An input that is too faint,
     saturated, extended or holds two sources is an error, and nothing is
     written.
     """
@@ -39,6 +49,7 @@ class MrsPsfStep(CalibratedMrsStep):
 
     spec = """
     min_snr = float(default=50.0, min=5)  # smallest median bin S/N of an input exposure
+    star_spectrum = string(default=None)  # table (ECSV, FITS, x1d) of the star's WAVELENGTH (micron) and FLUX (Jy): measures the light the PSF cube holds
     save_plots = boolean(default=False)  # PNG: PSF image, profiles against the reference, difference
     output_ext = string(default=".asdf")  # the mrspsf reference is an ASDF file
     """  # noqa: E501
@@ -74,8 +85,15 @@ class MrsPsfStep(CalibratedMrsStep):
         references = self.resolve_references(members[0])
         reference = load_mrs_psf(references["mrspsf"])
         resolution = load_mrs_resolution(references["mrsresol"])
+        star_flux = None
+        if self.star_spectrum:
+            star_flux = star_flux_from_table(self.star_spectrum)
         results = build_mrs_psf(
-            members, reference, resolution, MrsPsfBuildSettings(min_snr=float(self.min_snr))
+            members,
+            reference,
+            resolution,
+            MrsPsfBuildSettings(min_snr=float(self.min_snr)),
+            star_flux,
         )
         product = ReferenceFileModel()
         product["model"] = "cube"
@@ -87,6 +105,7 @@ class MrsPsfStep(CalibratedMrsStep):
             f"MRS PSF measured by mrs_psf on {len(members)} exposure(s) of "
             f"{members[0].meta.target.proposer_name or 'a point source'}, correcting "
             f"{reference.source}"
+            + (f"; light share measured on {Path(self.star_spectrum).name}" if star_flux else "")
         )
         product.meta.pedigree = "INFLIGHT"
         product.meta.author = "mirispec_steps mrs_psf"

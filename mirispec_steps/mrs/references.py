@@ -136,6 +136,8 @@ def band_resolving_power(resolution: ResolvingPower, band: str, low: float, high
 #: Negative cells of a cube plane may hold at most this share of its total (a measured PSF
 #: dips below zero only where pixels do not resolve it).
 MAX_NEGATIVE_LIGHT = 0.25
+#: Bounds of a cube's optional ``enclosed`` share of the light (a measured normalisation).
+MIN_ENCLOSED, MAX_ENCLOSED = 0.5, 1.1
 #: Parameters of an analytic ``mrspsf`` band entry (see :class:`MrsPsf`).
 MRS_PSF_PARAMETERS = ("fwhm_slope", "fwhm_offset", "axis_ratio", "wing_fraction", "wing_scale")
 
@@ -233,6 +235,8 @@ def _mrs_psf_band(where: str, kind: str, entry) -> tuple:
         alpha = _regular_axis(where, "alpha", entry["alpha"])
         beta = _regular_axis(where, "beta", entry["beta"])
         data = np.asarray(entry["data"], dtype=float)
+        enclosed = entry.get("enclosed")
+        enclosed = None if enclosed is None else np.asarray(enclosed, dtype=float)
     except KeyError as exc:
         raise ReferenceFileError(f"{where}: missing key {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -254,7 +258,19 @@ def _mrs_psf_band(where: str, kind: str, entry) -> tuple:
             f"{where}: negative cells hold more than {100 * MAX_NEGATIVE_LIGHT:.0f}% of a "
             "wavelength plane's light"
         )
-    return CubePsf(wavelength, alpha, beta, data), (float(wavelength[0]), float(wavelength[-1]))
+    if enclosed is not None and not (
+        enclosed.shape == wavelength.shape
+        and np.all(np.isfinite(enclosed))
+        and np.all((enclosed > MIN_ENCLOSED) & (enclosed <= MAX_ENCLOSED))
+    ):
+        raise ReferenceFileError(
+            f"{where}: 'enclosed' must hold one share of the light per wavelength plane, "
+            f"between {MIN_ENCLOSED:g} and {MAX_ENCLOSED:g}"
+        )
+    return CubePsf(wavelength, alpha, beta, data, enclosed), (
+        float(wavelength[0]),
+        float(wavelength[-1]),
+    )
 
 
 def load_mrs_psf(path: str | Path) -> MrsPsfReference:
@@ -267,7 +283,8 @@ def load_mrs_psf(path: str | Path) -> MrsPsfReference:
     ``axis_ratio``, ``wing_fraction``, ``wing_scale``) or a cube
     (``wavelength`` ``(W,)``, ``alpha`` ``(A,)``, ``beta`` ``(B,)`` regular
     cell centres relative to the PSF centre in arcsec, ``data`` ``(W, B, A)``
-    surface density).
+    surface density, and optionally ``enclosed`` ``(W,)``, the share of the
+    light inside the cube, measured on a star of known spectrum).
 
     Parameters
     ----------

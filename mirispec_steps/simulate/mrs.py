@@ -42,6 +42,7 @@ from mirispec_steps.simulate.mrs_geometry import (
     assign_real_mrs_wcs,
     blank_mrs_model,
     build_mrs_wcs,
+    point_at_target,
 )
 
 __all__ = [
@@ -532,6 +533,7 @@ def simulate_mrs(
     cosmic_rays: int = 0,
     reference_dir: str | Path | None = None,
     with_wcs: bool = True,
+    target: tuple | None = None,
     seed: int | None = None,
 ) -> SimulatedMrs:
     """
@@ -588,6 +590,11 @@ def simulate_mrs(
         flight WCS through jwst's AssignWcsStep instead of the built-in one.
     with_wcs : bool
         Keep the WCS on the output models (archive rate files have none).
+    target : (float, float) or None
+        RA, Dec (deg) of the source: the exposure is pointed so that
+        (alpha, beta) falls there, as the exposures of a dither do
+        (:func:`~mirispec_steps.simulate.mrs_geometry.point_at_target`);
+        default the fixed pointing of the blank model.
     seed : int or None
         Random seed.
 
@@ -604,6 +611,8 @@ def simulate_mrs(
         model = assign_real_mrs_wcs(model, reference_dir)
     else:
         model.meta.wcs = build_mrs_wcs(model)
+    if target is not None:
+        model = point_at_target(model, alpha, beta, target, reference_dir)
     scene = _mrs_scene(
         model, rng, alpha, beta, continuum, lines, extended, psf, resolving_power, background,
         fringe_amplitude, gain_variation, time_loss,

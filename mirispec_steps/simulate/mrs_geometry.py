@@ -37,6 +37,7 @@ __all__ = [
     "CHANNEL_LAYOUT",
     "ChannelLayout",
     "build_mrs_wcs",
+    "point_at_target",
 ]
 
 #: Band wavelength ranges (micron) of the flight instrument, by channel and band letter.
@@ -342,6 +343,49 @@ def assign_real_mrs_wcs(model, reference_dir):
         "wavelengthrange": folder / "jwst_miri_mrs_wavelengthrange_flt9.asdf",
     }
     return assign_wcs_offline(model, files)
+
+
+def point_at_target(model, alpha: float, beta: float, target, reference_dir=None):
+    """
+    The exposure pointed so that the field position (alpha, beta) is the target's sky position.
+
+    A dithered observation keeps its target fixed on the sky while the
+    telescope moves: each exposure's pointing (``wcsinfo.ra_ref``/``dec_ref``)
+    is set so that the source's field position maps to ``target``, and the WCS
+    is rebuilt (built-in, or the flight one through jwst's assign_wcs when
+    ``reference_dir`` is given). Three fixed-point steps bring the position
+    to well below a milliarcsecond.
+
+    Parameters
+    ----------
+    model : IFUImageModel
+        An exposure with a WCS (not modified).
+    alpha, beta : float
+        The source's position in the field (arcsec).
+    target : (float, float)
+        RA, Dec (deg).
+    reference_dir : str, Path or None
+        The flight geometry files, when the exposure uses them.
+
+    Returns
+    -------
+    IFUImageModel
+        A copy with the new pointing, WCS and ``meta.target`` position.
+    """
+    letter = band_letter(model.meta.instrument.band)
+    channel = int(str(model.meta.instrument.channel)[0])
+    wavelength = float(np.mean(BAND_WAVELENGTHS[f"{channel}{letter}"]))
+    pointed = model.copy()
+    for _ in range(3):
+        ra, dec, _ = pointed.meta.wcs.get_transform("alpha_beta", "world")(alpha, beta, wavelength)
+        pointed.meta.wcsinfo.ra_ref += target[0] - float(ra)
+        pointed.meta.wcsinfo.dec_ref += target[1] - float(dec)
+        if reference_dir is not None:
+            pointed = assign_real_mrs_wcs(pointed, reference_dir)
+        else:
+            pointed.meta.wcs = build_mrs_wcs(pointed)
+    pointed.meta.target.ra, pointed.meta.target.dec = float(target[0]), float(target[1])
+    return pointed
 
 
 def blank_mrs_model(detector: str = "MIRIFUSHORT", band: str = "SHORT", pointing=(10.0, 20.0)):

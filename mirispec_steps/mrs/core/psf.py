@@ -210,16 +210,21 @@ class CubePsf:
         the PSF centre (arcsec).
     data : ndarray
         ``(W, B, A)`` surface density (any scale: each plane is normalised
-        to unit total; small negative values, as a measured PSF may have
+        to ``enclosed``; small negative values, as a measured PSF may have
         where pixels do not resolve it, are kept).
+    enclosed : ndarray or None
+        ``(W,)`` share of the source's light inside the cube at each plane;
+        default 1 (no light beyond the cube).
 
     Notes
     -----
-    Light beyond the cube is taken as absent: a cube must be large enough
-    to hold the wings that matter for the apertures used.
+    Without ``enclosed``, light beyond the cube is taken as absent: a cube
+    must then be large enough to hold the wings that matter. A cube measured
+    on a star of known spectrum (``mrs_psf`` with ``star_spectrum``) carries
+    the measured ``enclosed``, which accounts for the light no pixel sees.
     """
 
-    def __init__(self, wavelength, alpha, beta, data):
+    def __init__(self, wavelength, alpha, beta, data, enclosed=None):
         self.wavelength = np.asarray(wavelength, dtype=float)
         self.alpha = np.asarray(alpha, dtype=float)
         self.beta = np.asarray(beta, dtype=float)
@@ -231,7 +236,10 @@ class CubePsf:
         cells = density
         cumulative = np.zeros((density.shape[0], self.beta.size + 1, self.alpha.size + 1))
         cumulative[:, 1:, 1:] = cells.cumsum(axis=1).cumsum(axis=2)
-        cumulative /= cumulative[:, -1:, -1:]
+        self.enclosed = (
+            np.ones(self.wavelength.size) if enclosed is None else np.asarray(enclosed, float)
+        )
+        cumulative *= self.enclosed[:, None, None] / cumulative[:, -1:, -1:]
         #: ``(W, B + 1, A + 1)`` share of each plane's light below and left of each cell corner.
         self.cumulative = cumulative
         centre_row = int(np.argmin(np.abs(self.beta)))

@@ -1,0 +1,80 @@
+"""MrsCombineStep: one spectrum from the MRS x1d products of a dither set and its bands."""
+
+from __future__ import annotations
+
+import logging
+
+from mirispec_steps.mrs.combine import CombineSettings, combine_products
+from mirispec_steps.stepbase import MirispecStep
+
+__all__ = ["MrsCombineStep"]
+
+log = logging.getLogger(__name__)
+
+
+class MrsCombineStep(MirispecStep):
+    """
+    Combine the x1d spectra of a dithered MRS observation and stitch its bands.
+
+    The input is the x1d products of ``mrs_extract`` (or ``mrs_point_source``)
+    for one target: any number of dithers, detectors and grating settings, as
+    a list, an association or a ModelContainer. Per band, the dithers'
+    spectra (on the band's shared grid) are combined by an inverse-variance
+    weighted mean with outliers clipped per bin; a dither that disagrees with
+    the others as a whole (a scale offset, residuals far beyond its errors,
+    most bins empty) is reported and left out. The bands are joined over the
+    full range, the overlaps cut at their midpoints (or averaged), and the
+    flux ratios of neighbouring bands in their overlaps are measured and
+    reported (applied only with ``match_scale``). The product is jwst's c1d
+    layout (``MultiCombinedSpecModel``): the stitched spectrum first, then
+    each band's combination; the checks of every dither are recorded in
+    ``mirispec_combination``.
+    """
+
+    class_alias = "mrs_combine"
+    product_suffix = "c1d"
+
+    spec = """
+    clip_sigma = float(default=4.0, min=1.0)  # a value this many sigma from the other dithers' mean is left out of its bin
+    scale_tolerance = float(default=0.01, min=0)  # a dither whose flux differs from the others' by more than this share ...
+    scale_sigma = float(default=5.0, min=0)  # ... and by more than this many sigma is left out (reported)
+    overlap = option("cut", "average", default="cut")  # band overlaps: cut at the midpoint, or inverse-variance average
+    match_scale = boolean(default=False)  # scale each band to its predecessor in their overlap (ratios are always reported)
+    pointing_tolerance = float(default=0.1, min=0)  # report dithers extracted further than this (arcsec) from the median position
+    save_plots = boolean(default=False)  # PNG: the stitched spectrum, the dithers against it, the overlaps
+    """  # noqa: E501
+
+    def process(self, input_data):
+        """
+        Combine and stitch.
+
+        Parameters
+        ----------
+        input_data : list, str or ModelContainer
+            MRS x1d products of one target.
+
+        Returns
+        -------
+        MultiCombinedSpecModel
+            The stitched spectrum (``ALL``) and each band's combination.
+        """
+        products = self.input_members(input_data)
+        settings = CombineSettings(
+            clip_sigma=float(self.clip_sigma),
+            scale_tolerance=float(self.scale_tolerance),
+            scale_sigma=float(self.scale_sigma),
+            overlap=self.overlap,
+            match_scale=bool(self.match_scale),
+            pointing_tolerance=float(self.pointing_tolerance),
+        )
+        output, combined, spectra = combine_products(products, settings)
+        output.meta.cal_step.mrs_combine = "COMPLETE"
+        if self.save_plots:
+            from mirispec_steps.mrs.plots import plot_mrs_combination
+
+            self.write_side_product(
+                "the combination plot",
+                self.plot_path(output, products[0]),
+                lambda path: plot_mrs_combination(output, combined, spectra, path),
+            )
+        return output
