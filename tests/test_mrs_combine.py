@@ -1,5 +1,9 @@
 """Dither combination and band stitching (``mirispec_steps.mrs.core.combine``) on known truth."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_honest_pulls
@@ -174,10 +178,14 @@ def test_mrs_combine_step_combines_and_stitches(dither_x1d, tmp_path):
     from specutils import SpectrumList
     from stdatamodels.jwst import datamodels
 
-    from mirispec_steps import MrsCombineStep
-
     files, truth = dither_x1d
-    MrsCombineStep.call(files, output_dir=str(tmp_path), save_results=True, save_plots=True)
+    # As users run it: strun with the dithers' files on the command line.
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "strun"), "mrs_combine", *files,
+         f"--output_dir={tmp_path}", "--save_plots=True"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == ["dither0_short_c1d.fits", "dither0_short_c1d.png"], written
     with datamodels.open(tmp_path / "dither0_short_c1d.fits") as product:

@@ -44,21 +44,23 @@ class MrsCombineStep(MirispecStep):
     save_plots = boolean(default=False)  # PNG: the stitched spectrum, the dithers against it, the overlaps
     """  # noqa: E501
 
-    def process(self, input_data):
+    def process(self, *inputs):
         """
         Combine and stitch.
 
         Parameters
         ----------
-        input_data : list, str or ModelContainer
-            MRS x1d products of one target.
+        *inputs : list, str, DataModel or ModelContainer
+            MRS x1d products of one target: one list, association or
+            container, or several files (``strun mrs_combine a_x1d.fits
+            b_x1d.fits``).
 
         Returns
         -------
         MultiCombinedSpecModel
             The stitched spectrum (``ALL``) and each band's combination.
         """
-        products = self.input_members(input_data)
+        products = self.input_members(inputs[0] if len(inputs) == 1 else list(inputs))
         settings = CombineSettings(
             clip_sigma=float(self.clip_sigma),
             scale_tolerance=float(self.scale_tolerance),
