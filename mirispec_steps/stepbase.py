@@ -549,14 +549,15 @@ class _MirispecBehaviour:
         """
         return self.side_path(model, self.product_suffix_of(result), ".png", index)
 
-    def input_members(self, input_data) -> list:
+    def input_members(self, *inputs) -> list:
         """
-        Every exposure of an input that is combined into one product (a reference file).
+        Every exposure of an input that is combined into one product (a reference file, a c1d).
 
         Parameters
         ----------
-        input_data : str, DataModel, list or ModelContainer
-            A file, a model, a list of either, or an association.
+        *inputs : str, DataModel, list or ModelContainer
+            A file, a model, a list of either, or an association; or several
+            files or models (``strun <alias> a.fits b.fits`` passes each).
 
         Returns
         -------
@@ -570,6 +571,7 @@ class _MirispecBehaviour:
         """
         from jwst.datamodels import ModelContainer
 
+        input_data = inputs[0] if len(inputs) == 1 else list(inputs)
         if isinstance(input_data, list | tuple):
             input_data = ModelContainer(list(input_data))
         opened = self.prepare_output(input_data, make_copy=False)

@@ -1,11 +1,13 @@
 """Steps running at the same time in threads of one process (as threaded dask workers run them)."""
 
+import ast
 import logging
+import os
 import threading
 
 import numpy as np
 from conftest import _simulate_mrs_files
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_array_equal
 
 from mirispec_steps import LrsOptimalExtractStep, MrsPointSourcePipeline
 from mirispec_steps.log_sharing import LoggerLending, ThreadFilter
@@ -98,10 +100,7 @@ def test_two_lrs_optimal_extractions_in_threads_equal_serial_runs():
     together = _run_together([job(model) for model in models])
     for alone, concurrent in zip(serial, together, strict=True):
         for a, b in zip(_columns(alone), _columns(concurrent), strict=True):
-            # Bit-equal as a rule; once, on a heavily loaded machine, 5 of 387 values differed
-            # in the last bits (3e-15 relative; cause not found). A race on shared state would
-            # show as wrong values, far beyond this bound.
-            assert_allclose(a, b, rtol=1e-12, atol=0)
+            assert_array_equal(a, b)
 
 
 def test_two_mrs_pipelines_in_threads_equal_serial_runs(tmp_path):
@@ -125,6 +124,34 @@ def test_two_mrs_pipelines_in_threads_equal_serial_runs(tmp_path):
     for alone, concurrent in zip(serial, together, strict=True):
         for a, b in zip(_columns(alone), _columns(concurrent), strict=True):
             assert_array_equal(a, b)
+
+
+def test_one_blas_thread_limits_blas_libraries_loaded_after_the_package():
+    """
+    The first limit of a process may come before scipy.linalg is imported (a doctest, a step
+    run before any scipy linear algebra): scipy's BLAS must be limited all the same. It once
+    was not, and two LRS extractions in threads then differed from serial ones in the last bits.
+    """
+    import subprocess
+    import sys
+
+    script = (
+        "from mirispec_steps.core.blas import one_blas_thread\n"
+        "import sys\n"
+        "assert 'scipy.linalg' not in sys.modules\n"
+        "with one_blas_thread():\n"
+        "    import scipy.linalg\n"
+        "    from threadpoolctl import threadpool_info\n"
+        "    print(sorted({i['filepath']: i['num_threads'] for i in threadpool_info()\n"
+        "                  if i['user_api'] == 'blas'}.values()))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "2"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    counts = ast.literal_eval(completed.stdout.strip().splitlines()[-1])
+    assert len(counts) >= 2 and set(counts) == {1}, counts
 
 
 def test_one_blas_thread_reaches_the_thread_that_asks():

@@ -39,7 +39,12 @@ _this_thread = threading.local()
 
 @functools.cache
 def _controller() -> ThreadpoolController:
-    # Finding the loaded BLAS libraries takes milliseconds: once per process.
+    # Finding the loaded BLAS libraries takes milliseconds: once per process. It only finds
+    # libraries already loaded, and scipy's BLAS loads with scipy.linalg: import it first, or
+    # a process whose first limit comes before that import never limits scipy's BLAS (its
+    # banded Cholesky then sums in another order on a loaded machine).
+    import scipy.linalg  # noqa: F401
+
     return ThreadpoolController()
 
 

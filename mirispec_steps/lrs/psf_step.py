@@ -56,22 +56,22 @@ class LrsPsfStep(MirispecStep):
 
     reference_file_types = ["extract1d", "psf"]
 
-    def process(self, input_data):
+    def process(self, *inputs):
         """
         Measure the PSF.
 
         Parameters
         ----------
-        input_data : str, DataModel, list or ModelContainer
-            LRS cal or calints exposure(s) of a bright point source with a WCS,
-            or an association of them.
+        *inputs : str, DataModel, list or ModelContainer
+            LRS cal or calints exposure(s) of a bright point source with a WCS:
+            one or several files or models, a list, or an association.
 
         Returns
         -------
         SpecPsfModel
             The new ``psf`` reference.
         """
-        members = self.input_members(input_data)
+        members = self.input_members(*inputs)
         settings = PsfBuildSettings(
             subpix=int(self.subpix), half_extent=float(self.half_extent),
             wavelength_step=float(self.wavelength_step), min_snr=float(self.min_snr),

@@ -12,6 +12,7 @@ combination, and a ``mirispec_combination`` record of every dither's checks.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -193,10 +194,14 @@ def _pointing_offsets(spectra: BandSpectra) -> np.ndarray:
     return 3600 * np.hypot((spectra.ra - ra0) * np.cos(np.radians(dec0)), spectra.dec - dec0)
 
 
+@functools.cache
+def _c1d_dtype() -> np.dtype:
+    """jwst's c1d table layout, from its schema (as jwst's combine_1d builds it)."""
+    return datamodels.CombinedSpecModel().get_dtype("spec_table")
+
+
 def _table(wavelength, flux, error, n_input) -> np.ndarray:
-    dtype = [("WAVELENGTH", "f8"), ("FLUX", "f8"), ("ERROR", "f8"), ("SURF_BRIGHT", "f8"),
-             ("SB_ERROR", "f8"), ("DQ", "u4"), ("WEIGHT", "f8"), ("N_INPUT", "f8")]  # fmt: skip
-    table = np.zeros(wavelength.size, dtype=dtype)
+    table = np.zeros(wavelength.size, dtype=_c1d_dtype())
     table["WAVELENGTH"], table["FLUX"], table["ERROR"] = wavelength, flux, error
     # A point source's combined spectrum has no surface brightness (as jwst's c1d of x1d).
     table["SURF_BRIGHT"] = table["SB_ERROR"] = np.nan
@@ -265,9 +270,13 @@ def combine_products(products, settings: CombineSettings):
         record["bands"][band] = {"dithers": dithers}
     stitched = stitch_bands(combined, settings.overlap, settings.match_scale)
     for pair, ratio in stitched.scale_ratios.items():
-        log.info(f"Overlap {pair}: flux ratio {ratio:.4f}" + (
-            f" (applied: {stitched.scales[pair.split('/')[1]]:.4f})" if settings.match_scale
-            else " (measured, not applied)"))  # fmt: skip
+        second = pair.split("/")[1]
+        applied = (
+            f"band {second} scaled by {stitched.scales[second]:.4f}"
+            if settings.match_scale
+            else "measured, not applied"
+        )
+        log.info(f"Overlap {pair}: flux ratio {ratio:.4f} ({applied})")
     record.update(
         overlap=settings.overlap,
         match_scale=settings.match_scale,

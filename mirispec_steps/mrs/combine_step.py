@@ -60,7 +60,7 @@ class MrsCombineStep(MirispecStep):
         MultiCombinedSpecModel
             The stitched spectrum (``ALL``) and each band's combination.
         """
-        products = self.input_members(inputs[0] if len(inputs) == 1 else list(inputs))
+        products = self.input_members(*inputs)
         settings = CombineSettings(
             clip_sigma=float(self.clip_sigma),
             scale_tolerance=float(self.scale_tolerance),

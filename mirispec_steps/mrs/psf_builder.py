@@ -23,12 +23,14 @@ jwst measures on standard stars.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import maximum_filter
 
 from mirispec_steps import flags
+from mirispec_steps.core.robust import robust_sigma
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs import exposure as mrs_exposure
 from mirispec_steps.mrs.core.psf import half_maximum_width
@@ -151,7 +153,11 @@ def _saturated_share(model, geometry, members, alpha, beta, width) -> float:
 
 
 def build_mrs_psf(
-    models, psf_reference, resolution, settings: MrsPsfBuildSettings, star_flux=None
+    models,
+    psf_reference,
+    resolution,
+    settings: MrsPsfBuildSettings,
+    star_flux: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """
     Measure the PSF of every band the exposures cover.
@@ -239,7 +245,7 @@ def _light_share(result: BandPsf, grids: list, star_flux) -> np.ndarray:
     for _ in range(5):
         coefficients = np.polynomial.polynomial.polyfit(scaled[keep], ratio[keep], 2)
         residual = ratio - np.polynomial.polynomial.polyval(scaled, coefficients)
-        spread = 1.4826 * np.median(np.abs(residual[keep]))
+        spread = robust_sigma(residual[keep])
         clipped = np.isfinite(ratio) & (np.abs(residual) <= LIGHT_SHARE_CLIP * spread)
         if np.array_equal(clipped, keep):
             break
@@ -259,7 +265,7 @@ def _light_share(result: BandPsf, grids: list, star_flux) -> np.ndarray:
     return coefficients
 
 
-def star_flux_from_table(path: str) -> callable:
+def star_flux_from_table(path: str) -> Callable[[np.ndarray], np.ndarray]:
     """
     A star's flux density from a table file, interpolated linearly in wavelength.
 

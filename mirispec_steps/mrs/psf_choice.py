@@ -253,9 +253,8 @@ def calibration_weights(
         flux = np.where(denominator > 0, numerator / denominator, 0.0)
     signal = np.clip(flux[samples.bins] * samples.reference, 0.0, None)
     # One regression of VAR_POISSON on the modelled signal over the whole channel.
-    modelled = poisson_variance_model(var_poisson[None, :], signal[None, :], (total > 0)[None, :])[
-        0
-    ]
+    usable = (total > 0)[None, :]
+    modelled = poisson_variance_model(var_poisson[None, :], signal[None, :], usable)[0]
     variance = fixed + modelled
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((variance > 0) & (total > 0), 1.0 / variance, 0.0)

@@ -56,22 +56,23 @@ class MrsPsfStep(CalibratedMrsStep):
 
     reference_file_types = ["mrspsf", "mrsresol"]
 
-    def process(self, input_data):
+    def process(self, *inputs):
         """
         Measure the PSF.
 
         Parameters
         ----------
-        input_data : str, IFUImageModel, list or ModelContainer
+        *inputs : str, IFUImageModel, list or ModelContainer
             Calibrated MRS exposure(s) of a bright point source with a WCS
-            and a centroid solution, or an association of them.
+            and a centroid solution: one or several files or models, a list,
+            or an association.
 
         Returns
         -------
         ReferenceFileModel
             The ``mrspsf`` reference (``model: cube``, ``bands``).
         """
-        members = self.input_members(input_data)
+        members = self.input_members(*inputs)
         for model in members:
             skipped, maps = self.calibrated_mrs_input(model)
             if skipped is not None or maps is not None:
