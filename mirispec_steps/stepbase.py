@@ -186,6 +186,9 @@ class _MirispecBehaviour:
         """
         if suffix is None and isinstance(model, JwstDataModel):
             suffix = self.product_suffix_of(model)
+        # The name as it is now: a pipeline that names each exposure's products in turn
+        # changes output_file before the deferred write runs.
+        output_file = output_file or self.output_file or None
 
         def save():
             if isinstance(model, JwstDataModel) and (force or self.save_results or output_file

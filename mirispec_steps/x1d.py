@@ -31,6 +31,8 @@ __all__ = [
     "make_spec_model",
     "make_tso_spec_model",
     "make_x1d_model",
+    "restore_validation",
+    "spec_model_from_values",
     "spectrum_values",
 ]
 
@@ -242,15 +244,40 @@ def make_spec_model(
         The spectrum.
     """
     values = spectrum_values(columns, pixel_solid_angle, correction)
+    return spec_model_from_values(values, column_units(pixel_solid_angle), spec_class)
+
+
+def spec_model_from_values(
+    values: dict, units: dict, spec_class=datamodels.SpecModel
+) -> datamodels.SpecModel:
+    """
+    One spectrum from column values; the columns not given are NaN.
+
+    Parameters
+    ----------
+    values : dict
+        jwst column name (upper case) to ``(K,)`` array.
+    units : dict
+        Lower-case column name to unit (as :func:`column_units`); the
+        residual-fringe columns of ``MRSSpecModel`` take the units of their
+        counterparts.
+    spec_class : type
+        ``SpecModel`` or ``MRSSpecModel``.
+
+    Returns
+    -------
+    SpecModel
+        The spectrum, built without validation (see :func:`restore_validation`).
+    """
     dtype = _spec_table_dtype(spec_class)
-    table = np.zeros(values["FLUX"].size, dtype=dtype)
+    table = np.zeros(np.size(values["FLUX"]), dtype=dtype)
     for name in dtype.names:
         if name not in values:
             table[name] = np.nan
     for name, value in values.items():
         table[name] = value
     spec = _unvalidated(spec_class, spec_table=table)
-    units = column_units(pixel_solid_angle)
+    units = dict(units)
     if "RF_FLUX" in dtype.names:
         units.update(
             rf_flux=units["flux"],

@@ -4,11 +4,8 @@ Real MIRI reference files (geometry, the operational extract1d) are in
 ``tests/data`` (see its README), so every test runs on any clone.
 """
 
-import itertools
 import json
 import os
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +13,10 @@ import pytest
 
 os.environ["STPIPE_DISABLE_CRDS_STEPPARS"] = "true"
 
-from crds.core.utils import clear_function_caches  # noqa: E402
-
 from mirispec_steps.simulate import offline_crds, simulate_lrs, write_lrs_apcorr  # noqa: E402
-from mirispec_steps.simulate.offline_crds import SERVER_CONFIG  # noqa: E402
+from mirispec_steps.simulate.offline_crds import local_crds  # noqa: E402
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
-_CRDS_SERIALS = itertools.count()
 REAL_LRS_DIR = TEST_DATA / "lrs"
 REAL_MRS_DIR = TEST_DATA / "mrs"
 OPERATIONAL_EXTRACT1D = REAL_LRS_DIR / "jwst_miri_extract1d_0005.json"
@@ -164,76 +158,6 @@ def assert_honest_pulls(pulls, n_sigma=4.0, systematic=0.0, label=""):
     return mean, std
 
 
-@contextmanager
 def fake_crds(folder, references: dict, exp_types=("MIR_LRS-FIXEDSLIT",)):
-    """
-    A reachable CRDS, offline: a local cache with a pmap, a MIRI imap and one rmap per reftype.
-
-    ``references`` maps reftype to a file, copied into the cache as
-    ``jwst_miri_<reftype>_<serial><ext>`` and selected for the given exposure types.
-    Every call gets its own serial number: CRDS keeps loaded mappings by name.
-    """
-    serial = f"{9000 + next(_CRDS_SERIALS):04d}"
-    cache = Path(folder)
-    for sub in ("config/jwst", "mappings/jwst", "references/jwst/miri"):
-        (cache / sub).mkdir(parents=True, exist_ok=True)
-    (cache / "config/jwst/server_config").write_text(
-        SERVER_CONFIG.replace("jwst_offline.pmap", f"jwst_{serial}.pmap")
-    )
-
-    def header(kind, name, parkey, **extra):
-        items = {"mapping": kind, "name": name, "observatory": "JWST", "parkey": parkey, **extra}
-        items.update(sha1sum="none", derived_from="mirispec_steps tests")
-        return "header = {\n" + "".join(f"    {k!r} : {v!r},\n" for k, v in items.items()) + "}\n"
-
-    (cache / f"mappings/jwst/jwst_{serial}.pmap").write_text(
-        header("PIPELINE", f"jwst_{serial}.pmap", ("META.TELESCOPE",))
-        + f"\nselector = {{\n    'MIRI' : 'jwst_miri_{serial}.imap',\n}}\n"
-    )
-    rmaps = {}
-    for reftype, source in references.items():
-        filename = f"jwst_miri_{reftype}_{serial}{Path(source).suffix}"
-        shutil.copy(source, cache / "references/jwst/miri" / filename)
-        rmap = f"jwst_miri_{reftype}_{serial}.rmap"
-        rmaps[reftype] = rmap
-        cases = "".join(f"    {exp_type!r} : {filename!r},\n" for exp_type in exp_types)
-        (cache / "mappings/jwst" / rmap).write_text(
-            header(
-                "REFERENCE",
-                rmap,
-                (("META.EXPOSURE.TYPE",),),
-                instrument="MIRI",
-                filekind=reftype.upper(),
-            )  # fmt: skip
-            + "\nselector = Match({\n"
-            + cases
-            + "})\n"
-        )
-    (cache / f"mappings/jwst/jwst_miri_{serial}.imap").write_text(
-        header(
-            "INSTRUMENT", f"jwst_miri_{serial}.imap", ("META.INSTRUMENT.NAME",), instrument="MIRI"
-        )  # fmt: skip
-        + "\nselector = {\n"
-        + "".join(f"    {reftype!r} : {rmap!r},\n" for reftype, rmap in rmaps.items())
-        + "}\n"
-    )
-    settings = {
-        "CRDS_PATH": str(cache),
-        "CRDS_SERVER_URL": "https://localhost:1",
-        "CRDS_MODE": "local",
-        "CRDS_CONTEXT": f"jwst_{serial}.pmap",
-        "CRDS_IGNORE_MAPPING_CHECKSUM": "1",
-    }
-    previous = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    # The CRDS client keeps its configuration and mappings for the process: start afresh.
-    clear_function_caches()
-    try:
-        yield cache
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        clear_function_caches()
+    """A reachable CRDS, offline, selecting ``references`` (reftype to file) for ``exp_types``."""
+    return local_crds(folder, references, exp_types)

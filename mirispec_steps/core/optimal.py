@@ -151,16 +151,54 @@ def poisson_variance_model(
     return offset[:, None] + slope[:, None] * np.clip(signal, 0.0, None)
 
 
-def _reject_worst(data, model, variance, used, rejected, ok, threshold):
-    """Drop each row's worst pixel beyond ``threshold`` sigma; return the rows changed."""
+def _reject_worst(data, model, variance, used, rejected, ok, threshold, robust=None, tolerance=0.0):
+    """Drop each row's worst pixel beyond ``threshold`` sigma; return the rows changed.
+
+    With ``robust`` (a hit-proof source model, :func:`_robust_source_model`),
+    ``tolerance`` of it is the profile's own uncertainty, added in quadrature
+    to the noise: where the profile is not exact (a PSF the model does not
+    describe), a bright source's core differs from it by more than its noise,
+    and is no outlier. An excess over the robust model counts as much as a
+    residual from the fit, so a hit the fit has followed is still the worst.
+    """
     with np.errstate(invalid="ignore"):
-        score = np.where(used, np.abs(data - model) / np.sqrt(variance), 0.0)
+        if robust is None:
+            scale = np.sqrt(variance)
+            excess = np.abs(data - model)
+        else:
+            scale = np.sqrt(variance + (tolerance * robust) ** 2)
+            excess = np.maximum(np.abs(data - model), np.where(robust > 0, data - robust, 0.0))
+        score = np.where(used, excess / scale, 0.0)
     worst = np.argmax(score, axis=1)
     rows = np.arange(score.shape[0])
     changed = ok & (score[rows, worst] > threshold)
     used[rows[changed], worst[changed]] = False
     rejected[rows[changed], worst[changed]] = True
     return changed
+
+
+def _robust_source_model(data, valid, basis, positive_terms) -> np.ndarray:
+    """
+    The source model per pixel from a hit-proof amplitude: the median of data over profile.
+
+    Taken over each row's pixels holding at least a quarter of its profile's
+    peak (three at least, else zero: no judgement against it). One cosmic
+    ray cannot move the median, as it can pull the fitted amplitude (a fit
+    that follows a hit on the brightest pixel leaves it a small residual and
+    every other pixel a large one).
+    """
+    profile = np.abs(basis[:, :positive_terms].sum(axis=1))
+    profile = np.broadcast_to(profile[np.arange(data.shape[0]) % profile.shape[0]], data.shape)
+    peak = np.max(np.where(valid, profile, 0.0), axis=1, keepdims=True)
+    strong = valid & (profile >= 0.25 * peak) & (profile > 0)
+    count = strong.sum(axis=1)
+    ratio = np.sort(np.where(strong, data / np.where(strong, profile, 1.0), np.inf), axis=1)
+    rows = np.arange(data.shape[0])
+    last = data.shape[1] - 1
+    median = 0.5 * (ratio[rows, np.clip((count - 1) // 2, 0, last)]
+                    + ratio[rows, np.clip(count // 2, 0, last)])  # fmt: skip
+    amplitude = np.where(count >= 3, np.clip(median, 0.0, None), 0.0)
+    return amplitude[:, None] * profile
 
 
 def _blocks(n_rows: int, basis: np.ndarray) -> int:
@@ -283,6 +321,7 @@ def fit_rows(
     n_rows_per_block: int | None = None,
     variance_iterations: int = 2,
     var_poisson_model: np.ndarray | None = None,
+    model_tolerance: float = 0.0,
 ) -> RowFit:
     """
     Fit every row with the given basis, Horne-weighted, rejecting outliers.
@@ -315,6 +354,10 @@ def fit_rows(
         ``(N, X)`` model Poisson variance known in advance (e.g. from the
         scene fitted to the mean of a time series): used as is, and no
         variance iterations are needed.
+    model_tolerance : float
+        Relative uncertainty of the model, added in quadrature to the noise
+        when judging outliers only (the weights are the noise's): 0 treats
+        the profile as exact.
 
     Returns
     -------
@@ -333,6 +376,11 @@ def fit_rows(
         variance_iterations = 0
     variance = np.where(valid & (variance > 0), variance, np.inf)
     source_basis = basis[:, :positive_terms]
+    robust = (
+        _robust_source_model(clean, valid, basis, positive_terms)
+        if model_tolerance and reject_sigma
+        else None
+    )
     for _ in range(variance_iterations):
         weights = np.where(used, 1.0 / variance, 0.0)
         coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
@@ -346,13 +394,17 @@ def fit_rows(
         variance = np.where(valid & (new_variance > 0), new_variance, np.inf)
         if reject_sigma:
             # Reject before re-weighting: an outlier must not shape the variance model.
-            _reject_worst(clean, model, variance, used, rejected, ok, reject_sigma)
+            _reject_worst(
+                clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance
+            )
     weights = np.where(used, 1.0 / variance, 0.0)
     coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
     model = evaluate_rows(coefficients, basis)
     # Further rejection passes touch only the rows that lost a pixel.
     for _ in range(max_iterations if reject_sigma else 0):
-        changed = _reject_worst(clean, model, variance, used, rejected, ok, reject_sigma)
+        changed = _reject_worst(
+            clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance
+        )
         if not changed.any():
             break
         rows = np.flatnonzero(changed)

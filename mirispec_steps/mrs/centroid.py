@@ -25,7 +25,7 @@ from mirispec_steps.mrs.core.centroid import (
     fit_centroids,
 )
 from mirispec_steps.mrs.core.resolution import ResolvingPower
-from mirispec_steps.mrs.core.spectral_grid import spectral_grid
+from mirispec_steps.mrs.core.spectral_grid import SpectralGrid, spectral_grid
 from mirispec_steps.mrs.geometry import ChannelGeometry, mrs_geometry
 from mirispec_steps.mrs.references import MrsPsfReference, band_resolving_power
 
@@ -34,6 +34,7 @@ __all__ = [
     "TABLE_COLUMNS",
     "centroid_channels",
     "centroid_table",
+    "band_grid",
     "common_wavelength_range",
     "read_centroid",
     "solution_tree",
@@ -101,6 +102,46 @@ def common_wavelength_range(geometry: ChannelGeometry, valid: np.ndarray) -> tup
     return float(np.max(lows)), float(np.min(highs))
 
 
+def band_grid(
+    geometry: ChannelGeometry, valid: np.ndarray, resolution: ResolvingPower, oversampling: float
+) -> SpectralGrid:
+    """
+    A channel's spectral bins: anchored on the instrument's coverage, kept where the data are.
+
+    Parameters
+    ----------
+    geometry : ChannelGeometry
+        The channel's pixels.
+    valid : ndarray
+        ``(N,)`` usable pixels.
+    resolution : ResolvingPower
+        Resolving power per band.
+    oversampling : float
+        Bins per resolution element.
+
+    Returns
+    -------
+    SpectralGrid
+        The bins lying wholly inside the range every slice covers with
+        usable pixels.
+
+    Notes
+    -----
+    The bins start from the range every slice covers on the detector,
+    flagged pixels included, so that every exposure of a band (every dither,
+    whatever its flags) has its bins at the same wavelengths: a flagged
+    pixel at a slice end only drops the bins it empties. ``mrs_combine``
+    combines dithers bin by bin.
+    """
+    covered = common_wavelength_range(geometry, np.ones(geometry.wavelength.size, dtype=bool))
+    low, high = common_wavelength_range(geometry, valid)
+    power = band_resolving_power(resolution, geometry.name, *covered)
+    grid = spectral_grid(*covered, power, oversampling)
+    half = 0.5 * grid.width
+    keep = (grid.wavelength - half >= low) & (grid.wavelength + half <= high)
+    return SpectralGrid(grid.wavelength[keep], grid.width[keep])
+
+
 def centroid_channels(
     model,
     resolution: ResolvingPower,
@@ -150,10 +191,7 @@ def centroid_channels(
         pixels = mrs_exposure.channel_pixels(model, geometry, usable)
         if not np.any(pixels.valid):
             raise InputDataError(f"channel {band} has no usable pixel (all NaN or DO_NOT_USE)")
-        low, high = common_wavelength_range(geometry, pixels.valid)
-        grid = spectral_grid(
-            low, high, band_resolving_power(resolution, band, low, high), oversampling
-        )
+        grid = band_grid(geometry, pixels.valid, resolution, oversampling)
         if fixed_position is not None:
             solution = _fixed_solution(grid, fixed_position)
             log.info(

@@ -22,7 +22,7 @@ from stdatamodels.jwst import datamodels
 from mirispec_steps import flags
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs import exposure as mrs_exposure
-from mirispec_steps.mrs.centroid import common_wavelength_range
+from mirispec_steps.mrs.centroid import band_grid
 from mirispec_steps.mrs.core.ellipse_overlap import EllipticalAperture
 from mirispec_steps.mrs.core.extract import (
     BinSpectrum,
@@ -31,11 +31,11 @@ from mirispec_steps.mrs.core.extract import (
     spectral_shape,
 )
 from mirispec_steps.mrs.core.psf_calibration import CorrectedPsf
+from mirispec_steps.mrs.core.residual_fringe import remove_residual_fringes
 from mirispec_steps.mrs.core.resolution import ResolvingPower
-from mirispec_steps.mrs.core.spectral_grid import SpectralGrid, bin_members, spectral_grid
+from mirispec_steps.mrs.core.spectral_grid import SpectralGrid, bin_members
 from mirispec_steps.mrs.geometry import ChannelGeometry, mrs_geometry
 from mirispec_steps.mrs.psf_choice import PSF_MODES, PsfChoice, choose_psf
-from mirispec_steps.mrs.references import band_resolving_power
 from mirispec_steps.x1d import (
     SpectrumColumns,
     SpectrumPlacement,
@@ -101,6 +101,8 @@ class ExtractionSettings:
     psf : str
         ``auto``, ``reference`` or ``empirical``
         (:mod:`~mirispec_steps.mrs.psf_choice`).
+    residual_fringe : bool
+        Fit each channel's residual fringes (jwst's 1-D code) into RF_FLUX.
     """
 
     method: str = "optimal"
@@ -118,6 +120,7 @@ class ExtractionSettings:
     alpha: float | None = None
     beta: float | None = None
     psf: str = "auto"
+    residual_fringe: bool = True
 
     def annulus_factors(self) -> tuple[float, float] | None:
         """Annulus radii as multiples of the aperture (None without background)."""
@@ -235,9 +238,7 @@ def source_track(
         valid = usable[geometry.y, geometry.x]
         if not np.any(valid):
             raise InputDataError(f"channel {geometry.name} has no usable pixel")
-        low, high = common_wavelength_range(geometry, valid)
-        power = band_resolving_power(resolution, geometry.name, low, high)
-        grid = spectral_grid(low, high, power, settings.oversampling or 1.0)
+        grid = band_grid(geometry, valid, resolution, settings.oversampling or 1.0)
     if fixed:
         alpha = np.full(len(grid), float(settings.alpha))
         beta = np.full(len(grid), float(settings.beta))
@@ -513,6 +514,11 @@ def x1d_model(model, results: list[ChannelSpectrum], settings: ExtractionSetting
     for result in results:
         columns, solid_angle, correction = _columns(result, settings)
         spec = make_spec_model(columns, solid_angle, correction, datamodels.MRSSpecModel)
+        fringes = (
+            _remove_residual_fringes(spec, result.geometry)
+            if settings.residual_fringe
+            else {"fitted": False, "reason": "residual_fringe=False"}
+        )
         centre = len(result.grid) // 2
         ra, dec = mrs_exposure.sky_position(
             model,
@@ -537,6 +543,7 @@ def x1d_model(model, results: list[ChannelSpectrum], settings: ExtractionSetting
             "beta": np.asarray(result.beta, dtype=float),
             "semi_major": np.asarray(result.semi_major, dtype=float),
             "psf": result.psf_choice.record(),
+            "residual_fringe": fringes,
             "aperture_correction": np.asarray(
                 result.spectrum.aperture_correction
                 if settings.method == "aperture" and settings.apply_apcorr
@@ -549,6 +556,24 @@ def x1d_model(model, results: list[ChannelSpectrum], settings: ExtractionSetting
         record["annulus"] = [float(v) for v in record["annulus"]]
     output.mirispec_extraction = {**record, "psf_file": psf_name, "channels": channels}
     return output
+
+
+def _remove_residual_fringes(spec, geometry) -> dict:
+    """RF_FLUX (and RF_SURF_BRIGHT) of one channel's spectrum, as jwst's ``ifu_rfcorr``."""
+    table = spec.spec_table
+    flux = np.asarray(table["FLUX"], dtype=float)
+    fit = remove_residual_fringes(np.asarray(table["WAVELENGTH"], float), flux, geometry.channel)
+    good = np.isfinite(flux)
+    table["RF_FLUX"] = np.where(good, fit.flux, np.nan)
+    table["RF_SURF_BRIGHT"] = np.where(good, np.asarray(table["SURF_BRIGHT"]) * fit.factor, np.nan)
+    if not fit.fitted:
+        log.warning(f"Channel {geometry.name}: residual fringes not removed: {fit.message}")
+        return {"fitted": False, "reason": fit.message}
+    amplitude = float(np.sqrt(2.0 * np.mean((fit.factor[good] - 1.0) ** 2))) if good.any() else 0.0
+    log.info(
+        f"Channel {geometry.name}: residual fringes of amplitude {100 * amplitude:.2f}% fitted"
+    )
+    return {"fitted": True, "amplitude": amplitude}
 
 
 def apcorr_table(results: list[ChannelSpectrum], settings: ExtractionSettings) -> Table:

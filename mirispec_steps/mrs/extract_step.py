@@ -58,6 +58,7 @@ class MrsExtractStep(CalibratedMrsStep):
     reject_sigma = float(default=5.0, min=0)  # optimal: reject pixels beyond N model sigma (0: off)
     reject_spikes = boolean(default=True)  # leave out single-pixel spikes (unflagged cosmic rays)
     oversampling = float(default=None, min=0.1, max=10)  # bins per resolution element (None: the centroid's grid)
+    residual_fringe = boolean(default=True)  # fit each channel's residual fringes with jwst's 1-D code (RF_FLUX), as jwst's ifu_rfcorr
     psf = option("auto", "reference", "empirical", default="auto")  # PSF calibrated on the exposure (empirical), the mrspsf reference, or the calibrated one when the data support it (auto)
     alpha = float(default=None)  # fixed source alpha (arcsec); with beta, replaces the centroid
     beta = float(default=None)  # fixed source beta (arcsec)
@@ -103,6 +104,7 @@ class MrsExtractStep(CalibratedMrsStep):
             alpha=self.alpha,
             beta=self.beta,
             psf=self.psf,
+            residual_fringe=self.residual_fringe,
         )
 
     def _extract_one(self, model, index):

@@ -454,11 +454,11 @@ def plot_mrs_psf(results: dict, path, title="MRS PSF measured on a point source"
 
 def mrs_combination_figure(output, combined: dict, spectra: dict) -> Figure:
     """
-    A combined, stitched MRS spectrum over its dithers.
+    A combined, stitched MRS spectrum, its corrections and its dithers.
 
     Parameters
     ----------
-    output : MultiCombinedSpecModel
+    output : MRSMultiSpecModel
         ``mrs_combine``'s product (the stitched spectrum first).
     combined : dict
         Band to :class:`~mirispec_steps.mrs.core.combine.CombinedBand`.
@@ -468,41 +468,76 @@ def mrs_combination_figure(output, combined: dict, spectra: dict) -> Figure:
     Returns
     -------
     Figure
-        Top: the stitched spectrum (Jy) with its 1-sigma band and the band
-        overlaps shaded. Bottom: each dither's spectrum over the combination of
-        its band (smoothed over 15 bins so that systematic differences show),
-        excluded dithers dashed.
+        Top: the stitched spectrum (Jy) with its 1-sigma band, its
+        residual-fringe-corrected version (RF_FLUX) and the band overlaps
+        shaded. Middle: the corrections in percent of the flux, the
+        residual-fringe factor per band and the 1B leak removed from 3A.
+        Bottom: each dither's spectrum over the combination of its band
+        (RF_FLUX when fitted, before the leak correction, smoothed over 15
+        bins so that systematic differences show), excluded dithers dashed.
     """
-    figure = Figure(figsize=(13.0, 7.5))
-    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 2)})
+    figure = Figure(figsize=(13.0, 9.5))
+    top, middle, bottom = figure.subplots(
+        3, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1.6, 2)}
+    )
     table = output.spec[0].spec_table
-    wavelength, flux, error = (np.array(table[name], dtype=float)
-                               for name in ("WAVELENGTH", "FLUX", "ERROR"))  # fmt: skip
+    columns = ("WAVELENGTH", "FLUX", "FLUX_ERROR", "RF_FLUX")
+    wavelength, flux, error, rf_flux = (np.array(table[name], dtype=float) for name in columns)
     # Gaps between bands (1B-2A ...) are drawn as gaps, not bridged.
     step = np.diff(wavelength)
     gaps = np.flatnonzero(step > 20 * np.median(step)) + 1
-    wavelength, flux, error = (np.insert(values, gaps, np.nan) for values in
-                               (wavelength, flux, error))  # fmt: skip
+    wavelength, flux, error, rf_flux = (np.insert(values, gaps, np.nan) for values in
+                                        (wavelength, flux, error, rf_flux))  # fmt: skip
     top.fill_between(wavelength, flux - error, flux + error, color="0.75", lw=0,
                      label="1-sigma")  # fmt: skip
-    top.plot(wavelength, flux, color="k", lw=0.6, label="stitched")
+    top.plot(wavelength, flux, color="k", lw=0.6, label="FLUX (stitched)")
+    if np.any(np.isfinite(rf_flux)):
+        top.plot(wavelength, rf_flux, color="tab:blue", lw=0.6, label="RF_FLUX (fringes removed)")
     names = sorted(combined, key=lambda name: combined[name].wavelength[0])
     for first, second in zip(names[:-1], names[1:], strict=True):
         low, high = combined[second].wavelength[0], combined[first].wavelength[-1]
         if low < high:
-            for axis in (top, bottom):
+            for axis in (top, middle, bottom):
                 axis.axvspan(low, high, color="tab:orange", alpha=0.2, lw=0)
     top.axvspan(np.nan, np.nan, color="tab:orange", alpha=0.2, label="band overlaps")
     top.set_ylabel("flux density (Jy)")
-    legend_above(top, ncol=3)
+    if np.nanmin(flux) > 0:
+        # A continuum that changes by decades across 5-28 micron stays readable in every band.
+        top.set_yscale("log")
+    legend_above(top, ncol=4)
+    # A label for the first curve of each kind only.
+    fringe_label, leak_label = "RF_FLUX / FLUX - 1", "1B leak removed from 3A"
+    for band in names:
+        result = combined[band]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if result.rf_flux is not None:
+                middle.plot(result.wavelength, 100 * (result.rf_flux / result.flux - 1),
+                            color="tab:blue", lw=0.5,
+                            label=fringe_label)  # fmt: skip
+                fringe_label = None
+            if result.leak is not None:
+                middle.plot(result.wavelength, -100 * result.leak / (result.flux + result.leak),
+                            color="tab:red", lw=1.0,
+                            label=leak_label)  # fmt: skip
+                leak_label = None
+    middle.axhline(0.0, color="k", lw=0.5)
+    middle.set_ylabel("correction (%)")
+    if fringe_label is None or leak_label is None:
+        legend_above(middle, ncol=2)
     colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:cyan"]
     labelled = set()
     kernel = np.ones(15) / 15
     for band, entry in spectra.items():
         result = combined[band]
+        # The dithers as they were judged: without residual fringes when fitted.
+        fringe_free = result.rf_flux is not None and np.any(np.isfinite(entry.rf_flux))
+        dithers, mean = (
+            (entry.rf_flux, result.rf_flux) if fringe_free else (entry.flux, result.flux)
+        )
+        reference = mean if result.leak is None else mean + result.leak
         for index, check in enumerate(result.checks):
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = entry.flux[index] / result.flux
+                ratio = dithers[index] / reference
             finite = np.isfinite(ratio)
             # A running mean over the bins with data (no padding pulls the band ends down).
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -516,18 +551,18 @@ def mrs_combination_figure(output, combined: dict, spectra: dict) -> Figure:
                         color=colours[index % len(colours)],
                         ls="--" if check.excluded else "-", label=label)  # fmt: skip
     bottom.axhline(0.0, color="k", lw=0.5)
-    bottom.set_ylabel("dither / combined - 1 (%)\n(15-bin mean)")
+    bottom.set_ylabel("dither / combined - 1 (%)\n(RF_FLUX, 15-bin mean)")
     bottom.set_xlabel("wavelength (micron)")
     legend_above(bottom, ncol=6)
+    # How many per band (the products are named in the log and the record).
     excluded = [
-        f"{band}: {name}"
-        for band, entry in spectra.items()
-        for name, check in zip(entry.names, combined[band].checks, strict=True)
-        if check.excluded
+        f"{band}: {count}"
+        for band in names
+        if (count := sum(check.excluded for check in combined[band].checks))
     ]
     figure.suptitle(
         "MRS dithers combined and bands stitched"
-        + (f" (left out, dashed: {', '.join(excluded)})" if excluded else ""),
+        + (f" (dithers left out, dashed: {', '.join(excluded)})" if excluded else ""),
         fontsize=10,
     )
     return figure

@@ -1,4 +1,4 @@
-"""MIRI MRS reference files: the package's ``mrsresol``, ``mrspsf``; jwst's ``fringe``, ``photom``.
+"""MRS reference files: ``mrsresol``, ``mrspsf`` (ours); ``fringe``, ``photom``, ``mrsptcorr``.
 
 Every loader validates what it reads and raises
 :class:`~mirispec_steps.errors.ReferenceFileError` naming the file and the
@@ -28,6 +28,7 @@ __all__ = [
     "load_calibration_references",
     "load_mrs_psf",
     "load_mrs_resolution",
+    "load_spectral_leak",
     "write_mrs_psf",
 ]
 
@@ -527,3 +528,54 @@ def _optional_array(model, attribute: str, shape, reftype: str, name: str) -> np
             f"SCI has {tuple(shape)}"
         )
     return values
+
+
+def load_spectral_leak(path: str | Path):
+    """
+    Read and check the leak table of an ``mrsptcorr`` reference (jwst's spectral_leak format).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``MirMrsPtCorrModel`` file.
+
+    Returns
+    -------
+    LeakCurve
+        Wavelength (increasing), leak fraction and its error (zero when the
+        table has no ``err_leak``).
+
+    Raises
+    ------
+    ReferenceFileError
+        Unreadable file, no ``leakcor_table``, or a table that is not
+        finite, increasing in wavelength, with fractions in [0, 1).
+    """
+    from stdatamodels.jwst import datamodels
+
+    from mirispec_steps.mrs.core.spectral_leak import LeakCurve
+
+    name = Path(path).name
+    try:
+        with datamodels.MirMrsPtCorrModel(str(path)) as reference:
+            table = reference.leakcor_table
+            columns = {
+                key.lower(): np.asarray(table[key], dtype=float) for key in table.dtype.names
+            }
+    except Exception as exc:
+        raise ReferenceFileError(f"mrsptcorr reference file {name} cannot be read: {exc}") from None
+    where = f"mrsptcorr reference file {name}, leakcor_table"
+    for key in ("wavelength", "frac_leak"):
+        if key not in columns:
+            raise ReferenceFileError(f"{where}: no {key!r} column")
+    wavelength, fraction = columns["wavelength"], columns["frac_leak"]
+    error = columns.get("err_leak", np.zeros(wavelength.size))
+    if wavelength.size < 2:
+        raise ReferenceFileError(f"{where}: fewer than two rows")
+    if not (np.all(np.isfinite(wavelength)) and np.all(np.isfinite(fraction))):
+        raise ReferenceFileError(f"{where}: non-finite values")
+    if np.any(np.diff(wavelength) <= 0):
+        raise ReferenceFileError(f"{where}: 'wavelength' must increase")
+    if np.any((fraction < 0) | (fraction >= 1)):
+        raise ReferenceFileError(f"{where}: 'frac_leak' must be in [0, 1)")
+    return LeakCurve(wavelength, fraction, np.nan_to_num(np.abs(error)))

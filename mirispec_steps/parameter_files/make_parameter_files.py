@@ -111,6 +111,22 @@ def parameter_files() -> dict:
                 ),
             ],
         },
+        "mirispec_spec3_mrs": {
+            "class": "mirispec_steps.MirispecSpec3Pipeline",
+            "name": "mirispec_spec3",
+            "parameters": {},
+            "steps": [
+                _step("mirispec_steps.MrsCentroidStep", "mrs_centroid", oversampling=1.0),
+                _step("mirispec_steps.MrsExtractStep", "mrs_extract", method="optimal"),
+                _step(
+                    "mirispec_steps.MrsCombineStep",
+                    "mrs_combine",
+                    overlap="cut",
+                    residual_fringe=True,
+                    save_plots=True,
+                ),
+            ],
+        },
         "calwebb_spec2_mrs_hooks": {
             "class": "jwst.pipeline.calwebb_spec2.Spec2Pipeline",
             "name": "calwebb_spec2",

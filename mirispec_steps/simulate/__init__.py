@@ -14,12 +14,14 @@ from mirispec_steps.simulate.lrs import (
     write_lrs_apcorr,
 )
 from mirispec_steps.simulate.lrs_geometry import LrsGeometry, build_lrs_wcs
+from mirispec_steps.simulate.mrs import PointSourceFringes, default_spectral_leak, simulate_mrs
 from mirispec_steps.simulate.mrs_geometry import (
     assign_real_mrs_wcs,
     blank_mrs_model,
     build_mrs_wcs,
 )
-from mirispec_steps.simulate.offline_crds import offline_crds
+from mirispec_steps.simulate.mrs_observation import MrsObservation, simulate_mrs_observation
+from mirispec_steps.simulate.offline_crds import local_crds, offline_crds
 from mirispec_steps.simulate.psf import (
     MISMATCHED_FAMILIES,
     AsymmetricLrsPsf,
@@ -38,13 +40,19 @@ __all__ = [
     "LrsPsf",
     "LrsTruth",
     "MoffatLrsPsf",
+    "MrsObservation",
+    "PointSourceFringes",
     "SimulatedLrs",
     "assign_real_mrs_wcs",
     "blank_mrs_model",
     "build_lrs_wcs",
     "build_mrs_wcs",
+    "default_spectral_leak",
     "default_spectrum",
+    "local_crds",
     "offline_crds",
     "simulate_lrs",
+    "simulate_mrs",
+    "simulate_mrs_observation",
     "write_lrs_apcorr",
 ]

@@ -12,6 +12,10 @@ detector (geometry from the exposure's WCS, built-in or flight):
    pixel's wavelength span.
 2. Slope (DN/s) = surface brightness x pixel solid angle x response x
    pixel-to-pixel gain x fringes x (optional) time-dependent throughput loss.
+   The fringes are a Fabry-Perot pattern of period 2.9 cm^-1; the point
+   source may have its own (:class:`PointSourceFringes`: another contrast
+   and phase, so that residual fringes survive the fringe flat), and channel
+   3A may receive 1B light in second order (``spectral_leak``).
 3. Noise: Poisson on the collected electrons and Gaussian read noise, with
    matching ``VAR_POISSON`` and ``VAR_RNOISE``; dead and hot pixels flagged in
    DQ; optional unflagged cosmic rays.
@@ -50,11 +54,14 @@ __all__ = [
     "EmissionLine",
     "ExtendedEmission",
     "MrsTruth",
+    "PointSourceFringes",
     "SimulatedMrs",
     "default_mrs_background",
     "default_mrs_continuum",
     "default_resolving_power",
+    "default_spectral_leak",
     "simulate_mrs",
+    "spectral_leak_reference",
 ]
 
 #: (MJy/sr) per (Jy/arcsec^2).
@@ -95,6 +102,101 @@ DEFAULT_LINES = (
     EmissionLine(18.7130, 8.0e-4, "[SIII]"),
     EmissionLine(25.8903, 1.0e-3, "[OIV]"),
 )
+
+
+@dataclass(frozen=True)
+class PointSourceFringes:
+    """
+    How a point source's fringes differ from the extended-source fringe flat.
+
+    The fringe flat is measured on extended illumination; a point source
+    fills a smaller cone of angles through the detector substrate, so its
+    fringes have a higher contrast and a phase that depends on where it
+    falls across the slice. After the fringe flat, a point source keeps a
+    residual ``(1 + c a cos(phi + delta)) / (1 + a cos(phi))``: a few percent
+    for the defaults with a flat amplitude ``a`` of 0.1.
+
+    Attributes
+    ----------
+    contrast : float
+        Point-source fringe amplitude over the flat's, ``c``.
+    phase : float
+        Phase offset ``delta`` (radians) at alpha = 0.
+    phase_per_arcsec : float
+        Change of ``delta`` with the source's alpha (radians per arcsec), so
+        dithers see different residuals.
+    """
+
+    contrast: float = 1.2
+    phase: float = 0.25
+    phase_per_arcsec: float = 0.15
+
+    def offset(self, alpha: float) -> float:
+        """The phase offset (radians) for a source at ``alpha`` (arcsec)."""
+        return self.phase + self.phase_per_arcsec * alpha
+
+
+def default_spectral_leak(wavelength: np.ndarray) -> np.ndarray:
+    """
+    Share of the 6.1 micron flux density that leaks into channel 3A (illustrative).
+
+    A Gaussian bump of 3% peaking at 12.2 micron (FWHM 0.35 micron): the
+    second order of the 3A grating passing 1B light, the systematic jwst's
+    ``spectral_leak`` step corrects. The shape and height are illustrative,
+    not the flight calibration; the flight values come from CRDS
+    (``mrsptcorr``).
+
+    Parameters
+    ----------
+    wavelength : ndarray
+        Channel 3A wavelengths (micron).
+
+    Returns
+    -------
+    ndarray
+        ``F_leak(lambda) / F(lambda / 2)``.
+    """
+    wavelength = np.asarray(wavelength, dtype=float)
+    sigma = 0.35 * FWHM_TO_SIGMA
+    return 0.03 * np.exp(-0.5 * ((wavelength - 12.2) / sigma) ** 2)
+
+
+def spectral_leak_reference(leak: Callable[[np.ndarray], np.ndarray] = default_spectral_leak):
+    """
+    A ``mrsptcorr`` reference (jwst's format) holding a leak curve.
+
+    Parameters
+    ----------
+    leak : callable
+        ``F_leak(lambda) / F(lambda / 2)`` over channel 3A.
+
+    Returns
+    -------
+    MirMrsPtCorrModel
+        Its ``leakcor_table`` sampled every 5 nm over 11.4-13.6 micron
+        (``err_leak`` 5% of the leak); the other tables are empty.
+    """
+    from stdatamodels.jwst import datamodels
+
+    wavelength = np.arange(11.4, 13.6 + 1e-9, 0.005)
+    fraction = np.asarray(leak(wavelength), dtype=float)
+    table = np.zeros(
+        wavelength.size, dtype=datamodels.MirMrsPtCorrModel().get_dtype("leakcor_table")
+    )
+    table["wavelength"], table["frac_leak"], table["err_leak"] = (
+        wavelength,
+        fraction,
+        0.05 * fraction,
+    )
+    reference = datamodels.MirMrsPtCorrModel(leakcor_table=table)
+    meta = reference.meta
+    meta.reftype = "MRSPTCORR"
+    meta.description = "Simulated MRS spectral leak (mirispec_steps; illustrative values)"
+    meta.author, meta.pedigree = "mirispec_steps.simulate", "DUMMY"
+    meta.useafter = "2022-05-01T00:00:00"
+    meta.instrument.name, meta.instrument.detector = "MIRI", "N/A"
+    meta.exposure.type = "MIR_MRS"
+    return reference
 
 
 def default_mrs_continuum(wavelength: np.ndarray) -> np.ndarray:
@@ -196,10 +298,17 @@ class MrsTruth:
     background_rate : ndarray
         Noise-free slope image of the background exposure (DN/s).
     fringe, sensitivity, pixel_area : ndarray
-        Fringe pattern, photom conversion ((MJy/sr)/(DN/s)) and pixel solid
-        angle (arcsec^2) used, NaN off slices for the last two.
+        Fringe pattern of extended light (the fringe flat), photom conversion
+        ((MJy/sr)/(DN/s)) and pixel solid angle (arcsec^2) used, NaN off
+        slices for the last two.
     time_loss : ndarray
         Throughput loss factor applied (1 without a time-dependent loss).
+    source_fringe : ndarray
+        Fringe pattern the point source sees (``fringe`` unless
+        ``point_source_fringes`` was given).
+    leak : ndarray
+        Flux density (Jy) of 1B light added to the point source's spectrum
+        at each channel 3A pixel (zero elsewhere and without a leak).
     bad_pixels : ndarray
         Boolean map of the dead and hot pixels (flagged DO_NOT_USE).
     cosmic_rays : ndarray
@@ -224,6 +333,8 @@ class MrsTruth:
     sensitivity: np.ndarray
     pixel_area: np.ndarray
     time_loss: np.ndarray
+    source_fringe: np.ndarray
+    leak: np.ndarray
     bad_pixels: np.ndarray
     cosmic_rays: np.ndarray
     extras: dict = field(default_factory=dict)
@@ -270,6 +381,8 @@ class SimulatedMrs:
         ``fringe`` reference holding the simulated fringes.
     truth : MrsTruth
         The input scene and every factor applied.
+    ptcorr : MirMrsPtCorrModel or None
+        ``mrsptcorr`` reference of the simulated spectral leak (None without one).
     """
 
     rate: object
@@ -277,6 +390,7 @@ class SimulatedMrs:
     photom: object
     fringe: object
     truth: MrsTruth
+    ptcorr: object = None
 
     def redraw(self, seed: int | None = None, noise: bool | None = None) -> SimulatedMrs:
         """
@@ -302,7 +416,7 @@ class SimulatedMrs:
         background = detector_noise.expose(
             self.background, self.truth.background_rate, rng, with_hits=False
         )
-        return SimulatedMrs(rate, background, self.photom, self.fringe, self.truth)
+        return SimulatedMrs(rate, background, self.photom, self.fringe, self.truth, self.ptcorr)
 
     def write(self, folder: str | Path, stem: str | None = None) -> dict:
         """
@@ -319,7 +433,8 @@ class SimulatedMrs:
         Returns
         -------
         dict
-            Paths by role: ``rate``, ``background``, ``photom``, ``fringe``.
+            Paths by role: ``rate``, ``background``, ``photom``, ``fringe``
+            (and ``ptcorr`` with a spectral leak).
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -331,6 +446,8 @@ class SimulatedMrs:
             "photom": folder / f"{stem}_photom.fits",
             "fringe": folder / f"{stem}_fringe.fits",
         }
+        if self.ptcorr is not None:
+            paths["ptcorr"] = folder / f"{stem}_mrsptcorr.fits"
         for role, path in paths.items():
             getattr(self, role).save(path)
         return paths
@@ -361,14 +478,34 @@ def _response(geometry: ChannelGeometry) -> np.ndarray:
     return scale * (1.0 + 0.25 * np.sin(np.pi * phase) - 0.1 * phase)
 
 
-def _fringes(geometry: ChannelGeometry, amplitude: float) -> np.ndarray:
+#: Optical thickness (micron) of the detector substrate: fringes every 2.9 cm^-1 in
+#: wavenumber (0.007 micron at 5 micron, 0.2 micron at 27 micron), the main MRS fringe
+#: that jwst's residual-fringe fit looks for.
+FRINGE_OPTICAL_THICKNESS = 1.0e4 / (2.0 * 2.9)
+
+
+def _fringes(
+    geometry: ChannelGeometry, amplitude: float, contrast: float = 1.0, offset: float = 0.0
+) -> np.ndarray:
     """Detector fringes: a Fabry-Perot pattern in wavenumber, its phase drifting with column."""
     if amplitude == 0:
         return np.ones(geometry.wavelength.size)
-    # Optical thickness (micron) giving periods of ~0.1 um at 7 um and ~1.5 um at 27 um.
-    thickness = 250.0
-    phase = 4.0 * np.pi * thickness / geometry.wavelength + 0.02 * geometry.x
-    return 1.0 + amplitude * np.cos(phase)
+    phase = 4.0 * np.pi * FRINGE_OPTICAL_THICKNESS / geometry.wavelength + 0.02 * geometry.x
+    return 1.0 + contrast * amplitude * np.cos(phase + offset)
+
+
+def _leaked_flux(geometry: ChannelGeometry, continuum, lines, resolving_power, leak) -> np.ndarray:
+    """Flux density (Jy) of 1B light at half the wavelength reaching channel 3A pixels."""
+    half = dataclasses.replace(
+        geometry,
+        wavelength=geometry.wavelength / 2,
+        wavelength_low=geometry.wavelength_low / 2,
+        wavelength_high=geometry.wavelength_high / 2,
+    )
+    source = np.asarray(continuum(half.wavelength), dtype=float) + _pixel_line_flux(
+        half, lines, resolving_power, "1B"
+    )
+    return np.asarray(leak(geometry.wavelength), dtype=float) * source
 
 
 def _time_coefficients(time_loss: float) -> dict:
@@ -523,6 +660,8 @@ def simulate_mrs(
     resolving_power: ResolvingPower | None = None,
     background: Callable[[np.ndarray], np.ndarray] | None = default_mrs_background,
     fringe_amplitude: float = 0.1,
+    point_source_fringes: PointSourceFringes | None = None,
+    spectral_leak: Callable[[np.ndarray], np.ndarray] | None = None,
     gain_variation: float = 0.03,
     time_loss: float = 0.0,
     exposure_time: float = 1000.0,
@@ -535,6 +674,7 @@ def simulate_mrs(
     with_wcs: bool = True,
     target: tuple | None = None,
     seed: int | None = None,
+    calibration_seed: int | None = None,
 ) -> SimulatedMrs:
     """
     Simulate an MRS slope image of a point source, its background exposure and references.
@@ -563,7 +703,14 @@ def simulate_mrs(
     background : callable or None
         Uniform background ``B(lambda)`` (MJy/sr) in both exposures.
     fringe_amplitude : float
-        Fringe modulation depth (0 for none).
+        Fringe modulation depth (0 for none) of extended light: the fringe flat.
+    point_source_fringes : PointSourceFringes or None
+        The point source's own fringes (contrast and phase unlike the flat's,
+        leaving residual fringes after it); default the flat's (none left).
+    spectral_leak : callable or None
+        ``F_leak(lambda) / F(lambda / 2)`` of 1B light reaching channel 3A
+        (e.g. :func:`default_spectral_leak`); its ``mrsptcorr`` reference is
+        returned as ``ptcorr``. Default no leak.
     gain_variation : float
         RMS of the pixel-to-pixel response variation.
     time_loss : float
@@ -597,6 +744,10 @@ def simulate_mrs(
         default the fixed pointing of the blank model.
     seed : int or None
         Random seed.
+    calibration_seed : int or None
+        Seed of the instrument's pixel-to-pixel gain alone, so that several
+        exposures (the dithers of a band) share one instrument and one
+        ``photom`` reference; default drawn with ``seed``.
 
     Returns
     -------
@@ -613,9 +764,10 @@ def simulate_mrs(
         model.meta.wcs = build_mrs_wcs(model)
     if target is not None:
         model = point_at_target(model, alpha, beta, target, reference_dir)
+    gain_rng = rng if calibration_seed is None else np.random.default_rng(calibration_seed)
     scene = _mrs_scene(
-        model, rng, alpha, beta, continuum, lines, extended, psf, resolving_power, background,
-        fringe_amplitude, gain_variation, time_loss,
+        model, gain_rng, alpha, beta, continuum, lines, extended, psf, resolving_power, background,
+        fringe_amplitude, gain_variation, time_loss, point_source_fringes, spectral_leak,
     )  # fmt: skip
     science_rate, background_rate = scene.rates()
     bad, hot, dead, hits = _mrs_defects(scene.on_slices, rng, bad_pixel_fraction, cosmic_rays)
@@ -643,11 +795,14 @@ def simulate_mrs(
         sensitivity=1.0 / scene.conversion,
         pixel_area=scene.area,
         time_loss=scene.time_factor,
+        source_fringe=scene.source_fringe,
+        leak=scene.leak,
         bad_pixels=bad,
         cosmic_rays=hits,
         extras={"noise": detector_noise, "extended": extended},
     )
-    return SimulatedMrs(rate_model, background_model, photom, fringe_model, truth)
+    ptcorr = None if spectral_leak is None else spectral_leak_reference(spectral_leak)
+    return SimulatedMrs(rate_model, background_model, photom, fringe_model, truth, ptcorr)
 
 
 @dataclass
@@ -660,6 +815,8 @@ class _MrsScene:
     sky: np.ndarray
     conversion: np.ndarray
     fringe: np.ndarray
+    source_fringe: np.ndarray
+    leak: np.ndarray
     area: np.ndarray
     time_factor: np.ndarray
     time_tables: dict | None
@@ -671,14 +828,17 @@ class _MrsScene:
     def rates(self) -> tuple[np.ndarray, np.ndarray]:
         """Noise-free slopes (DN/s) of the science and the background exposure."""
         factor = self.conversion * self.fringe * self.time_factor
-        science = np.where(self.on_slices, (self.scene + self.sky) * factor, 0.0)
+        # The point source has its own fringes; everything else the flat's.
+        source_factor = self.conversion * self.source_fringe * self.time_factor
+        science = (self.scene - self.source + self.sky) * factor + self.source * source_factor
+        science = np.where(self.on_slices, science, 0.0)
         background = np.where(self.on_slices, self.sky * factor, 0.0)
         return science, background
 
 
 def _mrs_scene(
     model, rng, alpha, beta, continuum, lines, extended, psf, resolving_power, background,
-    fringe_amplitude, gain_variation, time_loss,
+    fringe_amplitude, gain_variation, time_loss, point_source_fringes, spectral_leak,
 ) -> _MrsScene:  # fmt: skip
     """Surface brightness of the source, extended emission and sky on every slice pixel."""
     shape = model.data.shape
@@ -687,7 +847,8 @@ def _mrs_scene(
         return np.full(shape, fill, dtype=float)
 
     scene, source, sky, conversion, area = blank(), blank(), blank(), blank(), blank()
-    fringe, time_factor = np.ones(shape), np.ones(shape)
+    fringe, source_fringe, time_factor = np.ones(shape), np.ones(shape), np.ones(shape)
+    leak = np.zeros(shape)
     time_tables = _time_coefficients(time_loss) if time_loss > 0 else None
     mid_time = float(model.meta.exposure.mid_time)
     band_names = []
@@ -706,6 +867,9 @@ def _mrs_scene(
         flux = np.asarray(continuum(geometry.wavelength), dtype=float) + _pixel_line_flux(
             geometry, lines, resolving_power, geometry.name
         )
+        if spectral_leak is not None and geometry.name == "3A":
+            leak[pixels] = _leaked_flux(geometry, continuum, lines, resolving_power, spectral_leak)
+            flux = flux + leak[pixels]
         point = flux * fraction / geometry.pixel_area * JY_ARCSEC2_TO_MJY_SR
         source[pixels] = point
         scene[pixels] = point + (0.0 if extended is None else extended.footprint_mean(geometry))
@@ -714,13 +878,22 @@ def _mrs_scene(
         conversion[pixels] = geometry.pixel_area * _response(geometry) * pixel_gain
         area[pixels] = geometry.pixel_area
         fringe[pixels] = _fringes(geometry, fringe_amplitude)
+        source_fringe[pixels] = (
+            fringe[pixels]
+            if point_source_fringes is None
+            else _fringes(
+                geometry, fringe_amplitude, point_source_fringes.contrast,
+                point_source_fringes.offset(alpha),
+            )
+        )  # fmt: skip
         if time_tables is not None:
             time_factor[pixels] = _time_loss_factor(
                 time_tables[geometry.channel], geometry.wavelength, mid_time
             )
     return _MrsScene(
-        band_names, scene, source, sky, conversion, fringe, area, time_factor, time_tables
-    )
+        band_names, scene, source, sky, conversion, fringe, source_fringe, leak, area,
+        time_factor, time_tables,
+    )  # fmt: skip
 
 
 def _mrs_defects(on_slices, rng, bad_pixel_fraction, cosmic_rays):

@@ -79,6 +79,10 @@ class CombinedBand:
         ``(N, K)`` values left out of a bin as outliers.
     checks : list of DitherCheck
         Per dither, in input order.
+    rf_flux : ndarray or None
+        ``(K,)`` ``flux`` with residual fringes removed, once fitted.
+    leak : ndarray or None
+        ``(K,)`` spectral leak subtracted from ``flux`` (3A only).
     """
 
     wavelength: np.ndarray
@@ -87,6 +91,8 @@ class CombinedBand:
     n_input: np.ndarray
     clipped: np.ndarray
     checks: list
+    rf_flux: np.ndarray | None = None
+    leak: np.ndarray | None = None
 
 
 def _weighted_mean(flux, weight):
@@ -97,19 +103,24 @@ def _weighted_mean(flux, weight):
     return mean, error
 
 
-def _leave_one_out(flux, weight):
+def _leave_one_out(flux, weight, tolerance=0.0):
     """
     Each dither against the others' weighted mean, ``(N, K)`` each.
 
     Returns the normalised difference, the ratio, the others' mean and the
-    difference's standard deviation (NaN where either side has no data).
+    difference's standard deviation, ``tolerance`` times the others' mean
+    added in quadrature (NaN where either side has no data).
     """
     total = weight.sum(axis=0)
     weighted = (weight * np.nan_to_num(flux)).sum(axis=0)
     others_weight = total[None, :] - weight
     with np.errstate(divide="ignore", invalid="ignore"):
         others = (weighted[None, :] - weight * np.nan_to_num(flux)) / others_weight
-        sigma = np.sqrt(np.where(weight > 0, 1.0 / weight, np.nan) + 1.0 / others_weight)
+        sigma = np.sqrt(
+            np.where(weight > 0, 1.0 / weight, np.nan)
+            + 1.0 / others_weight
+            + (tolerance * others) ** 2
+        )
         normalised = (flux - others) / sigma
         ratio = flux / others
     usable = (weight > 0) & (others_weight > 0)
@@ -139,6 +150,8 @@ def combine_dithers(
     clip_sigma: float = 4.0,
     scale_tolerance: float = 0.01,
     scale_sigma: float = 5.0,
+    tolerance: float = 0.01,
+    rf_flux: np.ndarray | None = None,
 ) -> CombinedBand:
     """
     Combine one band's spectra from several dithers on a shared grid.
@@ -157,6 +170,18 @@ def combine_dithers(
         A dither whose median ratio to the others differs from 1 by more
         than ``scale_tolerance`` and more than ``scale_sigma`` times its
         uncertainty disagrees systematically.
+    tolerance : float
+        Relative differences between dithers that are expected beyond their
+        noise (the PSF model fits each place in the field a little
+        differently): added in quadrature to the errors when judging dithers
+        and outliers, never in the weights or the errors of the mean.
+        Without it a bright source's dithers, whose errors are a few 1e-4 of
+        the flux, would all look corrupted.
+    rf_flux : ndarray or None
+        ``(N, K)`` the same spectra with their residual fringes removed (NaN:
+        no data). The dithers are judged and clipped on these (each dither's
+        fringes have their own phase: the raw spectra of a bright source
+        differ by percents), and both are combined with the same choices.
 
     Returns
     -------
@@ -191,6 +216,13 @@ def combine_dithers(
             f"flux {flux.shape}, error {error.shape} and wavelength {np.shape(wavelength)} "
             "do not match"
         )
+    raw = flux
+    if rf_flux is not None:
+        rf_flux = np.atleast_2d(np.asarray(rf_flux, dtype=float))
+        if rf_flux.shape != flux.shape:
+            raise ValueError(f"rf_flux {rf_flux.shape} and flux {flux.shape} do not match")
+        # Judged without their fringes; a value missing from either is no data.
+        flux = np.where(np.isfinite(raw), rf_flux, np.nan)
     n_dithers = flux.shape[0]
     valid = np.isfinite(flux) & np.isfinite(error) & (error > 0)
     with np.errstate(divide="ignore"):
@@ -199,7 +231,9 @@ def combine_dithers(
     kept = np.ones(n_dithers, dtype=bool)
     reasons = [""] * n_dithers
     while kept.sum() > 2:
-        _, ratio, others, sigma = _leave_one_out(flux, np.where(kept[:, None], weight, 0.0))
+        _, ratio, others, sigma = _leave_one_out(
+            flux, np.where(kept[:, None], weight, 0.0), tolerance
+        )
         checks = [
             _check(flux[i], ratio[i], others[i], sigma[i], valid_share[i]) for i in range(n_dithers)
         ]
@@ -233,7 +267,7 @@ def combine_dithers(
         kept[worst] = False
         for i in np.flatnonzero(kept):
             reasons[i] = ""
-    _, ratio, others, sigma = _leave_one_out(flux, np.where(kept[:, None], weight, 0.0))
+    _, ratio, others, sigma = _leave_one_out(flux, np.where(kept[:, None], weight, 0.0), tolerance)
     checks = []
     for i in range(n_dithers):
         check = _check(flux[i], ratio[i], others[i], sigma[i], valid_share[i])
@@ -242,7 +276,7 @@ def combine_dithers(
     use = np.where(kept[:, None], weight, 0.0)
     clipped = np.zeros(flux.shape, dtype=bool)
     while True:
-        normalised = _leave_one_out(flux, use)[0]
+        normalised = _leave_one_out(flux, use, tolerance)[0]
         enough = (use > 0).sum(axis=0) >= 3
         magnitude = np.where(np.isfinite(normalised) & (use > 0), np.abs(normalised), 0.0)
         worst = np.argmax(magnitude, axis=0)
@@ -251,7 +285,7 @@ def combine_dithers(
             break
         use[worst[bins], bins] = 0.0
         clipped[worst[bins], bins] = True
-    mean, mean_error = _weighted_mean(flux, use)
+    mean, mean_error = _weighted_mean(raw, use)
     return CombinedBand(
         wavelength=np.asarray(wavelength, dtype=float),
         flux=mean,
@@ -259,6 +293,7 @@ def combine_dithers(
         n_input=(use > 0).sum(axis=0),
         clipped=clipped,
         checks=checks,
+        rf_flux=None if rf_flux is None else _weighted_mean(flux, use)[0],
     )
 
 
@@ -276,6 +311,8 @@ class StitchedSpectrum:
         band whose grid it is on).
     n_input : ndarray
         ``(M,)`` dithers behind each value (summed over bands where averaged).
+    rf_flux : ndarray or None
+        ``(M,)`` the same for the bands' ``rf_flux`` (when every band has one).
     scale_ratios : dict
         ``"1A/1B"`` -> median ratio of the two bands' fluxes in their overlap
         (the second interpolated onto the first's grid), NaN without overlap.
@@ -290,6 +327,7 @@ class StitchedSpectrum:
     n_input: np.ndarray
     scale_ratios: dict
     scales: dict
+    rf_flux: np.ndarray | None = None
 
 
 def _overlap_ratio(first: CombinedBand, second: CombinedBand) -> float:
@@ -344,13 +382,17 @@ def stitch_bands(bands: dict, overlap: str = "cut", match_scale: bool = False) -
         ratios[f"{previous}/{name}"] = ratio
         factor = ratio if match_scale and np.isfinite(ratio) else 1.0
         scales[name] = scales[previous] * factor
+    with_rf = bool(names) and all(bands[name].rf_flux is not None for name in names)
     pieces = []
     for index, name in enumerate(names):
         band = bands[name]
-        scale = scales[name]
-        wavelength, flux, error = band.wavelength, band.flux * scale, band.error * scale
+        # Every flux column (FLUX, and RF_FLUX when fitted) goes through the same operations.
+        columns = [band.flux] + ([band.rf_flux] if with_rf else [])
+        columns = [values * scales[name] for values in columns]
+        wavelength, error = band.wavelength, band.error * scales[name]
         keep = np.ones(wavelength.size, dtype=bool)
-        combined_flux, combined_error, count = flux.copy(), error.copy(), band.n_input.astype(float)
+        joined = [values.copy() for values in columns]
+        joined_error, count = error.copy(), band.n_input.astype(float)
         for neighbour in (index - 1, index + 1):
             if not 0 <= neighbour < len(names):
                 continue
@@ -369,32 +411,37 @@ def stitch_bands(bands: dict, overlap: str = "cut", match_scale: bool = False) -
             good = np.isfinite(other.flux)
             if good.sum() < 2:
                 continue
-            other_flux = other_scale * np.interp(
-                wavelength[inside], other.wavelength[good], other.flux[good]
-            )
+            other_columns = [other.flux] + ([other.rf_flux] if with_rf else [])
             other_error = other_scale * np.interp(
                 wavelength[inside], other.wavelength[good], other.error[good]
             )
-            mine = np.isfinite(flux[inside])
+            mine = np.isfinite(columns[0][inside])
             with np.errstate(divide="ignore", invalid="ignore"):
                 weight_mine = np.where(mine, 1.0 / error[inside] ** 2, 0.0)
                 weight_other = 1.0 / other_error**2
                 total = weight_mine + weight_other
-                combined_flux[inside] = (
-                    weight_mine * np.nan_to_num(flux[inside]) + weight_other * other_flux
-                ) / total
-                combined_error[inside] = 1.0 / np.sqrt(total)
+                for values, result, other_values in zip(
+                    columns, joined, other_columns, strict=True
+                ):
+                    other_flux = other_scale * np.interp(
+                        wavelength[inside], other.wavelength[good], other_values[good]
+                    )
+                    result[inside] = (
+                        weight_mine * np.nan_to_num(values[inside]) + weight_other * other_flux
+                    ) / total
+                joined_error[inside] = 1.0 / np.sqrt(total)
             count[inside] += np.interp(
                 wavelength[inside], other.wavelength, other.n_input.astype(float)
             )
         pieces.append(
-            (wavelength[keep], combined_flux[keep], combined_error[keep],
-             np.full(keep.sum(), name), count[keep])
+            (wavelength[keep], joined_error[keep], np.full(keep.sum(), name), count[keep],
+             *(values[keep] for values in joined))
         )  # fmt: skip
     if not pieces:
         raise ValueError("no bands to stitch")
-    columns = zip(*pieces, strict=True)
-    wavelength, flux, error, band_names, count = (np.concatenate(parts) for parts in columns)
+    wavelength, error, band_names, count, flux, *rf_flux = (
+        np.concatenate(parts) for parts in zip(*pieces, strict=True)
+    )
     order = np.argsort(wavelength, kind="stable")
     return StitchedSpectrum(
         wavelength=wavelength[order],
@@ -404,4 +451,5 @@ def stitch_bands(bands: dict, overlap: str = "cut", match_scale: bool = False) -
         n_input=count[order],
         scale_ratios=ratios,
         scales=scales,
+        rf_flux=rf_flux[0][order] if rf_flux else None,
     )

@@ -62,6 +62,10 @@ SHAPE_MIN_SNR = 5.0
 SHAPE_FALSE_ALARM = 1.0e-3
 #: Samples across a bin for its mean spectral shape.
 SHAPE_SAMPLES = 9
+#: Relative uncertainty of a PSF model per pixel when judging outliers: a real PSF's core
+#: differs from any model by a few percent, far beyond the noise of a bright source, and
+#: such pixels are no cosmic rays (judged as outliers they were rejected by the thousand).
+PSF_MODEL_TOLERANCE = 0.05
 
 
 @dataclass
@@ -495,8 +499,9 @@ def optimal_extraction(
     basis = np.stack([np.where(valid, term, 0.0) for term in terms], axis=1)
     var_poisson, var_rnoise, var_flat = variances
     result = fit_rows(
-        data, var_rnoise, var_poisson, var_flat, valid, basis, 1, reject_sigma, max_iterations
-    )
+        data, var_rnoise, var_poisson, var_flat, valid, basis, 1, reject_sigma, max_iterations,
+        model_tolerance=PSF_MODEL_TOLERANCE,
+    )  # fmt: skip
     weights = result.pixel_weights
     used = result.used
     propagated = (result.var_poisson_model, variances[1], variances[2])
