@@ -515,8 +515,17 @@ def test_star_spectrum_recovers_the_light_beyond_the_flight_4c_field(tmp_path):
         for name, (_, ratio) in measured.items():
             median, plain = np.nanmedian(ratio), np.nanmedian(packaged[name][1])
             label = f"{method} {name}: {median:+.4f} with the star's cube, {plain:+.4f} without"
-            assert abs(median) < MEDIAN_BOUND, label
+            # Measured -0.10% (3C) and -0.04% (4C). The target sees far wings no dither of
+            # the star reached; with the star's unconstrained correction there, it was -0.6%.
+            assert abs(median) < 0.002, label
             assert plain < -0.008, label
+    # The star extracted with its own cube gets its spectrum back: the cube is the PSF the
+    # calibration fitted (a cube renormalised apart from the fit was -0.5 to -0.7% off).
+    own = MrsExtractStep.call(stars[0], psf="reference", override_mrspsf=str(cube_file))
+    for spec in own.spec:
+        table = spec.spec_table
+        ratio = table["FLUX"] / _star_continuum(np.asarray(table["WAVELENGTH"])) - 1.0
+        assert abs(np.nanmedian(ratio)) < 0.001, (spec.name, np.nanmedian(ratio))
 
 
 def test_mrs_psf_refuses_a_mismatched_star_spectrum(dithered_stars, tmp_path):

@@ -430,6 +430,7 @@ def extract_channels(
                 grid,
                 geometry.wavelength_low,
                 geometry.wavelength_high,
+                first.flux_weights,
             )
         spectrum = _extract(pixels, grid, track, settings, psf, members, shape)
         _report(geometry, settings, spectrum)

@@ -8,15 +8,17 @@ its own centroid track. The corrected PSF is then sampled into a cube
 (:class:`~mirispec_steps.mrs.core.psf.CubePsf` format) that any later
 extraction can use with ``--override_mrspsf``.
 
-Normalisation: like the self-calibration, the light the data see keeps the
-reference's share, and the light beyond the field of view is the
-reference's. A cube is cut at ``CUBE_EXTENT_FWHM`` FWHM; each plane is
-normalised to unit total there. Given the star's known spectrum, the
-normalisation is measured instead: the fluxes fitted with the measured PSF,
-divided by the star's, smoothed over the band (a quadratic in wavelength),
-give the share of the light the cube holds (its ``enclosed``), which is what
-no detector-level fit can see (light beyond the field, and the reference's
-error there). It is the detector-level counterpart of the aperture correction
+Normalisation: the cube is the calibrated PSF as it was fitted, so the star
+extracted with its own cube gets back the fluxes of the calibration. Like the
+self-calibration, that PSF keeps the reference's share of the light the data
+see, and the light beyond the field of view is the reference's. A cube is cut
+at ``CUBE_EXTENT_FWHM`` FWHM; its ``enclosed`` is the share of the PSF's light
+inside (the reference's wings beyond it stay counted). Given the star's known
+spectrum, the normalisation is measured instead: the fluxes fitted with the
+measured PSF, divided by the star's, smoothed over the band (a quadratic in
+wavelength), scale ``enclosed``; this is what no detector-level fit can see
+(light beyond the field, and the reference's error there). It is the
+detector-level counterpart of the aperture correction
 jwst measures on standard stars.
 """
 
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import maximum_filter
+from scipy.ndimage import binary_erosion, maximum_filter
 
 from mirispec_steps import flags
 from mirispec_steps.core.robust import robust_sigma
@@ -76,6 +78,17 @@ SECOND_PEAK = 0.1
 MAX_SATURATED_BINS = 0.01
 #: The point-source checks look this many FWHM around the source (the correction reaches 8).
 CHECK_EXTENT_FWHM = 7.0
+#: Where the star's exposures did not see the sky, the reference is scaled by the measured
+#: light ratio in annuli this wide (FWHM), taken from annuli the star saw at least this much.
+RATIO_ANNULUS_FWHM = 0.5
+MIN_ANNULUS_COVERAGE = 0.25
+#: The sky the exposures saw is mapped in cells of this size (FWHM), out to this distance,
+#: in this many wavelength groups per band (the field, in FWHM, shrinks along a band).
+SEEN_CELL_FWHM = 0.125
+SEEN_EXTENT_FWHM = 10.0
+SEEN_GROUPS = 8
+#: Border of the seen sky not counted as seen (FWHM): about one pixel in channels 3 and 4.
+SEEN_MARGIN_FWHM = 0.5
 
 
 @dataclass
@@ -99,6 +112,85 @@ LIGHT_SHARE_CLIP = 4.0
 
 
 @dataclass
+class SeenSky:
+    """
+    Where the star's exposures saw the sky, in offsets from the star scaled by the FWHM.
+
+    Attributes
+    ----------
+    wavelength_edges : ndarray
+        ``(G + 1,)`` edges of the wavelength groups (micron).
+    cell : float
+        Cell size (FWHM).
+    seen : ndarray
+        ``(G, n, n)`` [v, u] True where a pixel footprint of some exposure
+        (some bin of the group) covers the cell's centre; cell ``i`` is
+        centred on ``(i - n // 2) * cell``.
+    """
+
+    wavelength_edges: np.ndarray
+    cell: float
+    seen: np.ndarray
+
+    def at(self, wavelength: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Seen (bool) at scaled offsets ``(u, v)``, from the group holding ``wavelength``."""
+        group = int(np.clip(np.searchsorted(self.wavelength_edges, wavelength) - 1, 0,
+                            self.seen.shape[0] - 1))  # fmt: skip
+        half = self.seen.shape[1] // 2
+        column = np.rint(np.asarray(u) / self.cell).astype(int) + half
+        row = np.rint(np.asarray(v) / self.cell).astype(int) + half
+        inside = (column >= 0) & (column <= 2 * half) & (row >= 0) & (row <= 2 * half)
+        result = np.zeros(np.shape(column), dtype=bool)
+        result[inside] = self.seen[group][row[inside], column[inside]]
+        return result
+
+
+def seen_sky(samples: PsfSamples, wavelength_range: tuple) -> SeenSky:
+    """
+    Rasterise the pairs' footprints (scaled offsets) per wavelength group.
+
+    Parameters
+    ----------
+    samples : PsfSamples
+        Every exposure's calibration pairs, with their wavelengths.
+    wavelength_range : (float, float)
+        The band's wavelengths (micron).
+
+    Returns
+    -------
+    SeenSky
+        ``SEEN_GROUPS`` groups, cells of ``SEEN_CELL_FWHM``.
+    """
+    low, high = wavelength_range
+    edges = np.linspace(low, high, SEEN_GROUPS + 1)
+    half = int(np.ceil(SEEN_EXTENT_FWHM / SEEN_CELL_FWHM))
+    size = 2 * half + 1
+    group = np.clip(np.searchsorted(edges, samples.wavelength) - 1, 0, SEEN_GROUPS - 1)
+
+    def first_last(lower, upper):
+        # Cells whose centres lie inside [lower, upper] (scaled offsets).
+        first = np.ceil(np.minimum(lower, upper) / SEEN_CELL_FWHM).astype(int) + half
+        last = np.floor(np.maximum(lower, upper) / SEEN_CELL_FWHM).astype(int) + half
+        return np.clip(first, 0, size), np.clip(last + 1, 0, size)
+
+    u_first, u_stop = first_last(samples.u_low, samples.u_high)
+    v_first, v_stop = first_last(samples.v_low, samples.v_high)
+    covering = (u_stop > u_first) & (v_stop > v_first)
+    # A 2-D difference table per group: +1/-1 at the rectangles' corners, summed up.
+    difference = np.zeros((SEEN_GROUPS, size + 1, size + 1))
+    g = group[covering]
+    for rows, columns, sign in ((v_first, u_first, 1), (v_first, u_stop, -1),
+                                (v_stop, u_first, -1), (v_stop, u_stop, 1)):  # fmt: skip
+        np.add.at(difference, (g, rows[covering], columns[covering]), sign)
+    counts = difference.cumsum(axis=1).cumsum(axis=2)[:, :size, :size]
+    # The outermost pixels see only their inner side's light: a correction fitted there
+    # is free beyond it (within those same pixels), so the border is not counted as seen.
+    margin = int(round(SEEN_MARGIN_FWHM / SEEN_CELL_FWHM))
+    structure = np.ones((1, 2 * margin + 1, 2 * margin + 1), dtype=bool)
+    return SeenSky(edges, SEEN_CELL_FWHM, binary_erosion(counts > 0.5, structure))
+
+
+@dataclass
 class BandPsf:
     """
     One band's measured PSF.
@@ -115,6 +207,8 @@ class BandPsf:
         Wavelengths the exposures cover (micron).
     n_exposures : int
         Exposures that contributed.
+    seen : SeenSky or None
+        Where the exposures saw the sky (None: everywhere the cube reaches).
     light_share : ndarray or None
         Polynomial coefficients (in wavelength scaled to the band, -0.5..0.5)
         of the fitted flux over the star's known flux; None without one.
@@ -125,6 +219,7 @@ class BandPsf:
     calibration: PsfCalibration
     wavelength_range: tuple
     n_exposures: int
+    seen: SeenSky | None = None
     light_share: np.ndarray | None = None
 
     def measured_share(self, wavelength: np.ndarray) -> np.ndarray | None:
@@ -338,7 +433,8 @@ def _calibrate_band(band: str, entries: list) -> BandPsf:
     psf = calibration.corrected(reference)
     low = min(grid.wavelength_span[0] for _, _, grid in entries)
     high = max(grid.wavelength_span[1] for _, _, grid in entries)
-    result = BandPsf(band, psf, calibration, (low, high), len(entries))
+    seen = seen_sky(joined, (low, high))
+    result = BandPsf(band, psf, calibration, (low, high), len(entries), seen)
     _check_point_source(result)
     log.info(
         f"Band {band}: PSF measured on {len(entries)} exposure(s), {calibration.n_pairs} pixels; "
@@ -348,30 +444,53 @@ def _calibrate_band(band: str, entries: list) -> BandPsf:
     return result
 
 
-def psf_plane(psf, wavelength: float, half_width: float, cell: float, calibration=None):
+def psf_plane(psf, wavelength: float, half_width: float, cell: float, seen: SeenSky | None = None):
     """
     Mean surface density of ``psf`` on a square grid of cells at one wavelength.
 
-    With ``calibration``, the correction only counts where the data saw the
-    sky (:meth:`PsfCalibration.coverage`): beyond, the reference holds, as
-    the calibration's normalisation assumes.
+    A calibrated PSF is sampled as it was fitted where the star's exposures
+    saw the sky (``seen``): the fluxes the calibration measured belong to
+    that PSF. Where they did not (the far wings in directions no dither
+    reached, which a target elsewhere in the field may see), the correction
+    is unconstrained (a basis function seen at its edge only may take any
+    value beyond), so the reference is used there, scaled by the
+    calibrated-to-reference light ratio measured at the same distance from
+    the centre (``_radial_ratio``), the ratio of the last well-seen distance
+    holding beyond.
     """
     half = int(np.ceil(half_width / cell))
     centres = cell * np.arange(-half, half + 1)
     low_a, low_b = np.meshgrid(centres - 0.5 * cell, centres - 0.5 * cell)
     edges = (low_a, low_a + cell, low_b, low_b + cell, 0.0, 0.0, np.full(low_a.shape, wavelength))
-    if calibration is None or not isinstance(psf, CorrectedPsf):
-        return centres, psf.footprint_fraction(*edges) / cell**2
+    measured = psf.footprint_fraction(*edges)
+    if seen is None or not isinstance(psf, CorrectedPsf):
+        return centres, measured / cell**2
     width = float(psf.fwhm(wavelength))
-    grid_a, grid_b = np.meshgrid(centres, centres)
-    seen = calibration.coverage(grid_a / width, grid_b / width)
+    grid_a, grid_b = np.meshgrid(centres / width, centres / width)
+    observed = seen.at(wavelength, grid_a, grid_b)
     reference = psf.reference.footprint_fraction(*edges)
-    correction = seen * psf.correction_fraction(*edges)
-    # The calibration adds no light where the data saw the sky; what the smooth coverage
-    # leaves over goes back in proportion to the reference, so the plane's total is the
-    # reference's and the light beyond the data stays the reference's.
-    correction -= correction.sum() / reference.sum() * reference
-    return centres, (reference + correction) / cell**2
+    ratio = _radial_ratio(np.hypot(grid_a, grid_b), measured, reference, observed)
+    return centres, np.where(observed, measured, ratio * reference) / cell**2
+
+
+def _radial_ratio(radius, measured, reference, seen) -> np.ndarray:
+    """Per cell, the measured / reference light of the seen cells in its annulus (FWHM units)."""
+    annulus = np.floor(radius / RATIO_ANNULUS_FWHM).astype(int)
+    n_annuli = int(annulus.max()) + 1
+    seen = seen.astype(float)
+    seen_measured = np.bincount(annulus.ravel(), (seen * measured).ravel(), n_annuli)
+    seen_reference = np.bincount(annulus.ravel(), (seen * reference).ravel(), n_annuli)
+    coverage = np.bincount(annulus.ravel(), seen.ravel(), n_annuli) / np.bincount(
+        annulus.ravel(), minlength=n_annuli
+    )
+    ratio = np.ones(n_annuli)
+    last = 1.0
+    for index in range(n_annuli):
+        # An annulus the star barely saw takes the ratio of the last one it saw well.
+        if coverage[index] >= MIN_ANNULUS_COVERAGE and seen_reference[index] > 0:
+            last = seen_measured[index] / seen_reference[index]
+        ratio[index] = last
+    return ratio[annulus]
 
 
 def _check_point_source(result: BandPsf) -> None:
@@ -415,8 +534,7 @@ def mrspsf_bands(results: dict) -> dict:
     Returns
     -------
     dict
-        Band to ``{wavelength, alpha, beta, data}`` (and ``enclosed`` when
-        the light share was measured on a star spectrum): ``N_PLANES`` planes
+        Band to ``{wavelength, alpha, beta, data, enclosed}``: ``N_PLANES`` planes
         over the band's wavelengths padded by 2%, cells of 1/8 of the
         shortest wavelength's FWHM out to 8 FWHM of the longest's. The
         densities are kept as measured, negative where the pixels do not
@@ -430,9 +548,7 @@ def mrspsf_bands(results: dict) -> dict:
         half_width = CUBE_EXTENT_FWHM * float(result.psf.fwhm(wavelength[-1]))
         planes = []
         for value in wavelength:
-            centres, density = psf_plane(
-                result.psf, float(value), half_width, cell, result.calibration
-            )
+            centres, density = psf_plane(result.psf, float(value), half_width, cell, result.seen)
             planes.append(density)
         bands[band] = {
             "wavelength": wavelength,
@@ -440,10 +556,10 @@ def mrspsf_bands(results: dict) -> dict:
             "beta": centres,
             "data": np.array(planes),
         }
+        # The fluxes were fitted with the calibrated PSF as it is over the whole sky; the
+        # cube's planes hold its light inside the cube (the reference's wings beyond it are
+        # not in them), and with a star spectrum that PSF is the measured share of the light.
+        inside = np.array(planes).sum(axis=(1, 2)) * cell**2
         share = result.measured_share(wavelength)
-        if share is not None:
-            # The fluxes were fitted with the PSF normalised over the whole sky; the cube
-            # holds the planes' light, so its share of the star's light is their product.
-            inside = np.array(planes).sum(axis=(1, 2)) * cell**2
-            bands[band]["enclosed"] = inside * share
+        bands[band]["enclosed"] = inside * (1.0 if share is None else share)
     return bands

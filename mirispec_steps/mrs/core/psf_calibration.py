@@ -351,9 +351,6 @@ class PsfCalibration:
     flux_error : ndarray
         ``(K,)`` flux uncertainty from the correction's own uncertainty
         (correlated between bins).
-    observed_share : ndarray
-        ``(n, n)`` share of each basis function's integral the data see
-        (averaged over bins; 0 to 1).
     """
 
     grid: CorrectionGrid
@@ -368,21 +365,10 @@ class PsfCalibration:
     effective_parameters: float
     iterations: int
     flux_error: np.ndarray
-    observed_share: np.ndarray
 
     def corrected(self, reference) -> CorrectedPsf:
         """The reference PSF with this correction."""
         return CorrectedPsf(reference, self.grid, self.coefficients, self.wavelength_nodes)
-
-    def coverage(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Share of the sky the data saw at scaled offsets ``(u, v)`` (0 to 1, smooth)."""
-        shape = np.broadcast(u, v).shape
-        along = self.grid.values(np.broadcast_to(u, shape).ravel())
-        across = self.grid.values(np.broadcast_to(v, shape).ravel())
-        weight = np.sum((along @ self.observed_share) * across, axis=1)
-        total = along.sum(axis=1) * across.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(total > 0, weight / total, 0.0).reshape(shape)
 
 
 def node_weights(wavelength: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -803,7 +789,6 @@ def calibrate_psf(
         grid=grid,
         coefficients=coefficients.reshape(n_nodes, n, n),
         wavelength_nodes=nodes,
-        observed_share=np.clip(observed / spatial, 0.0, 1.0).reshape(n, n),
         flux=flux,
         reference_flux=reference_flux,
         chi_square=_chi_square(samples, model, fit),
