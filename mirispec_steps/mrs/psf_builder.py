@@ -178,10 +178,10 @@ def seen_sky(samples: PsfSamples, wavelength_range: tuple) -> SeenSky:
     covering = (u_stop > u_first) & (v_stop > v_first)
     # A 2-D difference table per group: +1/-1 at the rectangles' corners, summed up.
     difference = np.zeros((SEEN_GROUPS, size + 1, size + 1))
-    g = group[covering]
+    covering_group = group[covering]
     for rows, columns, sign in ((v_first, u_first, 1), (v_first, u_stop, -1),
                                 (v_stop, u_first, -1), (v_stop, u_stop, 1)):  # fmt: skip
-        np.add.at(difference, (g, rows[covering], columns[covering]), sign)
+        np.add.at(difference, (covering_group, rows[covering], columns[covering]), sign)
     counts = difference.cumsum(axis=1).cumsum(axis=2)[:, :size, :size]
     # The outermost pixels see only their inner side's light: a correction fitted there
     # is free beyond it (within those same pixels), so the border is not counted as seen.

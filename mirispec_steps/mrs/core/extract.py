@@ -391,7 +391,7 @@ class SpectralShape:
     The shape is measured on the very pixels it then weights, so its noise
     reaches the bins' fluxes, correlated with their own: at a bin
     signal-to-noise of thousands, where the shape follows residual fringes,
-    it widens the flux errors by up to 10%. :func:`shape_noise_factor`
+    it widens the flux errors by up to about 13%. :func:`shape_noise_factor`
     propagates it to first order.
     """
 
