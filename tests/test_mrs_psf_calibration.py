@@ -263,8 +263,8 @@ def test_mismatched_psf_accuracy(tmp_path_factory, family, detector, band, fligh
                     f"{p10:+.4f}..{p90:+.4f}, unseen-light bias {floor:+.4f}"  # fmt: skip
             assert abs(median - floor) <= MEDIAN_BOUND, label
             assert floor - SPREAD_BOUND <= p10 and p90 <= floor + SPREAD_BOUND, label
-            # ... where the reference alone is off by percents.
-            assert np.nanpercentile(np.abs(reference[name][1]), 90) > 0.02, name
+            # ... where the reference alone is off by at least twice the bound.
+            assert np.nanpercentile(np.abs(reference[name][1]), 90) > 2 * SPREAD_BOUND, name
 
 
 def test_true_psf_cube_is_exact(tmp_path_factory, tmp_path):
@@ -443,6 +443,22 @@ def test_mrs_psf_from_a_dithered_star_calibrates_a_faint_source(dithered_star_ps
                 median = np.nanmedian(ratio)
                 assert abs(median) < MEDIAN_BOUND, (method, mode, name, median)
                 assert abs(np.nanmedian(packaged[name][1])) > 0.03  # the packaged PSF is far off
+
+
+def test_mrs_psf_cube_wings_hold_no_oscillation_the_slices_cannot_see(dithered_star_psf):
+    """Star simulated with the diffraction family, cube measured by mrs_psf. Slices integrate
+    across beta, so a correction oscillating across a slice's width in the faint wings is
+    invisible to the data: only the prior can hold it down. Unscaled, it let stripes of
+    -2% of the peak through beyond 3 FWHM (where the PSF holds a few thousandths); a PSF
+    is nowhere that negative."""
+    import asdf
+
+    with asdf.open(dithered_star_psf / "star20_mrspsf.asdf", lazy_load=False) as cube_file:
+        for band in ("1A", "2A"):
+            planes = np.asarray(cube_file.tree["bands"][band]["data"])
+            lowest = planes.min(axis=(1, 2)) / planes.max(axis=(1, 2))
+            # Measured -0.24% (1A) and -0.45% (2A); the unscaled prior gave -0.43% and -2.1%.
+            assert np.all(lowest > -6e-3), (band, lowest.min())
 
 
 def test_mrs_psf_with_the_star_spectrum_measures_the_unseen_light(

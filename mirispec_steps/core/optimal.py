@@ -155,18 +155,27 @@ def _reject_worst(data, model, variance, used, rejected, ok, threshold, robust=N
     """Drop each row's worst pixel beyond ``threshold`` sigma; return the rows changed.
 
     With ``robust`` (a hit-proof source model, :func:`_robust_source_model`),
-    ``tolerance`` of it is the profile's own uncertainty, added in quadrature
-    to the noise: where the profile is not exact (a PSF the model does not
-    describe), a bright source's core differs from it by more than its noise,
-    and is no outlier. An excess over the robust model counts as much as a
-    residual from the fit, so a hit the fit has followed is still the worst.
+    the profile's own uncertainty is added in quadrature to the noise:
+    where the profile is not exact (a PSF the model does not describe), a
+    bright source's core differs from it by more than its noise, and is no
+    outlier. The uncertainty is ``tolerance`` of the model at the row's
+    peak, ``tolerance * sqrt(model * peak)`` elsewhere: a profile's errors
+    are a growing share of its level in the wings (rings, spikes, a wing
+    law), where a fixed share rejected faint pixels by the hundred. An
+    excess over the robust model counts as much as a residual from the
+    fit, so a hit the fit has followed is still the worst.
     """
     with np.errstate(invalid="ignore"):
         if robust is None:
             scale = np.sqrt(variance)
             excess = np.abs(data - model)
         else:
-            scale = np.sqrt(variance + (tolerance * robust) ** 2)
+            # Rows too sparse for a robust model (the source at the field's edge) take the
+            # fit's: no tolerance at all rejected their imperfectly modelled pixels en masse.
+            level = np.where(np.any(robust > 0, axis=1, keepdims=True), robust, np.abs(model))
+            level = np.clip(level, 0.0, None)
+            peak = np.max(np.where(used, level, 0.0), axis=1, keepdims=True)
+            scale = np.sqrt(variance + tolerance**2 * level * peak)
             excess = np.maximum(np.abs(data - model), np.where(robust > 0, data - robust, 0.0))
         score = np.where(used, excess / scale, 0.0)
     worst = np.argmax(score, axis=1)
@@ -355,9 +364,10 @@ def fit_rows(
         scene fitted to the mean of a time series): used as is, and no
         variance iterations are needed.
     model_tolerance : float
-        Relative uncertainty of the model, added in quadrature to the noise
-        when judging outliers only (the weights are the noise's): 0 treats
-        the profile as exact.
+        Relative uncertainty of the model at each row's peak (a larger share
+        of its level in the wings, :func:`_reject_worst`), added in
+        quadrature to the noise when judging outliers only (the weights are
+        the noise's): 0 treats the profile as exact.
 
     Returns
     -------

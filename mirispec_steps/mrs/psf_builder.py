@@ -37,6 +37,7 @@ from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs import exposure as mrs_exposure
 from mirispec_steps.mrs.core.psf import half_maximum_width
 from mirispec_steps.mrs.core.psf_calibration import (
+    LEVEL_FLOOR,
     CorrectedPsf,
     PsfCalibration,
     PsfSamples,
@@ -426,7 +427,10 @@ def _calibrate_band(band: str, entries: list) -> BandPsf:
     """One correction fitted to all exposures of a band (their bins numbered in turn)."""
     joined = PsfSamples.joined([samples for samples, _, _ in entries])
     try:
-        calibration = calibrate_psf(joined, wavelength_nodes=wavelength_nodes(joined))
+        # The cube serves targets at other pixel phases: what the star's slices cannot see
+        # must be as smooth as the reference's level there (the prior's, scaled).
+        calibration = calibrate_psf(joined, wavelength_nodes=wavelength_nodes(joined),
+                                    level_floor=LEVEL_FLOOR)  # fmt: skip
     except (ValueError, np.linalg.LinAlgError) as exc:
         raise InputDataError(f"band {band}: the PSF calibration failed ({exc})") from None
     reference = entries[0][1]

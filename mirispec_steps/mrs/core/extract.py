@@ -63,9 +63,10 @@ SHAPE_MIN_SNR = 5.0
 SHAPE_FALSE_ALARM = 1.0e-3
 #: Samples across a bin for its mean spectral shape.
 SHAPE_SAMPLES = 9
-#: Relative uncertainty of a PSF model per pixel when judging outliers: a real PSF's core
-#: differs from any model by a few percent, far beyond the noise of a bright source, and
-#: such pixels are no cosmic rays (judged as outliers they were rejected by the thousand).
+#: Relative uncertainty of a PSF model at a bin's peak when judging outliers (a larger share
+#: of the model in the wings): a real PSF's core differs from any model by a few percent, far
+#: beyond the noise of a bright source, and such pixels are no cosmic rays (judged as
+#: outliers they were rejected by the thousand).
 PSF_MODEL_TOLERANCE = 0.05
 
 

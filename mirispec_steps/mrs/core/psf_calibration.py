@@ -56,6 +56,7 @@ __all__ = [
     "CORRECTION_KNOTS",
     "CorrectedPsf",
     "CorrectionGrid",
+    "LEVEL_FLOOR",
     "PsfCalibration",
     "PsfSamples",
     "calibrate_psf",
@@ -67,9 +68,16 @@ __all__ = [
 CORRECTION_KNOTS = (-8.0, -6.5, -5.0, -4.0, -3.25, -2.5, -2.0, *(0.25 * np.arange(-6, 7)).tolist(),
                     2.0, 2.5, 3.25, 4.0, 5.0, 6.5, 8.0)  # fmt: skip
 #: Prior widths (units of the scaled density, whose peak is ~0.8) of the correction's
-#: coefficients and of their second differences along either axis.
+#: coefficients and of their second differences along either axis (where the reference is
+#: at its peak, for a PSF that is carried to other pixel phases: ``level_floor``).
 AMPLITUDE_PRIOR = 1.0
 ROUGHNESS_PRIOR = 0.08
+#: For a PSF carried to other pixel phases (``mrs_psf``): the prior's widths in proportion
+#: to the reference's level under each coefficient, never below this share of its peak. As
+#: wide in the wings as in the core, the prior let the wings take oscillations across ``v``
+#: that no slice sees (stripes at -2 to -3% of the peak beyond 3 FWHM, where the PSF holds a few
+#: thousandths): harmless to the exposures fitted, wrong for any target elsewhere.
+LEVEL_FLOOR = 0.05
 #: Basis functions of which the data see less than this share (averaged over the bins that
 #: touch them) are held at zero: the data barely constrain them.
 MIN_COVERAGE = 0.05
@@ -477,14 +485,41 @@ def _second_difference(size: int) -> np.ndarray:
     return matrix
 
 
-def _prior(n: int) -> np.ndarray:
-    """Precision of the correction's prior over the ``n x n`` coefficients."""
+def _prior(n: int, level: np.ndarray | None = None) -> np.ndarray:
+    """
+    Precision of the correction's prior over the ``n x n`` coefficients.
+
+    ``level`` (``(n^2,)``, 1 at the reference's peak) scales the widths of
+    the coefficients and of the second differences centred on them.
+    """
+    scale = np.ones(n * n) if level is None else level
     roughness = _second_difference(n)
-    smooth = roughness.T @ roughness
     identity = np.eye(n)
-    return (np.kron(smooth, identity) + np.kron(identity, smooth)) / ROUGHNESS_PRIOR**2 + np.eye(
-        n * n
-    ) / AMPLITUDE_PRIOR**2
+    centre = np.arange(1, n - 1)
+    along_u = np.kron(roughness, identity)
+    along_v = np.kron(identity, roughness)
+    centre_u = (centre[:, None] * n + np.arange(n)[None, :]).ravel()
+    centre_v = (np.arange(n)[:, None] * n + centre[None, :]).ravel()
+    precision = np.diag(1.0 / (AMPLITUDE_PRIOR * scale) ** 2)
+    for rows, centres in ((along_u, centre_u), (along_v, centre_v)):
+        precision += rows.T @ (rows / (ROUGHNESS_PRIOR * scale[centres, None]) ** 2)
+    return precision
+
+
+def _reference_level(samples: PsfSamples, design: _Design, n_nodes: int) -> np.ndarray:
+    """``(n^2,)`` the reference's mean density under each basis function, 1 at the highest."""
+    size = design.n * design.n
+    extent = (samples.u_high - samples.u_low) * (samples.v_high - samples.v_low)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density = np.where(
+            (extent > 0) & (samples.shape > 0), samples.reference / (samples.shape * extent), 0.0
+        )
+    weighted = design.vector(density).reshape(n_nodes, size).sum(axis=0)
+    coverage = design.vector(np.ones(samples.bins.size)).reshape(n_nodes, size).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = np.where(coverage > 0, weighted / coverage, 0.0)
+    peak = level.max()
+    return level / peak if peak > 0 else np.ones(size)
 
 
 @dataclass
@@ -651,6 +686,7 @@ def calibrate_psf(
     tolerance: float = FLUX_TOLERANCE,
     reject_sigma: float | None = 5.0,
     wavelength_nodes: np.ndarray | None = None,
+    level_floor: float | None = None,
 ) -> PsfCalibration:
     """
     Fit the correction to the reference PSF and the fluxes of every bin together.
@@ -674,6 +710,12 @@ def calibrate_psf(
         correction is free, interpolated linearly between them (a PSF
         whose shape in scaled coordinates drifts across the band); None:
         one correction for all wavelengths.
+    level_floor : float or None
+        Scale the prior's widths with the reference's level under each
+        coefficient, never below this share of its peak (:data:`LEVEL_FLOOR`
+        for a PSF that other exposures will use); None: the same widths
+        everywhere (a PSF used on the very pairs it was fitted to, which
+        cannot see what the prior alone decides).
 
     Returns
     -------
@@ -729,7 +771,12 @@ def calibrate_psf(
         raise ValueError("the footprints cover too little of the correction's grid to fit it")
     # Each node's correction adds no light to the region the data see (the normalisation).
     constraints = np.kron(np.eye(n_nodes), observed[None, :])
-    prior = np.kron(np.eye(n_nodes), _prior(n))
+    level = (
+        None
+        if level_floor is None
+        else np.maximum(_reference_level(samples, design, n_nodes), level_floor)
+    )
+    prior = np.kron(np.eye(n_nodes), _prior(n, level))
     solver = _ConstrainedSolver(prior[np.ix_(free, free)], constraints[:, free])
     coefficients = np.zeros(n_nodes * n * n)
     model = samples.reference.copy()
