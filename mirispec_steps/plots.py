@@ -184,6 +184,32 @@ def legend_above(axis, ncol: int = 3, **kwargs) -> None:
         )  # fmt: skip
 
 
+def _mark_off_scale(axis, curves) -> None:
+    """
+    Points beyond a panel's range drawn as triangles on its edge, and counted above it.
+
+    The range follows the bulk of the values (a few single bins, a line's
+    core, would flatten everything else): what it leaves out is shown, not
+    hidden.
+    """
+    low, high = axis.get_ylim()
+    count, extreme = 0, []
+    for wavelength, values, colour in curves:
+        finite = np.isfinite(values)
+        above = finite & (values > high)
+        below = finite & (values < low)
+        for outside, edge, marker in ((above, high, "^"), (below, low, "v")):
+            if np.any(outside):
+                axis.plot(wavelength[outside], np.full(np.count_nonzero(outside), edge), marker,
+                          color=colour, ms=4, clip_on=False, zorder=3)  # fmt: skip
+        count += int(np.count_nonzero(above | below))
+        extreme.extend(values[above | below].tolist())
+    if count:
+        worst = max(extreme, key=abs)
+        axis.text(1.0, 1.02, f"{count} bin(s) off scale (triangles; extreme {worst:.3g}%)",
+                  transform=axis.transAxes, ha="right", va="bottom", fontsize=7)  # fmt: skip
+
+
 def spectrum_panels(flux_axis, lower_axis, spectra: dict, truth=None) -> None:
     """
     Spectra with their 1-sigma bands on ``flux_axis``; below, the ratio to the truth or the error.
@@ -203,6 +229,7 @@ def spectrum_panels(flux_axis, lower_axis, spectra: dict, truth=None) -> None:
     scale, label = flux_scale(units.pop() if len(units) == 1 else None)
     styles = ("-", "--", ":", "-.")
     deviations = []
+    lower_curves = []
     for index, (name, arrays) in enumerate(spectra.items()):
         colour = f"C{index}"
         flux, error = arrays.flux * scale, arrays.error * scale
@@ -223,6 +250,7 @@ def spectrum_panels(flux_axis, lower_axis, spectra: dict, truth=None) -> None:
                 deviation = 100.0 * arrays.error / np.abs(arrays.flux)
             lower_axis.plot(arrays.wavelength, deviation, styles[index % 4], color=colour, lw=0.8)
         deviations.append(deviation[np.isfinite(deviation)])
+        lower_curves.append((arrays.wavelength, deviation, colour))
     if truth is not None:
         flux_axis.plot(truth[0], truth[1] * scale, "-", color="0.2", lw=2.5, alpha=0.35,
                        label="truth", zorder=0)  # fmt: skip
@@ -240,6 +268,7 @@ def spectrum_panels(flux_axis, lower_axis, spectra: dict, truth=None) -> None:
         values = np.concatenate(deviations) if deviations else np.zeros(1)
         if values.size:
             lower_axis.set_ylim(0.0, max(float(np.percentile(values, 99)) * 1.2, 1e-3))
+    _mark_off_scale(lower_axis, lower_curves)
     flux_axis.set_ylabel(label)
     lower_axis.set_xlabel("wavelength (micron)")
     legend_above(flux_axis, ncol=4)

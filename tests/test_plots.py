@@ -223,3 +223,35 @@ def test_centroid_outlier_inside_the_scale_is_a_cross():
     crosses = [line for line in alpha_axis.get_lines() if line.get_marker() == "x"]
     assert len(crosses) == 1
     assert "beyond" not in alpha_axis.get_title(loc="right")
+
+
+@pytest.mark.parametrize("with_truth", [False, True])
+def test_spectrum_panel_shows_the_bins_its_scale_leaves_out(with_truth):
+    """The lower panel's scale follows the bulk (99th percentile); two single bins far beyond
+    it are drawn as triangles on its edge and counted above it, not cut off unseen."""
+    from mirispec_steps.plots import SpectrumArrays, new_figure, spectrum_panels
+
+    wavelength = np.linspace(5.0, 6.0, 400)
+    rng = np.random.default_rng(2)
+    flux = 10.0 + 0.01 * rng.standard_normal(wavelength.size)
+    error = np.full(wavelength.size, 0.01)
+    wild = [120, 300]
+    if with_truth:
+        flux[wild] = [13.0, 7.0]  # +30% and -30%
+    else:
+        error[wild] = 0.5  # a 5% error among 0.1% ones
+    figure, (top, bottom) = new_figure(2, 1)
+    spectrum_panels(
+        top,
+        bottom,
+        {"FLUX": SpectrumArrays(wavelength, flux, error, "mJy")},
+        (wavelength, np.full(wavelength.size, 10.0)) if with_truth else None,
+    )
+    low, high = bottom.get_ylim()
+    assert high < (5.0 if not with_truth else 30.0)  # the scale is the bulk's
+    markers = [line for line in bottom.lines if line.get_marker() in ("^", "v")]
+    assert markers, "no off-scale markers"
+    marked = np.sort(np.concatenate([line.get_xdata() for line in markers]))
+    assert np.allclose(marked, wavelength[wild])
+    texts = [text.get_text() for text in bottom.texts]
+    assert any(text.startswith("2 bin(s) off scale") for text in texts), texts
