@@ -493,17 +493,17 @@ def _prior(n: int, level: np.ndarray | None = None) -> np.ndarray:
     the coefficients and of the second differences centred on them.
     """
     scale = np.ones(n * n) if level is None else level
-    roughness = _second_difference(n)
-    identity = np.eye(n)
+    roughness = sparse.csr_matrix(_second_difference(n))
+    identity = sparse.identity(n, format="csr")
     centre = np.arange(1, n - 1)
-    along_u = np.kron(roughness, identity)
-    along_v = np.kron(identity, roughness)
     centre_u = (centre[:, None] * n + np.arange(n)[None, :]).ravel()
     centre_v = (np.arange(n)[:, None] * n + centre[None, :]).ravel()
-    precision = np.diag(1.0 / (AMPLITUDE_PRIOR * scale) ** 2)
-    for rows, centres in ((along_u, centre_u), (along_v, centre_v)):
-        precision += rows.T @ (rows / (ROUGHNESS_PRIOR * scale[centres, None]) ** 2)
-    return precision
+    precision = sparse.diags(1.0 / (AMPLITUDE_PRIOR * scale) ** 2)
+    for rows, centres in ((sparse.kron(roughness, identity), centre_u),
+                          (sparse.kron(identity, roughness), centre_v)):  # fmt: skip
+        precision = precision + rows.T @ sparse.diags(
+            1.0 / (ROUGHNESS_PRIOR * scale[centres]) ** 2) @ rows  # fmt: skip
+    return precision.toarray()
 
 
 def _reference_level(samples: PsfSamples, design: _Design, n_nodes: int) -> np.ndarray:
