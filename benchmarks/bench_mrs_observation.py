@@ -73,15 +73,20 @@ def star(wavelength):
     return 0.05 * (np.asarray(wavelength, dtype=float) / 5.0) ** -2
 
 
-def chain(exposure, noise_free=False, psf_file=None, psf_mode="auto"):
-    """calibrate, centroid, extract one exposure; (x1d, seconds per stage)."""
+def chain(exposure, noise_free=False, psf_file=None, psf_mode="auto", draw=None):
+    """calibrate, centroid, extract one exposure; (x1d, seconds per stage).
+
+    ``noise_free``: its noise-free twin; ``draw``: the same scene with new noise (that seed,
+    one per exposure).
+    """
     psf = {} if psf_file is None else {"override_mrspsf": psf_file}
     times = {}
     rate, background = exposure.files["rate"], exposure.files["background"]
-    if noise_free:
-        twin = exposure.simulated.redraw(seed=1, noise=False)
+    if noise_free or draw is not None:
+        twin = exposure.simulated.redraw(seed=1 if noise_free else draw, noise=not noise_free)
         rate, background = twin.rate, twin.background
-        rate.meta.filename = Path(exposure.files["rate"]).name.replace("_rate", "_nf_rate")
+        tag = "_nf_rate" if noise_free else f"_draw{draw}_rate"
+        rate.meta.filename = Path(exposure.files["rate"]).name.replace("_rate", tag)
     start = time.perf_counter()
     calibrated = MrsCalibrateStep.call(rate, background=background)
     times["calibrate"] = time.perf_counter() - start
@@ -139,8 +144,33 @@ def line_mask(wavelength, truth, band):
     return masked
 
 
-def measure(c1d, truth, twin=None):
-    """Print the accuracy table of a combined product."""
+def band_pulls(c1d, twin, name, truth):
+    """``(FLUX - FLUX_noise_free) / FLUX_ERROR`` of one band, where the noise alone acts."""
+    table = {spec.name: spec for spec in c1d.spec[1:]}[name].spec_table
+    reference = {spec.name: spec for spec in twin.spec[1:]}[name].spec_table
+    wavelength = np.asarray(table["WAVELENGTH"], dtype=float)
+    # The grids are the union of the dithers' bins: a noise draw may hold a bin more or less.
+    twin_wavelength = np.round(np.asarray(reference["WAVELENGTH"], dtype=float), 9)
+    index = np.clip(np.searchsorted(twin_wavelength, np.round(wavelength, 9)), 0,
+                    twin_wavelength.size - 1)  # fmt: skip
+    shared = twin_wavelength[index] == np.round(wavelength, 9)
+    noise_free = np.where(shared, np.asarray(reference["FLUX"], dtype=float)[index], np.nan)
+    pull = (np.asarray(table["FLUX"]) - noise_free) / np.asarray(table["FLUX_ERROR"])
+    # The leak correction's error holds the leak curve's own uncertainty (5% of the leak), a
+    # systematic the noise-free twin shares: the pulls measure the noise, so 3A's are taken
+    # where the leak is negligible.
+    clean = ~line_mask(wavelength, truth, name)
+    no_leak = default_spectral_leak(wavelength) < LEAK_NEGLIGIBLE
+    return pull[clean & no_leak & np.isfinite(pull)]
+
+
+def measure(c1d, truth, twin=None, draws=()):
+    """Print the accuracy table of a combined product.
+
+    ``draws``: more combined products of the same scene with new noise; the pulls are then
+    pooled over all the noise draws (one draw's pull std has a statistical scatter of
+    ``1 / sqrt(2 N)`` over ``N`` bins, and bins of dithers share realisations).
+    """
     bands = {spec.name: spec for spec in c1d.spec[1:]}
     ranges = {name: (spec.spec_table["WAVELENGTH"][0], spec.spec_table["WAVELENGTH"][-1])
               for name, spec in bands.items()}  # fmt: skip
@@ -166,20 +196,16 @@ def measure(c1d, truth, twin=None):
         after = float(np.mean(fringe_amplitude(wavelength[clean], relative_rf[clean])))
         pulls = (np.nan, np.nan)
         if name in twin_bands:
-            reference = np.asarray(twin_bands[name].spec_table["FLUX"], dtype=float)
-            pull = (np.asarray(table["FLUX"]) - reference) / np.asarray(table["FLUX_ERROR"])
-            # The leak correction's error holds the leak curve's own uncertainty (5% of the
-            # leak), a systematic the noise-free twin shares: the pulls measure the noise,
-            # so 3A's are taken where the leak is negligible.
-            no_leak = default_spectral_leak(wavelength) < LEAK_NEGLIGIBLE
-            pull = pull[clean & no_leak & np.isfinite(pull)]
-            pulls = (float(np.std(pull)), float(np.mean(pull)))
+            pull = [band_pulls(product, twin, name, truth) for product in (c1d, *draws)]
+            pulls = (float(np.std(np.concatenate(pull))), float(np.mean(np.concatenate(pull))))
+            spread = [float(np.std(values)) for values in pull]
         worst["interior"] = max(worst["interior"], abs(interior))
         if np.isfinite(overlap):
             worst["overlap"] = max(worst["overlap"], abs(overlap))
         worst["fringe"] = max(worst["fringe"], after)
+        per_draw = f"  (draws {min(spread):.3f}-{max(spread):.3f})" if draws else ""
         print(f"{name:>4} {100 * interior:+8.2f}% {100 * overlap:+8.2f}% {100 * before:11.2f}% "
-              f"{100 * after:9.2f}% {pulls[0]:9.3f} {pulls[1]:+9.3f}")  # fmt: skip
+              f"{100 * after:9.2f}% {pulls[0]:9.3f} {pulls[1]:+9.3f}{per_draw}")  # fmt: skip
         if name == "3A":
             near = clean & (np.abs(wavelength - 12.2) < 0.15)
             leak = c1d.mirispec_combination.instance["spectral_leak"]
@@ -196,6 +222,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--psf", default="diffraction", choices=sorted(MISMATCHED_MRS_FAMILIES))
     parser.add_argument("--pulls", action="store_true", help="extract noise-free twins too")
+    parser.add_argument(
+        "--noise-draws", type=int, default=1,
+        help="with --pulls: noise draws of the scene the pulls are pooled over (each ~90 s)",
+    )  # fmt: skip
     parser.add_argument("--no-batch", action="store_true", help="skip the dask end-to-end run")
     parser.add_argument(
         "--star",
@@ -239,12 +269,20 @@ def main():
         print("serial, one process: " + ", ".join(f"{stage} {seconds:.1f} s"
                                                   for stage, seconds in totals.items())
               + f"; total {serial:.1f} s ({serial / len(spectra):.2f} s per exposure)")  # fmt: skip
-        twin = None
+        twin, draws = None, []
         if args.pulls:
             twins = [chain(exposure, True, psf_file, args.extract_psf)[0]
                      for exposure in observation.exposures]  # fmt: skip
             twin = MrsCombineStep.call(twins)
-        measure(c1d, observation.truth, twin)
+            for draw in range(2, args.noise_draws + 1):
+                # Every exposure its own seed: one seed for all would give the four dithers
+                # the same noise, pixel for pixel, and their errors would not be independent.
+                draws.append(MrsCombineStep.call([
+                    chain(exposure, psf_file=psf_file, psf_mode=args.extract_psf,
+                          draw=1000 * draw + number)[0]
+                    for number, exposure in enumerate(observation.exposures)
+                ]))  # fmt: skip
+        measure(c1d, observation.truth, twin, draws)
         print(f"plot: {folder / 'mrs_observation_mirifushort_short_d1_c1d.png'}")
         if not args.no_batch:
             from mirispec_steps.batch import run_batch

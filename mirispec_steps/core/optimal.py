@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import median_filter
+from scipy.stats import chi2
 
 __all__ = [
     "RowFit",
@@ -25,6 +26,7 @@ __all__ = [
     "evaluate_rows",
     "polynomial_basis",
     "poisson_variance_model",
+    "measured_misfit",
 ]
 
 #: Rows need a non-degenerate system: the determinant of the unit-diagonal
@@ -151,7 +153,9 @@ def poisson_variance_model(
     return offset[:, None] + slope[:, None] * np.clip(signal, 0.0, None)
 
 
-def _reject_worst(data, model, variance, used, rejected, ok, threshold, robust=None, tolerance=0.0):
+def _reject_worst(
+    data, model, variance, used, rejected, ok, threshold, robust=None, tolerance=0.0, misfit=0.0
+):
     """Drop each row's worst pixel beyond ``threshold`` sigma; return the rows changed.
 
     With ``robust`` (a hit-proof source model, :func:`_robust_source_model`),
@@ -161,9 +165,11 @@ def _reject_worst(data, model, variance, used, rejected, ok, threshold, robust=N
     outlier. The uncertainty is ``tolerance`` of the model at the row's
     peak, ``tolerance * sqrt(model * peak)`` elsewhere: a profile's errors
     are a growing share of its level in the wings (rings, spikes, a wing
-    law), where a fixed share rejected faint pixels by the hundred. An
-    excess over the robust model counts as much as a residual from the
-    fit, so a hit the fit has followed is still the worst.
+    law), where a fixed share rejected faint pixels by the hundred. Beyond
+    that, ``misfit`` of the peak everywhere: what the data show of the
+    profile's errors (:func:`measured_misfit`). An excess over the robust
+    model counts as much as a residual from the fit, so a hit the fit has
+    followed is still the worst.
     """
     with np.errstate(invalid="ignore"):
         if robust is None:
@@ -175,7 +181,7 @@ def _reject_worst(data, model, variance, used, rejected, ok, threshold, robust=N
             level = np.where(np.any(robust > 0, axis=1, keepdims=True), robust, np.abs(model))
             level = np.clip(level, 0.0, None)
             peak = np.max(np.where(used, level, 0.0), axis=1, keepdims=True)
-            scale = np.sqrt(variance + tolerance**2 * level * peak)
+            scale = np.sqrt(variance + tolerance**2 * level * peak + (misfit * peak) ** 2)
             excess = np.maximum(np.abs(data - model), np.where(robust > 0, data - robust, 0.0))
         score = np.where(used, excess / scale, 0.0)
     worst = np.argmax(score, axis=1)
@@ -184,6 +190,58 @@ def _reject_worst(data, model, variance, used, rejected, ok, threshold, robust=N
     used[rows[changed], worst[changed]] = False
     rejected[rows[changed], worst[changed]] = True
     return changed
+
+
+#: Share of a profile's pixels whose misfit the measured floor covers: the rest, and every
+#: hit, are judged against it.
+MISFIT_QUANTILE = 0.99
+
+
+def measured_misfit(data, model, variance, used, robust, tolerance) -> float:
+    """
+    A profile's misfit beyond noise and tolerance, in shares of each row's peak, over all rows.
+
+    Parameters
+    ----------
+    data, model, variance : ndarray
+        ``(N, X)`` data, a first fit's model and the noise variance.
+    used : ndarray
+        ``(N, X)`` pixels of rows that were fitted.
+    robust : ndarray
+        ``(N, X)`` the hit-proof source model (:func:`_robust_source_model`).
+    tolerance : float
+        The profile's assumed relative uncertainty (:func:`_reject_worst`).
+
+    Returns
+    -------
+    float
+        The smallest ``f`` for which a share ``MISFIT_QUANTILE`` of the
+        pixels, normalised by ``sqrt(variance + tolerance^2 * level * peak
+        + f^2 * peak^2)``, lie within that quantile of a unit Gaussian; 0
+        when noise and tolerance explain them.
+
+    Notes
+    -----
+    A PSF model's errors repeat in every row (bin) at the same place in
+    the PSF, and where the model is smooth and the PSF has rings they are
+    a share of the peak, not of the model's own level (a ring at 3% of
+    the peak where the model holds 1%). A hit touches one pixel of one
+    row: a high quantile over the whole band measures the first and
+    ignores the second. Normalised residuals are held to the noise's own
+    distribution, so data with little noise and data with much measure the
+    same misfit.
+    """
+    level = np.clip(robust, 0.0, None)
+    peak = np.max(np.where(used, level, 0.0), axis=1, keepdims=True)
+    judged = used & (peak > 0) & np.isfinite(variance)
+    if np.count_nonzero(judged) < 100:
+        return 0.0
+    target = chi2.isf(1.0 - MISFIT_QUANTILE, 1)
+    # Each pixel's floor that would put it at the quantile exactly; the floor is their quantile.
+    excess = (data - model) ** 2 / target - variance - tolerance**2 * level * peak
+    needed = excess[judged] / np.broadcast_to(peak, data.shape)[judged] ** 2
+    value = np.quantile(needed, MISFIT_QUANTILE)
+    return float(np.sqrt(value)) if value > 0 else 0.0
 
 
 def _robust_source_model(data, valid, basis, positive_terms) -> np.ndarray:
@@ -391,11 +449,16 @@ def fit_rows(
         if model_tolerance and reject_sigma
         else None
     )
-    for _ in range(variance_iterations):
+    misfit = None
+    for iteration in range(variance_iterations):
         weights = np.where(used, 1.0 / variance, 0.0)
         coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
         source_model = evaluate_rows(coefficients[:, :positive_terms], source_basis)
         model = evaluate_rows(coefficients, basis)
+        if iteration == 0 and robust is not None:
+            misfit = measured_misfit(
+                clean, model, variance, used & ok[:, None], robust, model_tolerance
+            )
         signal = np.abs(source_model) + np.clip(model - source_model, 0.0, None)
         var_poisson_model = poisson_variance_model(
             var_poisson, signal, valid & ok[:, None], n_rows_per_block
@@ -405,16 +468,21 @@ def fit_rows(
         if reject_sigma:
             # Reject before re-weighting: an outlier must not shape the variance model.
             _reject_worst(
-                clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance
-            )
+                clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance,
+                misfit or 0.0,
+            )  # fmt: skip
     weights = np.where(used, 1.0 / variance, 0.0)
     coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
     model = evaluate_rows(coefficients, basis)
+    if misfit is None and robust is not None:
+        fitted = used & ok[:, None]
+        misfit = measured_misfit(clean, model, variance, fitted, robust, model_tolerance)
     # Further rejection passes touch only the rows that lost a pixel.
     for _ in range(max_iterations if reject_sigma else 0):
         changed = _reject_worst(
-            clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance
-        )
+            clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance,
+            misfit or 0.0,
+        )  # fmt: skip
         if not changed.any():
             break
         rows = np.flatnonzero(changed)

@@ -431,6 +431,7 @@ def extract_channels(
                 geometry.wavelength_low,
                 geometry.wavelength_high,
                 first.flux_weights,
+                first.psf_coverage,
             )
         spectrum = _extract(pixels, grid, track, settings, psf, members, shape)
         _report(geometry, settings, spectrum)

@@ -63,6 +63,10 @@ SHAPE_MIN_SNR = 5.0
 SHAPE_FALSE_ALARM = 1.0e-3
 #: Samples across a bin for its mean spectral shape.
 SHAPE_SAMPLES = 9
+#: First-pass samples whose pixels see less than this share of the band's median PSF coverage
+#: (the partial samples at a band's ends) do not shape the spectrum: their flux rests on the
+#: PSF model's far wings, wrong by far more than their noise.
+SHAPE_MIN_COVERAGE = 0.25
 #: Relative uncertainty of a PSF model at a bin's peak when judging outliers (a larger share
 #: of the model in the wings): a real PSF's core differs from any model by a few percent, far
 #: beyond the noise of a bright source, and such pixels are no cosmic rays (judged as
@@ -139,6 +143,9 @@ class BinSpectrum:
         ``(K, N)`` the optimal fit's flux as a linear map of the pixels'
         light (data times area): ``flux = flux_weights @ light``; None for
         aperture photometry.
+    psf_coverage : ndarray or None
+        Sum of the PSF shares of the pixels fitted (optimal; None for
+        aperture photometry): a bin cut by the band's end sees a small part.
     """
 
     flux: np.ndarray
@@ -150,6 +157,7 @@ class BinSpectrum:
     enclosed_fraction: np.ndarray
     n_rejected: np.ndarray
     flux_weights: sparse.csr_matrix | None = None
+    psf_coverage: np.ndarray | None = None
 
     @property
     def flux_error(self) -> np.ndarray:
@@ -418,6 +426,7 @@ def spectral_shape(
     wavelength_low: np.ndarray,
     wavelength_high: np.ndarray,
     first_pass_weights: sparse.csr_matrix | None = None,
+    coverage: np.ndarray | None = None,
 ) -> SpectralShape | None:
     """
     Pixel and bin averages of a spectrum interpolated through its significant samples.
@@ -434,6 +443,9 @@ def spectral_shape(
         ``(J, N)`` the first pass's fluxes as a linear map of the pixels'
         light (its ``flux_weights``): given, the shape carries what its
         noise propagation needs.
+    coverage : ndarray or None
+        The first pass's PSF coverage (``psf_coverage``): samples under
+        ``SHAPE_MIN_COVERAGE`` times its median are not used.
 
     Returns
     -------
@@ -441,6 +453,8 @@ def spectral_shape(
         None when fewer than three samples exceed ``SHAPE_MIN_SNR`` sigma.
     """
     usable = np.isfinite(flux) & np.isfinite(error) & (flux > SHAPE_MIN_SNR * error)
+    if coverage is not None and np.any(coverage > 0):
+        usable &= coverage >= SHAPE_MIN_COVERAGE * np.median(coverage[coverage > 0])
     if np.count_nonzero(usable) < 3:
         return None
     centres, values = wavelength[usable], flux[usable]
@@ -616,6 +630,7 @@ def optimal_extraction(
         enclosed_fraction=np.ones(n_bins),
         n_rejected=result.rejected.sum(axis=1),
         flux_weights=flux_weights,
+        psf_coverage=np.sum(np.where(used, psf, 0.0), axis=1),
     )
 
 

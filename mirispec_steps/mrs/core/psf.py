@@ -242,6 +242,13 @@ class CubePsf:
         cumulative *= self.enclosed[:, None, None] / cumulative[:, -1:, -1:]
         #: ``(W, B + 1, A + 1)`` share of each plane's light below and left of each cell corner.
         self.cumulative = cumulative
+        # The table with its edge values repeated (one corner below, two above on each axis):
+        # the cubic kernel's 4 x 4 corners are then fixed offsets from the first, one flat
+        # gather each, where clipped 3-D indexing cost most of a footprint's time.
+        padded = np.pad(cumulative, ((0, 0), (1, 2), (1, 2)), mode="edge")
+        self._flat_cumulative = padded.ravel()
+        self._row_stride = padded.shape[2]
+        self._plane_stride = padded.shape[1] * padded.shape[2]
         centre_row = int(np.argmin(np.abs(self.beta)))
         self._fwhm = np.array(
             [half_maximum_width(plane[centre_row], self.alpha) for plane in cells]
@@ -256,35 +263,39 @@ class CubePsf:
         """Along-slice FWHM (arcsec) of the central row, interpolated in wavelength."""
         return np.interp(np.asarray(wavelength, dtype=float), self.wavelength, self._fwhm)
 
-    def _cumulative_at(self, plane, alpha, beta):
-        """A plane's cumulative fraction at (alpha, beta): cubic convolution of the corner table.
+    @staticmethod
+    def _axis(coordinate, edges) -> tuple:
+        """First of the four corners along one axis and Keys' cubic weights of all four."""
+        position = np.clip((coordinate - edges[0]) / (edges[1] - edges[0]), 0, edges.size - 1)
+        first = np.minimum(np.floor(position).astype(int), edges.size - 2)
+        t = position - first
+        weights = (
+            ((-0.5 * t + 1.0) * t - 0.5) * t,
+            (1.5 * t - 2.5) * t * t + 1.0,
+            ((-1.5 * t + 2.0) * t + 0.5) * t,
+            (0.5 * t - 0.5) * t * t,
+        )
+        return first, weights
 
-        Keys' (1981) cubic kernel through the cell-corner values is exact for
-        the corners and third-order between them, so a footprint's light
-        follows the PSF's gradient inside a cell (a bilinear table would treat
-        every cell as uniform, an error of ~1% at the core for cells of
+    def _cumulative_at(self, plane, column_axis, row_axis):
+        """A plane's cumulative fraction at a point: cubic convolution of the corner table.
+
+        ``column_axis`` and ``row_axis`` are :meth:`_axis` of the point's alpha
+        and beta. Keys' (1981) cubic kernel through the cell-corner values is
+        exact for the corners and third-order between them, so a footprint's
+        light follows the PSF's gradient inside a cell (a bilinear table would
+        treat every cell as uniform, an error of ~1% at the core for cells of
         FWHM / 8).
         """
-        axes = []
-        for coordinate, edges in ((alpha, self._alpha_edges), (beta, self._beta_edges)):
-            position = np.clip((coordinate - edges[0]) / (edges[1] - edges[0]), 0, edges.size - 1)
-            first = np.minimum(np.floor(position).astype(int), edges.size - 2)
-            t = position - first
-            weights = (
-                ((-0.5 * t + 1.0) * t - 0.5) * t,
-                (1.5 * t - 2.5) * t * t + 1.0,
-                ((-1.5 * t + 2.0) * t + 0.5) * t,
-                (0.5 * t - 0.5) * t * t,
-            )
-            index = [np.clip(first + offset, 0, edges.size - 1) for offset in (-1, 0, 1, 2)]
-            axes.append((index, weights))
-        (columns, column_weights), (rows, row_weights) = axes
-        table = self.cumulative
+        (first_column, column_weights), (first_row, row_weights) = column_axis, row_axis
+        # Corner (first - 1, first - 1) in the padded table; the others are fixed offsets.
+        base = plane * self._plane_stride + first_row * self._row_stride + first_column
+        table = self._flat_cumulative
         total = 0.0
-        for row, row_weight in zip(rows, row_weights, strict=True):
+        for row, row_weight in enumerate(row_weights):
+            start = base + row * self._row_stride
             along = sum(
-                weight * table[plane, row, column]
-                for column, weight in zip(columns, column_weights, strict=True)
+                weight * table.take(start + column) for column, weight in enumerate(column_weights)
             )
             total = total + row_weight * along
         return total
@@ -330,6 +341,9 @@ class CubePsf:
             step = self.wavelength[upper] - self.wavelength[upper - 1]
             weight = np.clip((wavelength - self.wavelength[upper - 1]) / step, 0.0, 1.0)
             planes = [(upper - 1, 1.0 - weight), (upper, weight)]
+        # Each edge's corners and weights once, for both planes and both corners it bounds.
+        low_a, high_a = (self._axis(value, self._alpha_edges) for value in (low_a, high_a))
+        low_b, high_b = (self._axis(value, self._beta_edges) for value in (low_b, high_b))
         total = np.zeros(shape)
         for plane, weight in planes:
             enclosed = (
