@@ -184,6 +184,25 @@ def legend_above(axis, ncol: int = 3, **kwargs) -> None:
         )  # fmt: skip
 
 
+def edge_markers(axis, x, values, limits, colour, size=4) -> np.ndarray:
+    """
+    Values beyond ``limits`` drawn as triangles on the panel's edge (up or down).
+
+    Returns
+    -------
+    ndarray
+        Which values were beyond (NaN never are).
+    """
+    finite = np.isfinite(values)
+    above = finite & (values > limits[1])
+    below = finite & (values < limits[0])
+    for outside, edge, marker in ((above, limits[1], "^"), (below, limits[0], "v")):
+        if np.any(outside):
+            axis.plot(x[outside], np.full(np.count_nonzero(outside), edge), marker,
+                      color=colour, ms=size, clip_on=False, zorder=3)  # fmt: skip
+    return above | below
+
+
 def _mark_off_scale(axis, curves) -> None:
     """
     Points beyond a panel's range drawn as triangles on its edge, and counted above it.
@@ -192,21 +211,13 @@ def _mark_off_scale(axis, curves) -> None:
     core, would flatten everything else): what it leaves out is shown, not
     hidden.
     """
-    low, high = axis.get_ylim()
-    count, extreme = 0, []
+    limits = axis.get_ylim()
+    extreme = []
     for wavelength, values, colour in curves:
-        finite = np.isfinite(values)
-        above = finite & (values > high)
-        below = finite & (values < low)
-        for outside, edge, marker in ((above, high, "^"), (below, low, "v")):
-            if np.any(outside):
-                axis.plot(wavelength[outside], np.full(np.count_nonzero(outside), edge), marker,
-                          color=colour, ms=4, clip_on=False, zorder=3)  # fmt: skip
-        count += int(np.count_nonzero(above | below))
-        extreme.extend(values[above | below].tolist())
-    if count:
+        extreme.extend(values[edge_markers(axis, wavelength, values, limits, colour)].tolist())
+    if extreme:
         worst = max(extreme, key=abs)
-        axis.text(1.0, 1.02, f"{count} bin(s) off scale (triangles; extreme {worst:.3g}%)",
+        axis.text(1.0, 1.02, f"{len(extreme)} bin(s) off scale (triangles; extreme {worst:.3g}%)",
                   transform=axis.transAxes, ha="right", va="bottom", fontsize=7)  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from mirispec_steps.core.robust import robust_sigma
 from mirispec_steps.mrs.core.spectral_grid import bin_members
 from mirispec_steps.mrs.exposure import has_wcs
 from mirispec_steps.mrs.geometry import ChannelGeometry, mrs_geometry
-from mirispec_steps.plots import legend_above, save_figure, spectrum_panels, stretch
+from mirispec_steps.plots import edge_markers, legend_above, save_figure, spectrum_panels, stretch
 
 __all__ = [
     "calibrated_figure",
@@ -218,19 +218,14 @@ def _centroid_panel(axis, wavelength, status, rows, name, band) -> None:
                           color=colour, ecolor="0.75", elinewidth=0.6, zorder=1,
                           label=f"{label} ({np.count_nonzero(chosen)})")  # fmt: skip
     outlier = status == "outlier"
-    beyond = outlier & ((value < limits[0]) | (value > limits[1]))
+    beyond = np.zeros(outlier.shape, dtype=bool)
+    beyond[outlier] = edge_markers(
+        axis, wavelength[outlier], value[outlier], limits, "tab:red", size=5
+    )
     inside = outlier & ~beyond
     if np.any(inside):
         axis.plot(wavelength[inside], value[inside], "x", color="tab:red", ms=4, zorder=2,
                   label=f"outlier ({np.count_nonzero(inside)})")  # fmt: skip
-    if np.any(beyond):
-        edge = np.where(value[beyond] > limits[1], limits[1], limits[0])
-        marker = np.where(value[beyond] > limits[1], "^", "v")
-        for symbol in ("^", "v"):
-            chosen = marker == symbol
-            if np.any(chosen):
-                axis.plot(wavelength[beyond][chosen], edge[chosen], symbol, color="tab:red", ms=5,
-                          zorder=2, clip_on=False)  # fmt: skip
     axis.plot(wavelength, track, "-", color="black", lw=2.0, zorder=3, label="smooth track")
     axis.set_ylim(*limits)
     axis.set_xlabel("wavelength (micron)")
