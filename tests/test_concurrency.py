@@ -154,15 +154,68 @@ def test_one_blas_thread_limits_blas_libraries_loaded_after_the_package():
     assert len(counts) >= 2 and set(counts) == {1}, counts
 
 
+def _blas_thread_counts():
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_a_step_ending_while_another_runs_leaves_it_on_one_blas_thread():
+    """
+    The limit is counted: the first step to end must not give BLAS threads back to the other.
+
+    A pthreads OpenBLAS's "per-thread" setter sets the whole process's count: when
+    each thread restored its own count on leaving, the first to leave set two
+    threads under the other one mid-run (the LRS extractions in threads then
+    differed from serial ones in the last bits, one run in a hundred), and the
+    process could be left on one thread.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from mirispec_steps.core.blas import one_blas_thread
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with one_blas_thread():
+            first_in.set()
+            second_in.wait(30)
+        first_out.set()
+
+    def second():
+        first_in.wait(30)
+        with one_blas_thread():
+            second_in.set()
+            first_out.wait(30)
+            seen["after the first ended"] = _blas_thread_counts()
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        original = _blas_thread_counts()
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seen["after both"] = _blas_thread_counts()
+    assert original and set(original.values()) == {2}, original
+    assert set(seen["after the first ended"].values()) == {1}, seen
+    assert seen["after both"] == original, seen
+
+
 def test_one_blas_thread_reaches_the_thread_that_asks():
     """
-    OpenBLAS keeps a thread count per calling thread: a limit set from a new thread must hold.
+    A limit asked for from a thread other than the one that last set BLAS's threads must hold.
 
-    A banded Cholesky factorisation of the measured profile's size sums in
-    another order on two BLAS threads; under the limit a new thread must
-    get the one-thread result bit for bit.
+    threadpoolctl lets only the thread that first set a pthreads OpenBLAS's count
+    change it again (here the main thread, two threads); a step in a dask
+    worker's thread would otherwise keep two. The count is checked, and a
+    banded Cholesky factorisation of the measured profile's size (which sums
+    in another order on two threads on a loaded machine) must equal the
+    one-thread result bit for bit.
     """
     from scipy import linalg
+    from threadpoolctl import threadpool_limits
 
     from mirispec_steps.core.blas import one_blas_thread
 
@@ -172,13 +225,17 @@ def test_one_blas_thread_reaches_the_thread_that_asks():
     band[bandwidth] = 10.0 + rng.random(size)  # diagonally dominant: positive definite
     with one_blas_thread():
         expected = linalg.cholesky_banded(band, check_finite=False)
-    results = []
+    results, counts = [], []
 
     def job():
         with one_blas_thread():
+            counts.append(_blas_thread_counts())
             results.append(linalg.cholesky_banded(band, check_finite=False))
 
-    thread = threading.Thread(target=job)
-    thread.start()
-    thread.join()
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert set(_blas_thread_counts().values()) == {2}
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join()
+    assert counts[0] and set(counts[0].values()) == {1}, counts
     assert_array_equal(results[0], expected)

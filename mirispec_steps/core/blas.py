@@ -12,18 +12,28 @@ other steps running at the same time, or on being run by the batch runner
 
 Every step runs inside :func:`one_blas_thread` (``MirispecStep.run``).
 
-OpenBLAS (0.3.27 and later) keeps a thread count per calling thread, set
-from the global one when the thread starts: a global limit set from a
-thread other than the main one does not reach that thread's own calls. The
-calling thread's count is therefore set too (``openblas_set_num_threads_local``),
-besides the process-wide limit that other BLAS libraries and older OpenBLAS
-follow.
+How the limit is set, library by library:
+
+- OpenBLAS built on pthreads (numpy's and scipy's wheels) has one thread
+  count for the process. threadpoolctl only lets the first thread that set
+  it change it again (others are silently ignored), so the count is set with
+  OpenBLAS's own ``openblas_set_num_threads_local`` (0.3.27 and later),
+  which in these builds sets the process's count from any thread. It is
+  counted like the rest: the first step in sets it, the last one out
+  restores it. (Restoring it per thread once let the first step to end give
+  two threads back to another one mid-run: one run in a hundred of two LRS
+  extractions in threads then differed from serial runs in the last bits.)
+- OpenBLAS built on OpenMP keeps a count per thread: each thread sets and
+  restores its own with the same function.
+- Other BLAS libraries, and OpenBLAS older than 0.3.27, go through
+  threadpoolctl's process-wide limit, counted the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import threading
 from collections.abc import Iterator
@@ -33,7 +43,7 @@ from threadpoolctl import ThreadpoolController
 __all__ = ["one_blas_thread"]
 
 _lock = threading.Lock()
-_state = {"active": 0, "limiter": None}
+_state = {"active": 0, "limiter": None, "previous": []}
 _this_thread = threading.local()
 
 
@@ -48,16 +58,38 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setters:
+    """How each loaded BLAS library's thread count is set (see the module notes)."""
+
+    process_wide: tuple  # OpenBLAS pthreads: openblas_set_num_threads_local sets the process
+    per_thread: tuple  # OpenBLAS OpenMP: the same function sets the calling thread's count
+    others: ThreadpoolController | None  # the rest, through threadpoolctl
+
+
 @functools.cache
-def _thread_count_setters() -> tuple:
-    """OpenBLAS's per-thread setters of the loaded libraries (those that have one)."""
-    setters = []
+def _setters() -> _Setters:
+    process_wide, per_thread, handled = [], [], []
     for library in _controller().lib_controllers:
+        if getattr(library, "internal_api", None) != "openblas":
+            continue
         setter = getattr(getattr(library, "dynlib", None), "openblas_set_num_threads_local", None)
-        if setter is not None:
-            setter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
-            setters.append(setter)
-    return tuple(setters)
+        if setter is None:
+            continue
+        setter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
+        openmp = getattr(library, "threading_layer", None) == "openmp"
+        (per_thread if openmp else process_wide).append(setter)
+        handled.append(library.filepath)
+    others = [
+        library.filepath
+        for library in _controller().lib_controllers
+        if library.user_api == "blas" and library.filepath not in handled
+    ]
+    return _Setters(
+        tuple(process_wide),
+        tuple(per_thread),
+        _controller().select(filepath=others) if others else None,
+    )
 
 
 @contextlib.contextmanager
@@ -79,13 +111,16 @@ def one_blas_thread() -> Iterator[None]:
     >>> float(product[0, 0])
     40.0
     """
+    setters = _setters()
     depth = getattr(_this_thread, "depth", 0)
     if depth == 0:
-        _this_thread.previous = [setter(1) for setter in _thread_count_setters()]
+        _this_thread.previous = [setter(1) for setter in setters.per_thread]
     _this_thread.depth = depth + 1
     with _lock:
         if _state["active"] == 0:
-            _state["limiter"] = _controller().limit(limits=1, user_api="blas")
+            _state["previous"] = [setter(1) for setter in setters.process_wide]
+            if setters.others is not None:
+                _state["limiter"] = setters.others.limit(limits=1, user_api="blas")
         _state["active"] += 1
     try:
         yield
@@ -93,10 +128,14 @@ def one_blas_thread() -> Iterator[None]:
         with _lock:
             _state["active"] -= 1
             if _state["active"] == 0:
-                _state["limiter"].restore_original_limits()
-                _state["limiter"] = None
+                if _state["limiter"] is not None:
+                    _state["limiter"].restore_original_limits()
+                    _state["limiter"] = None
+                for setter, previous in zip(setters.process_wide, _state["previous"],
+                                            strict=True):  # fmt: skip
+                    setter(previous)
         _this_thread.depth -= 1
         if _this_thread.depth == 0:
-            for setter, previous in zip(_thread_count_setters(), _this_thread.previous,
+            for setter, previous in zip(setters.per_thread, _this_thread.previous,
                                         strict=True):  # fmt: skip
                 setter(previous)
