@@ -13,7 +13,9 @@ objects alive are frozen out of the garbage collector's reach, as the batch
 runner's workers do (stpipe runs a full ``gc.collect()`` at every step start:
 ~0.13 s per step in a process holding jwst; ``--no-freeze`` keeps that cost).
 
-Run: ``python benchmarks/bench_mrs_psf.py [--flight] [--families diffraction,moffat]``.
+Run: ``python benchmarks/bench_mrs_psf.py [--flight] [--families diffraction,moffat]
+[--no-residual-fringe]`` (the last times the chain without jwst's residual-fringe fit,
+which runs on every spectrum by default and is no part of the PSF work).
 """
 
 import argparse
@@ -71,6 +73,10 @@ def main():
     parser.add_argument("--flight", action="store_true", help="also the flight geometry")
     parser.add_argument("--families", default="diffraction,moffat,gaussian_variant")
     parser.add_argument("--no-freeze", action="store_true", help="keep stpipe's gc cost")
+    parser.add_argument(
+        "--no-residual-fringe", action="store_true",
+        help="extract without the residual-fringe fit (jwst's, run on every spectrum by default)",
+    )  # fmt: skip
     args = parser.parse_args()
     cases = [("MIRIFUSHORT", "SHORT", False), ("MIRIFULONG", "SHORT", False)]
     if args.flight:
@@ -90,7 +96,10 @@ def main():
                 for mode in ("reference", "auto"):
                     for method in ("optimal", "aperture"):
                         start = time.perf_counter()
-                        x1d = MrsExtractStep.call(centred, method=method, psf=mode)
+                        x1d = MrsExtractStep.call(
+                            centred, method=method, psf=mode,
+                            residual_fringe=not args.no_residual_fringe,
+                        )  # fmt: skip
                         times[mode, method] = time.perf_counter() - start
                         results[mode, method] = summary(x1d, simulated)
                 unseen = {}
