@@ -114,6 +114,34 @@ def _imperfect_profile_rows(case, n_rows=40, flux=1.0e7, seed=3):
     return data, variances, basis
 
 
+def test_outliers_are_judged_on_the_source_alone():
+    """
+    Exact profile, a bright source (peak 12k) over a background of 2000 fitted as a basis
+    term: judged against the profile's own misfit, no pixel is an outlier, and a hit of 0.3 of
+    the peak beside the core (one row in eight) is. The hit-proof source model is compared
+    with the data less the fitted background; compared with the data, every pixel exceeded it
+    by the background, and each row lost its worst pixels, eight of them (320 in all).
+    """
+    x = np.arange(31)
+    profile = np.exp(-0.5 * ((x - 15.0) / 1.6) ** 2)
+    profile = np.tile(profile / profile.sum(), (40, 1))
+    rng = np.random.default_rng(0)
+    data = rng.poisson(1e5 * profile + 2000.0) + rng.normal(0.0, 5.0, profile.shape)
+    var_rnoise, var_poisson = np.full(data.shape, 25.0), np.clip(data, 0, None).astype(float)
+    var_flat, valid = np.zeros(data.shape), np.ones(data.shape, dtype=bool)
+    basis = np.stack([profile, np.ones_like(profile)], axis=1)
+    fit = fit_rows(data, var_rnoise, var_poisson, var_flat, valid, basis, 1, 5.0,
+                   measure_misfit=True)  # fmt: skip
+    assert not fit.rejected.any(), int(fit.rejected.sum())
+    rows = np.arange(0, data.shape[0], 8)
+    hit = data.copy()
+    hit[rows, 17] += 0.3 * data[rows].max(axis=1)
+    fit = fit_rows(hit, var_rnoise, var_poisson, var_flat, valid, basis, 1, 5.0,
+                   measure_misfit=True)  # fmt: skip
+    assert fit.rejected[rows, 17].all()
+    assert fit.rejected.sum() == rows.size
+
+
 @pytest.mark.parametrize("case", ["wings", "narrow", "ring"])
 def test_an_imperfect_profile_is_no_outlier_but_a_hit_is(case):
     """Matched noise, mismatched profile (the point): with a model tolerance of 5% at the

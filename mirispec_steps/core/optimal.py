@@ -13,9 +13,11 @@ at once with batched normal equations; nothing loops over rows in Python.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import median_filter
 from scipy.stats import chi2
 
@@ -197,7 +199,7 @@ def _reject_worst(
 MISFIT_QUANTILE = 0.99
 
 
-def measured_misfit(data, model, variance, used, robust, tolerance) -> float:
+def measured_misfit(data, model, variance, used, robust, tolerance, aligned_rows=1) -> float:
     """
     A profile's misfit beyond noise and tolerance, in shares of each row's peak, over all rows.
 
@@ -211,6 +213,13 @@ def measured_misfit(data, model, variance, used, robust, tolerance) -> float:
         ``(N, X)`` the hit-proof source model (:func:`_robust_source_model`).
     tolerance : float
         The profile's assumed relative uncertainty (:func:`_reject_worst`).
+    aligned_rows : int
+        Where a column is the same place in the profile from row to row (LRS
+        cutouts along the trace), each pixel's requirement is the median over
+        this many neighbouring rows: a hit pulls its whole row's fit (every
+        pixel of a faint row then seems to misfit), a profile's error recurs
+        in the rows around. 1: each pixel on its own (MRS bins, whose pixels
+        follow no common order).
 
     Returns
     -------
@@ -239,8 +248,16 @@ def measured_misfit(data, model, variance, used, robust, tolerance) -> float:
     target = chi2.isf(1.0 - MISFIT_QUANTILE, 1)
     # Each pixel's floor that would put it at the quantile exactly; the floor is their quantile.
     excess = (data - model) ** 2 / target - variance - tolerance**2 * level * peak
-    needed = excess[judged] / np.broadcast_to(peak, data.shape)[judged] ** 2
-    value = np.quantile(needed, MISFIT_QUANTILE)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        needed = np.where(judged, excess / peak**2, np.nan)
+    if aligned_rows > 1 and data.shape[0] >= aligned_rows:
+        half = aligned_rows // 2
+        padded = np.pad(needed, ((half, aligned_rows - 1 - half), (0, 0)), constant_values=np.nan)
+        windows = sliding_window_view(padded, aligned_rows, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
+            needed = np.where(judged, np.nanmedian(windows, axis=-1), np.nan)
+    value = np.quantile(needed[judged], MISFIT_QUANTILE)
     return float(np.sqrt(value)) if value > 0 else 0.0
 
 
@@ -389,6 +406,8 @@ def fit_rows(
     variance_iterations: int = 2,
     var_poisson_model: np.ndarray | None = None,
     model_tolerance: float = 0.0,
+    measure_misfit: bool = False,
+    aligned_rows: int = 1,
 ) -> RowFit:
     """
     Fit every row with the given basis, Horne-weighted, rejecting outliers.
@@ -425,7 +444,16 @@ def fit_rows(
         Relative uncertainty of the model at each row's peak (a larger share
         of its level in the wings, :func:`_reject_worst`), added in
         quadrature to the noise when judging outliers only (the weights are
-        the noise's): 0 treats the profile as exact.
+        the noise's): 0 treats the profile as exact. A tolerance also turns on
+        ``measure_misfit``.
+    measure_misfit : bool
+        Judge outliers against the misfit the rows show beyond noise and
+        tolerance as well (:func:`measured_misfit`) and against a hit-proof
+        source model: a profile that is not exact (a PSF the model does not
+        describe) then loses no good pixels, a hit is still found.
+    aligned_rows : int
+        Rows over which the misfit of a column is a median (columns at the
+        same place in the profile from row to row, :func:`measured_misfit`).
 
     Returns
     -------
@@ -444,21 +472,24 @@ def fit_rows(
         variance_iterations = 0
     variance = np.where(valid & (variance > 0), variance, np.inf)
     source_basis = basis[:, :positive_terms]
-    robust = (
-        _robust_source_model(clean, valid, basis, positive_terms)
-        if model_tolerance and reject_sigma
-        else None
-    )
-    misfit = None
+    # Outliers are judged on the source alone: the data less the fitted background (a
+    # background term left in, the hit-proof source model fell short of every pixel by it).
+    judge_profile = bool(reject_sigma) and (model_tolerance > 0 or measure_misfit)
+    robust = misfit = None
     for iteration in range(variance_iterations):
         weights = np.where(used, 1.0 / variance, 0.0)
         coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
         source_model = evaluate_rows(coefficients[:, :positive_terms], source_basis)
         model = evaluate_rows(coefficients, basis)
-        if iteration == 0 and robust is not None:
+        source_data = clean - (model - source_model)
+        if judge_profile:
+            # Anew with each background: one pulled by a hit must not lower it for good.
+            robust = _robust_source_model(source_data, valid, basis, positive_terms)
+        if iteration == 0 and judge_profile:
             misfit = measured_misfit(
-                clean, model, variance, used & ok[:, None], robust, model_tolerance
-            )
+                source_data, source_model, variance, used & ok[:, None], robust, model_tolerance,
+                aligned_rows,
+            )  # fmt: skip
         signal = np.abs(source_model) + np.clip(model - source_model, 0.0, None)
         var_poisson_model = poisson_variance_model(
             var_poisson, signal, valid & ok[:, None], n_rows_per_block
@@ -468,20 +499,27 @@ def fit_rows(
         if reject_sigma:
             # Reject before re-weighting: an outlier must not shape the variance model.
             _reject_worst(
-                clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance,
-                misfit or 0.0,
+                source_data, source_model, variance, used, rejected, ok, reject_sigma, robust,
+                model_tolerance, misfit or 0.0,
             )  # fmt: skip
     weights = np.where(used, 1.0 / variance, 0.0)
     coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
     model = evaluate_rows(coefficients, basis)
-    if misfit is None and robust is not None:
+    source_model = evaluate_rows(coefficients[:, :positive_terms], source_basis)
+    background = model - source_model
+    if judge_profile:
+        robust = _robust_source_model(clean - background, valid, basis, positive_terms)
+    if judge_profile and misfit is None:
         fitted = used & ok[:, None]
-        misfit = measured_misfit(clean, model, variance, fitted, robust, model_tolerance)
+        misfit = measured_misfit(
+            clean - background, source_model, variance, fitted, robust, model_tolerance,
+            aligned_rows,
+        )  # fmt: skip
     # Further rejection passes touch only the rows that lost a pixel.
     for _ in range(max_iterations if reject_sigma else 0):
         changed = _reject_worst(
-            clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance,
-            misfit or 0.0,
+            clean - background, source_model, variance, used, rejected, ok, reject_sigma,
+            robust, model_tolerance, misfit or 0.0,
         )  # fmt: skip
         if not changed.any():
             break
@@ -493,6 +531,14 @@ def fit_rows(
         )
         coefficients[rows], ok[rows] = row_coefficients, row_ok
         model[rows] = evaluate_rows(row_coefficients, row_basis)
+        source_model[rows] = evaluate_rows(
+            row_coefficients[:, :positive_terms], row_basis[:, :positive_terms]
+        )
+        background[rows] = model[rows] - source_model[rows]
+        if robust is not None:
+            robust[rows] = _robust_source_model(
+                clean[rows] - background[rows], valid[rows], row_basis, positive_terms
+            )
     # Linear pixel weights of the final solution (for variance propagation).
     weights = np.where(used, 1.0 / variance, 0.0)
     coefficients, pixel_weights, final_ok = solve_rows(clean, weights, basis)
@@ -514,6 +560,8 @@ def fit_series(
     var_poisson_model: np.ndarray,
     reject_sigma: float | None = 5.0,
     max_iterations: int = 6,
+    measure_misfit: bool = False,
+    aligned_rows: int = 1,
 ) -> SeriesFit:
     """
     Fit the rows of a time series with weights shared by all integrations.
@@ -533,6 +581,11 @@ def fit_series(
         Outlier threshold in model sigma (None or 0: no rejection).
     max_iterations : int
         Rejection passes for the rows that are re-fitted on their own.
+    measure_misfit : bool
+        Those rows judge outliers against the misfit they show
+        (:func:`fit_rows`).
+    aligned_rows : int
+        As for :func:`fit_rows`.
 
     Returns
     -------
@@ -592,6 +645,8 @@ def fit_series(
             reject_sigma=reject_sigma,
             max_iterations=max_iterations,
             var_poisson_model=var_poisson_model[rows % n_rows],
+            measure_misfit=measure_misfit,
+            aligned_rows=aligned_rows,
         )
     fit = SeriesFit(
         coefficients=coefficients,

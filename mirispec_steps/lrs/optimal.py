@@ -37,6 +37,7 @@ from mirispec_steps.core.optimal import (
     solve_rows,
 )
 from mirispec_steps.core.robust import nan_boxcar
+from mirispec_steps.core.spikes import spectral_spikes
 from mirispec_steps.errors import InputDataError, ParameterError
 from mirispec_steps.lrs import exposure as lrs_exposure
 from mirispec_steps.lrs.box import BoxParameters, build_box_apertures
@@ -63,6 +64,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Outliers are judged against the misfit the profile shows (a PSF the reference does not
+#: describe, a measured profile's residual errors): per column, the median over this many
+#: neighbouring rows, which a hit (one pixel of one row) cannot set
+#: (:func:`~mirispec_steps.core.optimal.measured_misfit`).
+MISFIT_ROWS = 9
 #: Rows fitted per batch (bounds memory for long time series).
 ROWS_PER_BATCH = 20000
 #: Profile level (fraction of the row's peak) below which a pixel counts as background.
@@ -119,6 +125,9 @@ class OptimalParameters:
     profile : {"auto", "psf", "empirical"}
         Source profile: the PSF reference, measured from the data, or the
         latter when the source is bright enough (:mod:`mirispec_steps.lrs.profile`).
+    reject_spikes : bool
+        Leave out single-pixel spikes found against the adjacent rows
+        (:func:`~mirispec_steps.core.spikes.spectral_spikes`) before any fit.
     """
 
     subtract_background: bool
@@ -136,6 +145,7 @@ class OptimalParameters:
     disp_stop: float
     fit_half_width: float | None = None
     profile: str = "auto"
+    reject_spikes: bool = True
 
 
 @dataclass
@@ -461,6 +471,8 @@ def _fit_in_batches(
                     positive_terms,
                     series_variance,
                     reject_sigma=params.reject_sigma,
+                    measure_misfit=True,
+                    aligned_rows=MISFIT_ROWS,
                 )
             )
         else:
@@ -471,6 +483,8 @@ def _fit_in_batches(
                     positive_terms,
                     reject_sigma=params.reject_sigma,
                     n_rows_per_block=n_rows_per_block,
+                    measure_misfit=True,
+                    aligned_rows=MISFIT_ROWS,
                 )
             )
     if len(parts) == 1:
@@ -665,34 +679,49 @@ def _geometry(exposure: LrsExposure, params: OptimalParameters, psf: PsfTable) -
     )  # fmt: skip
 
 
-def _valid_pixels(pixels: LrsPixels, keep: np.ndarray) -> tuple[np.ndarray, int]:
-    """Usable pixels (see :func:`_usable`) and the count of finite pixels with bad variance."""
+def _valid_pixels(
+    pixels: LrsPixels, keep: np.ndarray, reject_spikes: bool
+) -> tuple[np.ndarray, int, int]:
+    """Usable pixels (see :func:`_usable`), the finite pixels with bad variance, the spikes."""
     total_var = sum(pixels.variances)
     valid = np.isfinite(pixels.data) & np.isfinite(total_var) & (total_var > 0)
     # Unlike box extraction (jwst parity), the fit also skips NON_SCIENCE
     # pixels: the profile and background must describe every pixel used.
     valid &= keep[None, :, None] & ~pixels.non_science
-    return valid, int((np.isfinite(pixels.data) & ~(total_var > 0)).sum())
+    n_bad_variance = int((np.isfinite(pixels.data) & ~(total_var > 0)).sum())
+    n_spikes = 0
+    if reject_spikes:
+        # Before any fit: a hit on a faint row's core pulls the fluxes, the background and a
+        # measured profile (which spreads it over the rows around) past what a fit's own
+        # rejection can undo.
+        spikes = spectral_spikes(pixels.data, np.where(valid, total_var, 0.0), valid)
+        valid &= ~spikes
+        n_spikes = int(spikes.sum())
+    return valid, n_bad_variance, n_spikes
 
 
-def _checked(valid: np.ndarray, n_bad_variance: int) -> np.ndarray:
+def _checked(valid: np.ndarray, n_bad_variance: int, n_spikes: int) -> np.ndarray:
     if n_bad_variance:
         log.warning(f"{n_bad_variance} pixel(s) with zero or negative variance are not used")
+    if n_spikes:
+        log.info(f"{n_spikes} single-pixel spike(s) (unflagged cosmic rays) left out")
     if not valid.any():
         raise InputDataError("no pixel with finite data and positive variance on the trace rows")
     return valid
 
 
-def _usable(pixels: LrsPixels, keep: np.ndarray) -> np.ndarray:
-    """Pixels a fit can use: finite data, positive variance, on a kept row, not NON_SCIENCE."""
-    return _checked(*_valid_pixels(pixels, keep))
+def _usable(pixels: LrsPixels, keep: np.ndarray, reject_spikes: bool = True) -> np.ndarray:
+    """Pixels a fit can use: finite, positive variance, kept row, not NON_SCIENCE nor a spike."""
+    return _checked(*_valid_pixels(pixels, keep, reject_spikes))
 
 
 #: Integrations read at once when a time series' whole data region is averaged.
 READ_CHUNK = 16
 
 
-def _read_with_wide_mean(exposure, geometry, keep) -> tuple[LrsPixels, np.ndarray, _MeanImage]:
+def _read_with_wide_mean(
+    exposure, geometry, keep, reject_spikes: bool = True
+) -> tuple[LrsPixels, np.ndarray, _MeanImage]:
     """
     The fit window's pixels and the whole data region's integration mean, in one pass.
 
@@ -709,12 +738,13 @@ def _read_with_wide_mean(exposure, geometry, keep) -> tuple[LrsPixels, np.ndarra
     n_int = data.shape[0] if data.ndim == 3 else 1
     fields = LrsPixels.__dataclass_fields__
     pixels = valid = total = None
-    n_bad_variance = 0
+    n_bad_variance = n_spikes = 0
     for start in range(0, n_int, READ_CHUNK):
         chunk = slice(start, min(start + READ_CHUNK, n_int))
         part = lrs_exposure.read_pixels(exposure, wide, chunk)
-        part_valid, n_bad = _valid_pixels(part, keep)
+        part_valid, n_bad, n_spiked = _valid_pixels(part, keep, reject_spikes)
         n_bad_variance += n_bad
+        n_spikes += n_spiked
         if pixels is None:
             shape = (n_int, *part.data.shape[1:-1], region.xdisp_index.size)
             pixels = LrsPixels(**{name: np.empty(shape, getattr(part, name).dtype)
@@ -725,7 +755,7 @@ def _read_with_wide_mean(exposure, geometry, keep) -> tuple[LrsPixels, np.ndarra
             getattr(pixels, name)[chunk] = getattr(part, name)[..., window]
         valid[chunk] = part_valid[..., window]
         total.add(part, part_valid)
-    return pixels, _checked(valid, n_bad_variance), total.image()
+    return pixels, _checked(valid, n_bad_variance, n_spikes), total.image()
 
 
 def _select_background_regions(exposure, params, geometry, builder, valid):
@@ -795,6 +825,8 @@ def _series_variance(mean: _MeanImage, row_basis, n_profiles, params) -> np.ndar
         row_basis,
         n_profiles,
         reject_sigma=params.reject_sigma or None,
+        measure_misfit=True,
+        aligned_rows=MISFIT_ROWS,
     )
     source_part = np.einsum(
         "np,npx->nx", mean_fit.coefficients[:, :n_profiles], row_basis[:, :n_profiles]
@@ -1017,10 +1049,12 @@ def prepare_scene(exposure: LrsExposure, params: OptimalParameters, psf: PsfTabl
     if measure and geometry.wide_region is not region:
         # The profile is measured on the whole region (the sky beyond the source's
         # wings); the window's mean is part of it.
-        pixels, valid, wide_mean = _read_with_wide_mean(exposure, geometry, keep)
+        pixels, valid, wide_mean = _read_with_wide_mean(
+            exposure, geometry, keep, params.reject_spikes
+        )
     else:
         pixels = lrs_exposure.read_pixels(exposure, region)
-        valid = _usable(pixels, keep)
+        valid = _usable(pixels, keep, params.reject_spikes)
     n_int, n_rows, n_xdisp = pixels.data.shape
     builder = _SceneBuilder(
         psf, region, geometry.row_wavelength, geometry.trace, geometry.negative, params, n_xdisp

@@ -27,7 +27,7 @@ MIN_FIT_HALF_WIDTH = 3.0
 OPTIMAL_SETTINGS = (
     "subtract_background", "bkg_order", "bkg_smoothing_length", "use_source_posn",
     "position_offset", "profile", "optimize_psf_location", "optimize_psf_width",
-    "fit_trace_order", "model_nod_pair", "fit_half_width", "reject_sigma",
+    "fit_trace_order", "model_nod_pair", "fit_half_width", "reject_sigma", "reject_spikes",
 )  # fmt: skip
 
 
@@ -116,6 +116,7 @@ def optimal_parameters(aperture, exposure, settings: dict) -> OptimalParameters:
         disp_start=float(disp_start),
         disp_stop=float(disp_stop),
         fit_half_width=_fit_half_width(settings),
+        reject_spikes=bool(settings["reject_spikes"]),
     )
 
 
@@ -150,6 +151,7 @@ class LrsOptimalExtractStep(MirispecStep):
     model_nod_pair = boolean(default=True)  # model the negative trace of nod-subtracted data
     fit_half_width = float(default=15, min=0)  # fit the columns within N px of the trace(s) (0: whole cutout; a profile is measured on the whole cutout)
     reject_sigma = float(default=5.0, min=0)  # reject outliers beyond N model sigma (0: off)
+    reject_spikes = boolean(default=True)  # leave out single-pixel spikes (unflagged cosmic rays) found against the adjacent rows
     save_scene_model = boolean(default=False)  # save the fitted scene as an image
     save_residual_image = boolean(default=False)  # save data minus scene
     save_profile = boolean(default=False)  # save the normalised spatial profile

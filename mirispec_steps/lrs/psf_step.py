@@ -20,6 +20,7 @@ MEASUREMENT = {
     "subtract_background": True, "bkg_order": None, "bkg_smoothing_length": 0,
     "position_offset": 0.0, "profile": "auto", "optimize_psf_location": True,
     "optimize_psf_width": False, "fit_half_width": 0.0, "reject_sigma": 5.0,
+    "reject_spikes": True,
 }  # fmt: skip
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from stdatamodels.jwst import datamodels
 
+from mirispec_steps.core.spikes import spectral_spikes
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.flags import DO_NOT_USE
-from mirispec_steps.mrs.core.calibrate import VarianceImage, spectral_spikes
+from mirispec_steps.mrs.core.calibrate import VarianceImage
 from mirispec_steps.mrs.core.centroid import CentroidPixels
 from mirispec_steps.mrs.core.extract import FootprintPixels
 from mirispec_steps.mrs.geometry import (
@@ -233,7 +234,7 @@ def usable_pixels(model, reject_spikes: bool = True) -> np.ndarray:
         Calibrated exposure.
     reject_spikes : bool
         Also drop single-pixel spikes found against the adjacent rows
-        (:func:`~mirispec_steps.mrs.core.calibrate.spectral_spikes`): unflagged
+        (:func:`~mirispec_steps.core.spikes.spectral_spikes`): unflagged
         cosmic rays.
 
     Returns
