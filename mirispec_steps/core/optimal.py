@@ -156,8 +156,9 @@ def poisson_variance_model(
 
 
 def _reject_worst(
-    data, model, variance, used, rejected, ok, threshold, robust=None, tolerance=0.0, misfit=0.0
-):
+    data, model, variance, used, rejected, ok, threshold, robust=None, tolerance=0.0, misfit=0.0,
+    background=0.0,
+):  # fmt: skip
     """Drop each row's worst pixel beyond ``threshold`` sigma; return the rows changed.
 
     With ``robust`` (a hit-proof source model, :func:`_robust_source_model`),
@@ -170,8 +171,8 @@ def _reject_worst(
     law), where a fixed share rejected faint pixels by the hundred. Beyond
     that, ``misfit`` of the peak everywhere: what the data show of the
     profile's errors (:func:`measured_misfit`). An excess over the robust
-    model counts as much as a residual from the fit, so a hit the fit has
-    followed is still the worst.
+    model (of the data less the fitted ``background``) counts as much as a
+    residual from the fit, so a hit the fit has followed is still the worst.
     """
     with np.errstate(invalid="ignore"):
         if robust is None:
@@ -180,11 +181,12 @@ def _reject_worst(
         else:
             # Rows too sparse for a robust model (the source at the field's edge) take the
             # fit's: no tolerance at all rejected their imperfectly modelled pixels en masse.
-            level = np.where(np.any(robust > 0, axis=1, keepdims=True), robust, np.abs(model))
-            level = np.clip(level, 0.0, None)
+            level = np.abs(np.where(np.any(robust != 0, axis=1, keepdims=True), robust, model))
             peak = np.max(np.where(used, level, 0.0), axis=1, keepdims=True)
             scale = np.sqrt(variance + tolerance**2 * level * peak + (misfit * peak) ** 2)
-            excess = np.maximum(np.abs(data - model), np.where(robust > 0, data - robust, 0.0))
+            # Outward from the robust model: up on a positive trace, down on a negative one.
+            outward = np.sign(robust) * (data - background - robust)
+            excess = np.maximum(np.abs(data - model), outward)
         score = np.where(used, excess / scale, 0.0)
     worst = np.argmax(score, axis=1)
     rows = np.arange(score.shape[0])
@@ -240,7 +242,7 @@ def measured_misfit(data, model, variance, used, robust, tolerance, aligned_rows
     distribution, so data with little noise and data with much measure the
     same misfit.
     """
-    level = np.clip(robust, 0.0, None)
+    level = np.abs(robust)
     peak = np.max(np.where(used, level, 0.0), axis=1, keepdims=True)
     judged = used & (peak > 0) & np.isfinite(variance)
     if np.count_nonzero(judged) < 100:
@@ -266,15 +268,18 @@ def _robust_source_model(data, valid, basis, positive_terms) -> np.ndarray:
     The source model per pixel from a hit-proof amplitude: the median of data over profile.
 
     Taken over each row's pixels holding at least a quarter of its profile's
-    peak (three at least, else zero: no judgement against it). One cosmic
+    peak in magnitude (three at least, else zero: no judgement against it);
+    the profile keeps its sign (the negative trace of a nod pair). One cosmic
     ray cannot move the median, as it can pull the fitted amplitude (a fit
     that follows a hit on the brightest pixel leaves it a small residual and
     every other pixel a large one).
     """
-    profile = np.abs(basis[:, :positive_terms].sum(axis=1))
+    # Signed: a nod pair's negative trace is a negative term, and its data are negative too.
+    profile = basis[:, :positive_terms].sum(axis=1)
     profile = np.broadcast_to(profile[np.arange(data.shape[0]) % profile.shape[0]], data.shape)
-    peak = np.max(np.where(valid, profile, 0.0), axis=1, keepdims=True)
-    strong = valid & (profile >= 0.25 * peak) & (profile > 0)
+    magnitude = np.abs(profile)
+    peak = np.max(np.where(valid, magnitude, 0.0), axis=1, keepdims=True)
+    strong = valid & (magnitude >= 0.25 * peak) & (magnitude > 0)
     count = strong.sum(axis=1)
     ratio = np.sort(np.where(strong, data / np.where(strong, profile, 1.0), np.inf), axis=1)
     rows = np.arange(data.shape[0])
@@ -472,8 +477,8 @@ def fit_rows(
         variance_iterations = 0
     variance = np.where(valid & (variance > 0), variance, np.inf)
     source_basis = basis[:, :positive_terms]
-    # Outliers are judged on the source alone: the data less the fitted background (a
-    # background term left in, the hit-proof source model fell short of every pixel by it).
+    # The hit-proof source model is made from, and compared with, the data less the fitted
+    # background (left in, the source model fell short of every pixel by it).
     judge_profile = bool(reject_sigma) and (model_tolerance > 0 or measure_misfit)
     robust = misfit = None
     for iteration in range(variance_iterations):
@@ -499,8 +504,8 @@ def fit_rows(
         if reject_sigma:
             # Reject before re-weighting: an outlier must not shape the variance model.
             _reject_worst(
-                source_data, source_model, variance, used, rejected, ok, reject_sigma, robust,
-                model_tolerance, misfit or 0.0,
+                clean, model, variance, used, rejected, ok, reject_sigma, robust,
+                model_tolerance, misfit or 0.0, model - source_model,
             )  # fmt: skip
     weights = np.where(used, 1.0 / variance, 0.0)
     coefficients, _, ok = solve_rows(clean, weights, basis, pixel_weights=False)
@@ -518,8 +523,8 @@ def fit_rows(
     # Further rejection passes touch only the rows that lost a pixel.
     for _ in range(max_iterations if reject_sigma else 0):
         changed = _reject_worst(
-            clean - background, source_model, variance, used, rejected, ok, reject_sigma,
-            robust, model_tolerance, misfit or 0.0,
+            clean, model, variance, used, rejected, ok, reject_sigma, robust, model_tolerance,
+            misfit or 0.0, background,
         )  # fmt: skip
         if not changed.any():
             break

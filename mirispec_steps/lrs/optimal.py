@@ -73,7 +73,8 @@ MISFIT_ROWS = 9
 ROWS_PER_BATCH = 20000
 #: Profile level (fraction of the row's peak) below which a pixel counts as background.
 BACKGROUND_PROFILE_LEVEL = 2e-3
-#: Fraction of rejected pixels above which the scene model is reported as inadequate.
+#: Fraction of the fitted pixels missed by more than ``reject_sigma`` noise sigma above which
+#: the scene model is reported as inadequate.
 REJECTED_FRACTION_WARNING = 0.005
 #: Trace-shift search: coarse and fine grids (pixels), and the largest offset
 #: from the WCS trace followed when the optimum sits on a grid's edge.
@@ -930,16 +931,36 @@ def _with_smoothed_background(stats, fit, profiles, background_model, bkg_basis,
     ]
 
 
-def _report_rejections(n_rejected: int, fit_pixels: np.ndarray, params) -> None:
-    if not n_rejected:
-        return
-    log.info(f"Rejected {n_rejected} outlier pixel(s) (reject_sigma={params.reject_sigma})")
+def _beyond_noise(fit, science: np.ndarray, fit_pixels: np.ndarray, threshold: float) -> int:
+    """Fitted pixels the scene model misses by more than ``threshold`` noise sigma."""
+    n_total = science.shape[0]
+    variance, used = fit.variance, fit.used
+    if variance.shape[0] != n_total:  # a time series' shared weights: one integration's rows
+        repeats = n_total // variance.shape[0]
+        variance, used = np.tile(variance, (repeats, 1)), np.tile(used, (repeats, 1))
+    with np.errstate(invalid="ignore"):
+        score = np.abs(science - fit.model) / np.sqrt(variance)
+    return int(np.count_nonzero(fit_pixels & used & (score > threshold)))
+
+
+def _report_rejections(n_rejected: int, n_beyond_noise: int, fit_pixels: np.ndarray,
+                       params) -> None:  # fmt: skip
+    """
+    Log the rejections; warn when the scene model misses many pixels by more than their noise.
+
+    Outliers are judged against the misfit the profile shows, so a scene model that does not
+    describe the data (a background gradient, a PSF the data do not follow) no longer loses
+    its pixels: the pixels it misses beyond the noise tell it instead.
+    """
+    if n_rejected:
+        log.info(f"Rejected {n_rejected} outlier pixel(s) (reject_sigma={params.reject_sigma})")
     n_fitted = max(int(fit_pixels.sum()), 1)
-    if n_rejected > REJECTED_FRACTION_WARNING * n_fitted:
+    if params.reject_sigma and n_beyond_noise > REJECTED_FRACTION_WARNING * n_fitted:
         log.warning(
-            f"{100 * n_rejected / n_fitted:.1f}% of the fitted pixels were rejected: the "
-            "scene model does not describe the data (background gradient? try a higher "
-            "bkg_order, optimize_psf_width, or a PSF file matching the data)"
+            f"{100 * n_beyond_noise / n_fitted:.1f}% of the fitted pixels differ from the scene "
+            f"model by more than {params.reject_sigma:g} sigma of their noise: the scene model "
+            "does not describe the data (background gradient? try a higher bkg_order, "
+            "optimize_psf_width, profile='auto', or a PSF file matching the data)"
         )
 
 
@@ -1161,7 +1182,8 @@ def extract_optimal(
         # The measured profile's own noise: common to all integrations, like the flat's.
         relative = np.tile(np.nan_to_num(choice.flux_variance), n_int)
         stats.variances[2] = stats.variances[2] + np.nan_to_num(flux) ** 2 * relative
-    _report_rejections(stats.n_rejected, fit_pixels, params)
+    n_beyond_noise = _beyond_noise(fit, science, fit_pixels, params.reject_sigma or np.inf)
+    _report_rejections(stats.n_rejected, n_beyond_noise, fit_pixels, params)
     failed = keep[None, :] & ~fit.ok.reshape(n_int, n_rows)
     if failed.any():
         log.warning(f"{int(failed.sum())} spectral element(s) could not be fitted; flagged")
