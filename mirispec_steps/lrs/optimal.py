@@ -530,7 +530,9 @@ def _location(builder, mean_data, mean_vars, mean_valid, params, negative_presen
     zero = np.zeros(n_rows)
     clean = np.where(mean_valid, mean_data, 0.0)
     # Weights fixed once from a fit at the nominal position (with outlier
-    # rejection), so every trial shift costs one batched linear solve.
+    # rejection), so every trial shift costs one batched linear solve. Judged
+    # against the noise alone: the weights only steer the shift search, where a
+    # hit kept would do more harm than a misfit core pixel left out.
     negative_start = zero if negative_present else None
     start_profiles = builder.profiles(zero, negative_start)
     start = fit_rows(
