@@ -49,6 +49,7 @@ __all__ = [
     "calibration_weights",
     "choose_psf",
     "median_snr",
+    "mirror_unseen",
     "thin_wings",
     "wavelength_nodes",
 ]
@@ -171,8 +172,70 @@ def calibration_samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, 
         multiplicity=multiplicity,
         # Pixels of one slice share its beta edges.
         strip=np.unique(np.round(low_b, 6), return_inverse=True)[1],
+        mirror_unseen=mirror_unseen(pixels, members, alpha, beta, bins, pixel),
     )
     return samples, pixel
+
+
+def mirror_unseen(pixels, members, alpha, beta, bins, pixel) -> np.ndarray:
+    """
+    How much of each pair's mirror image through the source falls outside its bin's field.
+
+    Parameters
+    ----------
+    pixels : FootprintPixels
+        The channel's pixels.
+    members : BinMembers
+        Every bin's pixels: the field is the union of their footprints, flagged or not
+        (a flagged pixel is a hole in the data, not the field's edge).
+    alpha, beta : ndarray
+        ``(K,)`` source position per bin (arcsec).
+    bins, pixel : ndarray
+        ``(P,)`` each pair's bin and pixel.
+
+    Returns
+    -------
+    ndarray
+        ``(P,)`` the share of the mirrored footprint outside every slice's extent in the bin
+        (0 to 1).
+    """
+    alpha_low = np.minimum(pixels.alpha_low, pixels.alpha_high)
+    alpha_high = np.maximum(pixels.alpha_low, pixels.alpha_high)
+    beta_low = np.minimum(pixels.beta_low, pixels.beta_high)
+    beta_high = np.maximum(pixels.beta_low, pixels.beta_high)
+    rows, slots = np.nonzero(members.inside)
+    member = members.index[rows, slots]
+    # Slices (strips of constant beta) and each one's alpha extent in each bin.
+    strip_low, strip = np.unique(np.round(beta_low[member], 6), return_inverse=True)
+    strip_high = np.full(strip_low.size, -np.inf)
+    np.maximum.at(strip_high, strip, beta_high[member])
+    n_strips = strip_low.size
+    key = rows * n_strips + strip
+    extent_low = np.full(members.index.shape[0] * n_strips, np.inf)
+    extent_high = np.full(extent_low.size, -np.inf)
+    np.minimum.at(extent_low, key, alpha_low[member])
+    np.maximum.at(extent_high, key, alpha_high[member])
+    # The mirrored footprint, and its overlap with the (at most two) slices it reaches.
+    image_alpha = (2.0 * alpha[bins] - alpha_high[pixel], 2.0 * alpha[bins] - alpha_low[pixel])
+    image_beta = (2.0 * beta[bins] - beta_high[pixel], 2.0 * beta[bins] - beta_low[pixel])
+    inside = np.zeros(bins.size)
+    reached = [np.searchsorted(strip_low, edge, side="right") - 1 for edge in image_beta]
+    for number, candidate in enumerate(reached):
+        if number == 1:
+            candidate = np.where(candidate == reached[0], -1, candidate)  # counted once
+        valid = candidate >= 0
+        candidate = np.clip(candidate, 0, None)
+        along_beta = np.minimum(image_beta[1], strip_high[candidate]) - np.maximum(
+            image_beta[0], strip_low[candidate]
+        )
+        image_key = bins * n_strips + candidate
+        along_alpha = np.minimum(image_alpha[1], extent_high[image_key]) - np.maximum(
+            image_alpha[0], extent_low[image_key]
+        )
+        inside += np.where(valid, np.clip(along_beta, 0, None) * np.clip(along_alpha, 0, None), 0)
+    area = (image_alpha[1] - image_alpha[0]) * (image_beta[1] - image_beta[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area > 0, np.clip(1.0 - inside / area, 0.0, 1.0), 0.0)
 
 
 def thin_wings(samples: PsfSamples, pixel: np.ndarray) -> tuple[PsfSamples, np.ndarray]:
@@ -213,7 +276,7 @@ def _calibrated(samples: PsfSamples, nodes: np.ndarray) -> PsfCalibration:
     """
     digest = hashlib.blake2b(digest_size=20)
     names = ("bins", "data", "weight", "reference", "shape", "u_low", "u_high", "v_low",
-             "v_high", "wavelength", "multiplicity", "strip", "area")  # fmt: skip
+             "v_high", "wavelength", "multiplicity", "strip", "area", "mirror_unseen")  # fmt: skip
     for values in [nodes] + [getattr(samples, name) for name in names]:
         digest.update(b"-" if values is None else np.ascontiguousarray(values).tobytes())
     key = (digest.hexdigest(), samples.n_bins)

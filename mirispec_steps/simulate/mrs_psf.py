@@ -301,7 +301,9 @@ class MoffatMrsPsf(SampledMrsPsf):
         return (1.0 + radius2) ** -self.power
 
 
-def light_outside_field(psf, geometry, alpha: float, beta: float, wavelength: float) -> float:
+def light_outside_field(
+    psf, geometry, alpha: float, beta: float, wavelength: float, mirrored: bool = False
+) -> float:
     """
     Share of a point source's light that falls outside a channel's field at one wavelength.
 
@@ -309,7 +311,10 @@ def light_outside_field(psf, geometry, alpha: float, beta: float, wavelength: fl
     and beta edges, from the pixels within 1% of ``wavelength``). No
     measurement on the detector sees this light: an extraction takes it
     from its reference PSF, so a reference that puts ``r`` outside where
-    the truth puts ``t`` biases every flux by about ``r - t``.
+    the truth puts ``t`` biases every flux by about ``r - t``. The MRS
+    self-calibration also reads, mirrored through the source, the light
+    over the field's far side (:mod:`mirispec_steps.mrs.core.psf_calibration`):
+    ``mirrored=True`` measures what is left beyond that symmetric hull.
 
     Parameters
     ----------
@@ -321,25 +326,50 @@ def light_outside_field(psf, geometry, alpha: float, beta: float, wavelength: fl
         Source position (arcsec).
     wavelength : float
         Micron.
+    mirrored : bool
+        Outside the union of the field and its mirror image through the source.
 
     Returns
     -------
     float
-        The share outside the field.
+        The share outside the field (or its symmetric hull).
     """
     near = np.abs(geometry.wavelength - wavelength) < 0.01 * wavelength
-    inside = 0.0
+    slices = []
     for slice_number in np.unique(geometry.slice_number[near]):
         chosen = near & (geometry.slice_number == slice_number)
-        edges = (
+        slices.append((
             np.min(np.minimum(geometry.alpha_low[chosen], geometry.alpha_high[chosen])),
             np.max(np.maximum(geometry.alpha_low[chosen], geometry.alpha_high[chosen])),
             np.min(geometry.beta_low[chosen]),
             np.max(geometry.beta_high[chosen]),
-        )
+        ))  # fmt: skip
+    if mirrored:
+        images = [(2 * alpha - a1, 2 * alpha - a0, 2 * beta - b1, 2 * beta - b0)
+                  for a0, a1, b0, b1 in slices]  # fmt: skip
+        slices = _union_of_rectangles(slices + images)
+    inside = 0.0
+    for edges in slices:
         inside += float(psf.footprint_fraction(
             *(np.array(edge) for edge in edges), alpha, beta, np.array(wavelength)))  # fmt: skip
     return 1.0 - inside
+
+
+def _union_of_rectangles(rectangles: list[tuple]) -> list[tuple]:
+    """Disjoint rectangles ``(a0, a1, b0, b1)`` covering the union of the given ones."""
+    cuts = np.unique([edge for rectangle in rectangles for edge in rectangle[2:]])
+    pieces = []
+    for low, high in zip(cuts[:-1], cuts[1:], strict=True):
+        middle = 0.5 * (low + high)
+        spans = sorted((a0, a1) for a0, a1, b0, b1 in rectangles if b0 <= middle < b1)
+        merged = []
+        for start, stop in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        pieces += [(start, stop, low, high) for start, stop in merged]
+    return pieces
 
 
 def gaussian_variant() -> MrsPsf:
