@@ -101,12 +101,12 @@ def test_association_gives_each_exposure_its_x1d_and_one_combined_spectrum(obser
 
 
 def test_combined_spectrum_residual_fringes_and_accuracy(observation):
-    """Residual fringes of 2-3% (2.9 cm^-1) removed to below 0.5%; every band within 1.2% of
+    """Residual fringes of 2-3% (2.9 cm^-1) removed to below 0.5%; every band within 0.5% of
     the truth and its overlaps with its neighbours within 0.5% of each other.
 
-    The 1.2% is the extraction's own systematic with a PSF it does not model (diffraction,
-    auto PSF: -0.5 to -1% in these bands, as issue 19's measurements); with a standard
-    star's PSF the benchmark meets 0.5%."""
+    With a PSF the extraction does not model (diffraction, auto PSF), measured -0.25% to 0.00%
+    (4A p10 -0.62%); -0.5 to -1% before the self-calibration read the light the dithers lose
+    over the field's near edges, mirrored, on its far side (the bound was 1.2%)."""
     simulated, output, _ = observation
     truth = simulated.truth
     with datamodels.open(output / "mrs_observation_c1d.fits") as combined:
@@ -121,7 +121,7 @@ def test_combined_spectrum_residual_fringes_and_accuracy(observation):
             after = fringe_amplitude(wavelength[clean], relative[clean])
             assert np.mean(before) > 0.015, (band, before)
             assert np.max(after) < 0.005, (band, after)
-            assert abs(np.nanmedian(relative[clean])) < 0.012, band
+            assert abs(np.nanmedian(relative[clean])) < 0.005, band
         for first, second in (("1B", "1C"), ("2B", "2C"), ("2C", "3A")):
             low, high = bands[second]["WAVELENGTH"][0], bands[first]["WAVELENGTH"][-1]
             inside = (stitched["WAVELENGTH"] >= low) & (stitched["WAVELENGTH"] <= high)

@@ -35,6 +35,7 @@ import numpy as np
 from mirispec_steps.core.optimal import poisson_variance_model
 from mirispec_steps.errors import InputDataError
 from mirispec_steps.mrs.core.extract import FootprintPixels
+from mirispec_steps.mrs.core.psf import CubePsf
 from mirispec_steps.mrs.core.psf_calibration import (
     PsfCalibration,
     PsfSamples,
@@ -172,8 +173,11 @@ def calibration_samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, 
         multiplicity=multiplicity,
         # Pixels of one slice share its beta edges.
         strip=np.unique(np.round(low_b, 6), return_inverse=True)[1],
-        mirror_unseen=mirror_unseen(pixels, members, alpha, beta, bins, pixel),
-    )
+        # A measured cube's light beyond the field was seen by its star's dithers; a model's
+        # was not seen at all, and the mirror image of what the field lost is a better guess.
+        mirror_unseen=None if isinstance(psf, CubePsf)
+        else mirror_unseen(pixels, members, alpha, beta, bins, pixel),
+    )  # fmt: skip
     return samples, pixel
 
 

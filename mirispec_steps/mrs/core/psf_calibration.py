@@ -37,9 +37,10 @@ Normalisation
     symmetric kernel; only the correction is assumed symmetric there, the
     reference keeps its own shape. Without the mirror, the lost light was
     the reference's, which for a model with Gaussian wings is none: -0.3
-    to -0.5% in every band for a diffraction pattern half an arcsecond off
-    centre. The grid's B-splines vanish at its edge, so the PSF is
-    continuous there.
+    to -0.5% in every band for a diffraction pattern 0.36" off centre. The
+    caller decides (``mirror_unseen`` None: the reference's light beyond
+    the field is kept, as for a PSF measured on a star that saw it). The
+    grid's B-splines vanish at its edge, so the PSF is continuous there.
 
 Priors
     Second differences of the coefficients (roughness) and the coefficients
