@@ -303,6 +303,9 @@ def build_mrs_psf(
                     "saturated pixel within one FWHM of the source; a PSF cannot be measured "
                     "on a saturated star"
                 )
+            # No mirror image: the cube serves targets at other positions, and the light it
+            # puts where no exposure looked is the reference's, scaled where the sky was seen
+            # (seen_sky), not any one field's mirror image.
             samples, pixel = calibration_samples(pixels, members, alpha, beta, reference)
             samples.weight = calibration_weights(pixels, samples, pixel)
             snr = median_snr(samples)

@@ -130,8 +130,16 @@ class PsfChoice:
         return record
 
 
-def calibration_samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, np.ndarray]:
-    """The calibration's pairs: usable members within reach of the source."""
+def calibration_samples(
+    pixels, members, alpha, beta, psf, mirror: bool = False
+) -> tuple[PsfSamples, np.ndarray]:
+    """
+    The calibration's pairs: usable members within reach of the source.
+
+    With ``mirror``, each pair also carries the share of its mirror image through the source
+    that falls outside the field (:func:`mirror_unseen`): the calibration then reads the
+    light the field loses over its near edges on its far side.
+    """
     index = members.index
     width = np.asarray(psf.fwhm(pixels.wavelength), dtype=float)
     alpha_mid = 0.5 * (pixels.alpha_low + pixels.alpha_high)
@@ -173,11 +181,8 @@ def calibration_samples(pixels, members, alpha, beta, psf) -> tuple[PsfSamples, 
         multiplicity=multiplicity,
         # Pixels of one slice share its beta edges.
         strip=np.unique(np.round(low_b, 6), return_inverse=True)[1],
-        # A measured cube's light beyond the field was seen by its star's dithers; a model's
-        # was not seen at all, and the mirror image of what the field lost is a better guess.
-        mirror_unseen=None if isinstance(psf, CubePsf)
-        else mirror_unseen(pixels, members, alpha, beta, bins, pixel),
-    )  # fmt: skip
+        mirror_unseen=mirror_unseen(pixels, members, alpha, beta, bins, pixel) if mirror else None,
+    )
     return samples, pixel
 
 
@@ -372,7 +377,11 @@ def choose_psf(
     """
     if mode == "reference":
         return reference, PsfChoice(mode, "reference", "the reference PSF was requested")
-    samples, pixel = calibration_samples(pixels, members, alpha, beta, reference)
+    # A measured cube's light beyond the field was seen by its star's dithers; a model's was
+    # not seen at all, and the mirror image of what the field lost is the better guess.
+    samples, pixel = calibration_samples(
+        pixels, members, alpha, beta, reference, mirror=not isinstance(reference, CubePsf)
+    )
     samples.weight = calibration_weights(pixels, samples, pixel)
     if median_snr(samples) > BRIGHT_SNR:
         samples, pixel = thin_wings(samples, pixel)

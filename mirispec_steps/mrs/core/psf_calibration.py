@@ -309,14 +309,7 @@ class PsfSamples:
         Returns
         -------
         PsfSamples
-            All pairs; bin ``k`` of the second set is ``K_1 + k``; no ``mirror_unseen``.
-
-        Notes
-        -----
-        A PSF measured on several exposures (``mrs_psf``) serves targets at other
-        positions: the light it puts where no exposure looked is the reference's, scaled
-        where the sky was seen (:mod:`mirispec_steps.mrs.psf_builder`), not any one
-        field's mirror image.
+            All pairs; bin ``k`` of the second set is ``K_1 + k``.
         """
         bin_offsets = np.cumsum([0] + [part.n_bins for part in parts[:-1]])
         values = {
@@ -327,7 +320,7 @@ class PsfSamples:
         values["bins"] = np.concatenate(
             [part.bins + offset for part, offset in zip(parts, bin_offsets, strict=True)]
         )
-        for name in ("area", "wavelength", "multiplicity"):
+        for name in ("area", "wavelength", "multiplicity", "mirror_unseen"):
             present = [getattr(part, name) for part in parts]
             values[name] = None if any(v is None for v in present) else np.concatenate(present)
         values["exposure"] = np.concatenate(
